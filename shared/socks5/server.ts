@@ -1,0 +1,151 @@
+// Sans-IO SOCKS5 server handshake (after mitmproxy's layers): feed() takes received bytes and
+// returns commands for the I/O layer. A protocol fault becomes reply bytes and a close, never
+// a thrown exception. The I/O layer answers 'authenticate' with authResult() and 'request'
+// with succeed() or fail().
+import { DualsocksError, SocksProtocolError } from '../errors.js';
+import {
+  decodeAuthRequest,
+  decodeGreeting,
+  decodeRequest,
+  encodeAuthReply,
+  encodeMethodSelection,
+  encodeReply,
+  concatBytes as concat,
+  type Decoded,
+  type Request,
+} from './codec.js';
+import { AUTH_STATUS_FAIL, AUTH_STATUS_OK, METHOD, REP } from './constants.js';
+
+export type ServerCommand =
+  | { type: 'send'; data: Uint8Array }
+  | { type: 'authenticate'; username: string; password: string }
+  | { type: 'request'; request: Request }
+  /** Bytes the client sent after its request; they belong to the relay. */
+  | { type: 'data'; data: Uint8Array }
+  | { type: 'close'; error?: DualsocksError };
+
+type State = 'greeting' | 'auth' | 'auth-wait' | 'request' | 'request-wait' | 'open' | 'closed';
+
+// A handshake never needs more than this; more is garbage or abuse.
+const MAX_HANDSHAKE_BUFFER = 1024;
+
+export class Socks5ServerSession {
+  private state: State = 'greeting';
+  private buf: Uint8Array = new Uint8Array(0);
+  username: string | undefined;
+
+  constructor(private readonly opts: { requireAuth: boolean }) {}
+
+  get phase(): State {
+    return this.state;
+  }
+
+  feed(chunk: Uint8Array): ServerCommand[] {
+    if (this.state === 'closed') return [];
+    if (this.state === 'open') return [{ type: 'data', data: chunk }];
+    this.buf = this.buf.length === 0 ? chunk : concat(this.buf, chunk);
+    const out: ServerCommand[] = [];
+    this.advance(out);
+    if ((this.state === 'greeting' || this.state === 'auth' || this.state === 'request') && this.buf.length > MAX_HANDSHAKE_BUFFER) {
+      this.close(out, new SocksProtocolError('ERR_SOCKS_TRUNCATED', 'handshake too long'));
+    }
+    return out;
+  }
+
+  /** The I/O layer's answer to an 'authenticate' command. */
+  authResult(okay: boolean): ServerCommand[] {
+    if (this.state !== 'auth-wait') return [];
+    const out: ServerCommand[] = [{ type: 'send', data: encodeAuthReply({ status: okay ? AUTH_STATUS_OK : AUTH_STATUS_FAIL }) }];
+    if (!okay) {
+      this.close(out, new SocksProtocolError('ERR_SOCKS_AUTH_FAILED', this.username ? `user ${JSON.stringify(this.username)}` : undefined));
+      return out;
+    }
+    this.state = 'request';
+    this.advance(out);
+    return out;
+  }
+
+  /** Request granted: reply with the bound address and hand over to the relay. */
+  succeed(bound: { host: string; port: number }): ServerCommand[] {
+    if (this.state !== 'request-wait') return [];
+    this.state = 'open';
+    const out: ServerCommand[] = [{ type: 'send', data: encodeReply({ rep: REP.SUCCEEDED, ...bound }) }];
+    if (this.buf.length > 0) out.push({ type: 'data', data: this.buf });
+    this.buf = new Uint8Array(0);
+    return out;
+  }
+
+  /** A further reply for the same request (BIND's second reply). */
+  reply(rep: number, bound: { host: string; port: number }): ServerCommand[] {
+    return [{ type: 'send', data: encodeReply({ rep, ...bound }) }];
+  }
+
+  /** Request failed: reply with the error's code and close. */
+  fail(error: DualsocksError): ServerCommand[] {
+    if (this.state === 'closed') return [];
+    const out: ServerCommand[] = [];
+    if (this.state === 'request-wait' || this.state === 'open') out.push({ type: 'send', data: encodeReply({ rep: error.rep }) });
+    this.close(out, error);
+    return out;
+  }
+
+  private close(out: ServerCommand[], error?: DualsocksError): void {
+    this.state = 'closed';
+    this.buf = new Uint8Array(0);
+    out.push(error ? { type: 'close', error } : { type: 'close' });
+  }
+
+  private take<T>(d: Decoded<T> & { status: 'ok' }): T {
+    this.buf = this.buf.subarray(d.size);
+    return d.msg;
+  }
+
+  private advance(out: ServerCommand[]): void {
+    for (;;) {
+      switch (this.state) {
+        case 'greeting': {
+          const d = decodeGreeting(this.buf);
+          if (d.status === 'need') return;
+          if (d.status === 'error') return this.close(out, d.error);
+          const { methods } = this.take(d);
+          const method = this.opts.requireAuth
+            ? methods.includes(METHOD.USERPASS) ? METHOD.USERPASS : METHOD.NO_ACCEPTABLE
+            : methods.includes(METHOD.NO_AUTH) ? METHOD.NO_AUTH : methods.includes(METHOD.USERPASS) ? METHOD.USERPASS : METHOD.NO_ACCEPTABLE;
+          out.push({ type: 'send', data: encodeMethodSelection({ method }) });
+          if (method === METHOD.NO_ACCEPTABLE) {
+            return this.close(out, new SocksProtocolError('ERR_SOCKS_NO_METHOD', `offered ${methods.join(',')}`));
+          }
+          this.state = method === METHOD.USERPASS ? 'auth' : 'request';
+          break;
+        }
+        case 'auth': {
+          const d = decodeAuthRequest(this.buf);
+          if (d.status === 'need') return;
+          if (d.status === 'error') {
+            out.push({ type: 'send', data: encodeAuthReply({ status: AUTH_STATUS_FAIL }) });
+            return this.close(out, d.error);
+          }
+          const { username, password } = this.take(d);
+          this.username = username;
+          this.state = 'auth-wait';
+          out.push({ type: 'authenticate', username, password });
+          return;
+        }
+        case 'request': {
+          const d = decodeRequest(this.buf);
+          if (d.status === 'need') return;
+          if (d.status === 'error') {
+            out.push({ type: 'send', data: encodeReply({ rep: d.error.rep }) });
+            return this.close(out, d.error);
+          }
+          const request = this.take(d);
+          this.state = 'request-wait';
+          out.push({ type: 'request', request });
+          return;
+        }
+        default:
+          return;
+      }
+    }
+  }
+}
