@@ -1,0 +1,110 @@
+// Starts dualsocks CLI commands as real processes (optionally inside a network namespace) and
+// waits for their "listening on" lines, so tests use the program exactly as an operator would.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { splitHostPort } from '../../shared/net/address.js';
+
+export const CLI = fileURLToPath(new URL('../../bridge/cli.js', import.meta.url));
+
+export interface Running {
+  proc: ChildProcess;
+  /** Addresses from the "listening on" lines, in order. */
+  listening: { host: string; port: number }[];
+  /** Lines printed on stdout (one JSON log record per finished connection). */
+  stdout: string[];
+  stderr: string[];
+  /** Parsed JSON log records seen so far. */
+  records(): Record<string, unknown>[];
+  /** Resolves when `count` records exist (the gateway logs after a connection ends). */
+  waitRecords(count: number, timeoutMs?: number): Promise<Record<string, unknown>[]>;
+  stop(): Promise<void>;
+}
+
+export async function startCli(args: string[], opts: { netns?: string; expectListeners?: number; env?: NodeJS.ProcessEnv } = {}): Promise<Running> {
+  const cmd = opts.netns ? 'ip' : process.execPath;
+  const argv = opts.netns ? ['netns', 'exec', opts.netns, process.execPath, CLI, ...args] : [CLI, ...args];
+  const proc = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  const listening: { host: string; port: number }[] = [];
+  const want = opts.expectListeners ?? 1;
+  const waiters: (() => void)[] = [];
+  const wake = (): void => waiters.splice(0).forEach((w) => w());
+  const lines = (stream: NodeJS.ReadableStream, into: string[], onLine?: (l: string) => void): void => {
+    let pending = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => {
+      pending += chunk;
+      let i: number;
+      while ((i = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, i);
+        pending = pending.slice(i + 1);
+        into.push(line);
+        onLine?.(line);
+        wake();
+      }
+    });
+  };
+  lines(proc.stdout!, stdout);
+  lines(proc.stderr!, stderr, (l) => {
+    const m = / listening on (\S+)/.exec(l);
+    if (m) {
+      const hp = splitHostPort(m[1]!);
+      if (hp) listening.push(hp);
+    }
+  });
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => { wake(); resolve(code); }));
+  const records = (): Record<string, unknown>[] =>
+    stdout.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const until = (pred: () => boolean, timeoutMs: number, what: string): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; stderr:\n${stderr.join('\n')}`)), timeoutMs);
+      const check = (): void => {
+        if (pred()) {
+          clearTimeout(timer);
+          resolve();
+        } else if (proc.exitCode !== null || proc.signalCode !== null) {
+          clearTimeout(timer);
+          reject(new Error(`dualsocks ${args[0]} exited (${proc.exitCode ?? proc.signalCode}) before ${what}; stderr:\n${stderr.join('\n')}`));
+        } else waiters.push(check);
+      };
+      check();
+    });
+  await until(() => listening.length >= want, 15000, `${want} listener(s)`);
+  return {
+    proc,
+    listening,
+    stdout,
+    stderr,
+    records,
+    async waitRecords(count, timeoutMs = 10000) {
+      await until(() => records().length >= count, timeoutMs, `${count} log record(s)`);
+      return records();
+    },
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGTERM');
+        await exited;
+      }
+    },
+  };
+}
+
+/** Runs a command to completion and returns its output (stdout as a Buffer). */
+export function run(cmd: string, args: string[], opts: { netns?: string; input?: string | Buffer; timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+  const [c, a] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, cmd, ...args]] : [cmd, args];
+  return new Promise((resolve, reject) => {
+    const p = spawn(c, a as string[], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    const timer = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs ?? 60000);
+    p.stdout.on('data', (d: Buffer) => out.push(d));
+    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    p.on('error', reject);
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout: Buffer.concat(out), stderr: err });
+    });
+    p.stdin.end(opts.input ?? '');
+  });
+}
