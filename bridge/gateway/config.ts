@@ -1,0 +1,111 @@
+// The gateway's settings: one table for flags and JSON keys, turned into a checked config.
+import { ConfigError } from '../../shared/errors.js';
+import { CidrSet, parseCidr, parseIp, splitHostPort } from '../../shared/net/address.js';
+import { specialClass } from '../../shared/net/policy.js';
+import { parseOptions, type OptionSpec } from '../options.js';
+
+export const GATEWAY_OPTIONS: OptionSpec[] = [
+  { key: 'listen', kind: 'list', arg: 'HOST:PORT', help: 'address to listen on, repeatable; IPv6 in brackets (default 127.0.0.1:1081 and [::1]:1081)' },
+  { key: 'users', kind: 'string', arg: 'FILE', help: 'username/password file (lines made by `dualsocks passwd USER`)' },
+  { key: 'noAuth', kind: 'flag', help: 'serve without authentication even on a non-loopback address' },
+  { key: 'hosts', kind: 'string', arg: 'FILE', help: 'hosts(5) file of static names, looked up before DNS' },
+  { key: 'dns', kind: 'list', arg: 'SERVER[:PORT]', help: 'resolver to ask instead of the system one, repeatable; "none" for hosts file only' },
+  { key: 'prefer', kind: 'string', arg: 'ipv6|ipv4', choices: ['ipv6', 'ipv4'], help: 'family tried first by Happy Eyeballs (default ipv6)' },
+  { key: 'allow', kind: 'list', arg: 'CIDR', help: 'destination range to allow although it is loopback/private/link-local…, repeatable' },
+  { key: 'allowPrivate', kind: 'flag', help: 'allow every loopback, private, link-local, unique-local and multicast destination' },
+  { key: 'clients', kind: 'list', arg: 'CIDR', help: 'client source addresses allowed to connect, repeatable (default any)' },
+  { key: 'handshakeTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed for greeting, auth and request (default 10)' },
+  { key: 'connectTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed to reach the destination (default 10)' },
+  { key: 'idleTimeout', kind: 'seconds', arg: 'SECONDS', help: 'close a tunnel idle this long, 0 for never (default 3600)' },
+  { key: 'maxConnections', kind: 'count', arg: 'N', help: 'connections served at once; more are refused cleanly (default 4096)' },
+  { key: 'quiet', kind: 'flag', help: 'do not print the per-connection log lines' },
+];
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface GatewayConfig {
+  listen: HostPort[];
+  usersFile?: string | undefined;
+  requireAuth: boolean;
+  hostsFile?: string | undefined;
+  /** undefined: system resolver; []: hosts file only. */
+  dns?: HostPort[] | undefined;
+  prefer: 'ipv6' | 'ipv4';
+  allow: CidrSet;
+  allowPrivate: boolean;
+  clients?: CidrSet | undefined;
+  handshakeTimeoutMs: number;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxConnections: number;
+  quiet: boolean;
+}
+
+export const DEFAULT_GATEWAY_LISTEN: HostPort[] = [
+  { host: '127.0.0.1', port: 1081 },
+  { host: '::1', port: 1081 },
+];
+
+function listenAddresses(key: string, items: string[]): HostPort[] {
+  return items.map((text) => {
+    const hp = splitHostPort(text);
+    if (!hp) throw new ConfigError(key, `"${text}" is not HOST:PORT (put IPv6 in brackets: [::]:1081)`);
+    if (!parseIp(hp.host) && hp.host !== 'localhost') throw new ConfigError(key, `"${text}": listen on an IP address`);
+    return { host: hp.host === 'localhost' ? '127.0.0.1' : hp.host, port: hp.port };
+  });
+}
+
+function cidrs(key: string, items: string[]): CidrSet {
+  for (const c of items) if (!parseCidr(c)) throw new ConfigError(key, `"${c}" is not an address or CIDR`);
+  return new CidrSet(items);
+}
+
+export function isLoopbackListen(hp: HostPort): boolean {
+  const ip = parseIp(hp.host);
+  return ip !== null && specialClass(ip) === 'loopback';
+}
+
+export function gatewayConfig(argv: string[]): GatewayConfig {
+  const o = parseOptions(argv, GATEWAY_OPTIONS);
+  const listen = o.listen ? listenAddresses('listen', o.listen as string[]) : DEFAULT_GATEWAY_LISTEN;
+  const usersFile = o.users as string | undefined;
+  const noAuth = o.noAuth === true;
+  if (usersFile && noAuth) throw new ConfigError('noAuth', 'cannot be combined with users');
+  const exposed = listen.filter((l) => !isLoopbackListen(l));
+  if (exposed.length > 0 && !usersFile && !noAuth) {
+    throw new ConfigError('listen', `${exposed.map((l) => l.host).join(', ')} is not loopback: give --users FILE, or --no-auth to run an open proxy on purpose`);
+  }
+  let dns: HostPort[] | undefined;
+  const dnsList = o.dns as string[] | undefined;
+  if (dnsList) {
+    dns = dnsList.includes('none')
+      ? []
+      : dnsList.map((s) => {
+          const hp = splitHostPort(s, 53);
+          if (!hp || !parseIp(hp.host)) throw new ConfigError('dns', `"${s}" is not an IP address with an optional port`);
+          return hp;
+        });
+  }
+  const secs = (key: string, dflt: number): number => Math.round(((o[key] as number | undefined) ?? dflt) * 1000);
+  const maxConnections = (o.maxConnections as number | undefined) ?? 4096;
+  if (maxConnections < 1) throw new ConfigError('maxConnections', 'must be at least 1');
+  return {
+    listen,
+    usersFile,
+    requireAuth: usersFile !== undefined,
+    hostsFile: o.hosts as string | undefined,
+    dns,
+    prefer: (o.prefer as 'ipv6' | 'ipv4' | undefined) ?? 'ipv6',
+    allow: cidrs('allow', (o.allow as string[] | undefined) ?? []),
+    allowPrivate: o.allowPrivate === true,
+    clients: o.clients ? cidrs('clients', o.clients as string[]) : undefined,
+    handshakeTimeoutMs: secs('handshakeTimeout', 10),
+    connectTimeoutMs: secs('connectTimeout', 10),
+    idleTimeoutMs: secs('idleTimeout', 3600),
+    maxConnections,
+    quiet: o.quiet === true,
+  };
+}

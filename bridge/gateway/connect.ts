@@ -1,0 +1,31 @@
+// CONNECT: resolve at the gateway, check policy on every address, Happy Eyeballs, then relay.
+// BND.ADDR in the reply is the outbound socket's own address, so the client learns which
+// family reached the destination.
+import { canonicalHost, familyOf, formatIp } from '../../shared/net/address.js';
+import { checkDestination } from '../../shared/net/policy.js';
+import { relay } from '../relay.js';
+import { dialDirect } from '../upstream/direct.js';
+import type { RequestContext } from './server.js';
+
+export async function serveConnect(ctx: RequestContext): Promise<void> {
+  const { gateway, request, record } = ctx;
+  const cfg = gateway.config;
+  const ips = await gateway.addressesFor(request.host);
+  const policy = { allow: cfg.allow, allowPrivate: cfg.allowPrivate };
+  const { socket: remote, address } = await dialDirect(ips, request.port, {
+    prefer: cfg.prefer,
+    timeoutMs: cfg.connectTimeoutMs,
+    deny: (ip) => checkDestination(policy, ip),
+    signal: ctx.signal,
+  });
+  record.address = formatIp(address);
+  record.family = familyOf(address);
+  if (ctx.signal.aborted) {
+    remote.destroy();
+    return;
+  }
+  const early = ctx.succeed({ host: canonicalHost(remote.localAddress ?? '0.0.0.0'), port: remote.localPort ?? 0 });
+  for (const chunk of early) remote.write(chunk);
+  const r = await relay(ctx.client, remote, { idleTimeoutMs: cfg.idleTimeoutMs });
+  ctx.finish('ok', { bytesUp: r.up, bytesDown: r.down, end: r.end });
+}

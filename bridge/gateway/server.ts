@@ -1,0 +1,203 @@
+// The gateway's I/O layer: accepts sockets, drives the sans-IO SOCKS5 session with them, and
+// hands granted requests to the command handlers. Protocol logic stays in shared/socks5.
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
+import { canonicalHost, joinHostPort, parseIp, type Ip } from '../../shared/net/address.js';
+import { encodeMethodSelection, type Request } from '../../shared/socks5/codec.js';
+import { CMD, METHOD } from '../../shared/socks5/constants.js';
+import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
+import type { LogRecord, Logger } from '../log.js';
+import type { GatewayConfig, HostPort } from './config.js';
+import { serveConnect } from './connect.js';
+import { NameResolver } from './resolver.js';
+import { Users } from './users.js';
+
+const CMD_NAMES: Record<number, string> = { [CMD.CONNECT]: 'connect', [CMD.BIND]: 'bind', [CMD.UDP_ASSOCIATE]: 'udp' };
+
+/** What a command handler gets: the request, the client socket, and ways to answer. */
+export interface RequestContext {
+  readonly gateway: Gateway;
+  readonly client: Socket;
+  readonly request: Request;
+  readonly record: LogRecord;
+  readonly signal: AbortSignal;
+  /** Sends the success reply; returns relay data the client sent early. */
+  succeed(bound: HostPort): Uint8Array[];
+  fail(error: DualsocksError): void;
+  /** Logs the end of a granted request (once). */
+  finish(result: string, extra?: LogRecord): void;
+}
+
+export interface GatewayStats {
+  accepted: number;
+  active: number;
+  succeeded: number;
+  failed: number;
+}
+
+export class Gateway {
+  readonly resolver: NameResolver;
+  readonly users: Users | undefined;
+  readonly stats: GatewayStats = { accepted: 0, active: 0, succeeded: 0, failed: 0 };
+  private readonly servers: Server[] = [];
+  private readonly sockets = new Set<Socket>();
+
+  constructor(
+    readonly config: GatewayConfig,
+    readonly log: Logger,
+  ) {
+    this.users = config.usersFile ? Users.fromFile(config.usersFile) : undefined;
+    this.resolver = new NameResolver({ hostsFile: config.hostsFile, dns: config.dns });
+  }
+
+  async listen(): Promise<HostPort[]> {
+    const bound: HostPort[] = [];
+    for (const addr of this.config.listen) {
+      const server = createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.accept(s));
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        // ipv6Only keeps "[::]" from also taking the IPv4 port that "0.0.0.0" may want
+        server.listen({ host: addr.host, port: addr.port, ipv6Only: addr.host.includes(':') }, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      const info = server.address() as AddressInfo;
+      bound.push({ host: canonicalHost(info.address), port: info.port });
+      this.servers.push(server);
+    }
+    return bound;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    for (const s of this.sockets) s.destroy();
+  }
+
+  private accept(client: Socket): void {
+    const started = Date.now();
+    this.stats.accepted++;
+    this.stats.active++;
+    this.sockets.add(client);
+    const clientHost = canonicalHost(client.remoteAddress ?? '');
+    const record: LogRecord = { client: clientHost, clientPort: client.remotePort };
+    let logged = false;
+    const finish = (result: string, extra: LogRecord = {}): void => {
+      if (logged) return;
+      logged = true;
+      Object.assign(record, extra, { result, durationMs: Date.now() - started });
+      if (result === 'ok') this.stats.succeeded++;
+      else this.stats.failed++;
+      if (!this.config.quiet) this.log(record);
+    };
+    const aborter = new AbortController();
+    let granted = false;
+    client.once('close', () => {
+      this.stats.active--;
+      this.sockets.delete(client);
+      aborter.abort();
+      // after the reply, the handler logs the relay's outcome itself
+      if (!granted) finish('ERR_CLIENT_CLOSED');
+    });
+    client.on('error', (e: NodeJS.ErrnoException) => {
+      record.clientError = e.code ?? e.message;
+      client.destroy();
+    });
+
+    const clientIp = parseIp(clientHost);
+    if (this.config.clients && !(clientIp && this.config.clients.has(clientIp))) {
+      finish('ERR_POLICY_CLIENT', { rep: 2 });
+      client.end(encodeMethodSelection({ method: METHOD.NO_ACCEPTABLE }), () => client.destroy());
+      return;
+    }
+    const overCap = this.stats.active > this.config.maxConnections;
+    const session = new Socks5ServerSession({ requireAuth: this.users !== undefined });
+    const handshakeTimer = setTimeout(() => {
+      finish('ERR_HANDSHAKE_TIMEOUT', { phase: session.phase });
+      client.destroy();
+    }, this.config.handshakeTimeoutMs);
+    let early: Uint8Array[] = [];
+
+    const run = (cmds: ServerCommand[]): void => {
+      for (const c of cmds) {
+        switch (c.type) {
+          case 'send':
+            client.write(c.data);
+            break;
+          case 'data':
+            early.push(c.data);
+            break;
+          case 'authenticate':
+            client.pause();
+            record.user = c.username;
+            this.users!.verify(c.username, c.password).then(
+              (ok) => {
+                client.resume();
+                run(session.authResult(ok));
+              },
+              () => run(session.authResult(false)),
+            );
+            break;
+          case 'request':
+            clearTimeout(handshakeTimer);
+            client.pause();
+            client.off('data', onData);
+            Object.assign(record, { cmd: CMD_NAMES[c.request.cmd], host: c.request.host, port: c.request.port });
+            if (overCap) run(session.fail(new RequestError('ERR_CONNECTION_CAP', `limit ${this.config.maxConnections}`)));
+            else this.dispatch(ctx(c.request));
+            break;
+          case 'close': {
+            clearTimeout(handshakeTimer);
+            const err = c.error;
+            finish(err?.code ?? 'closed', err ? { rep: err.rep, error: err.message } : {});
+            if (!client.destroyed) client.end(() => client.destroy());
+            break;
+          }
+        }
+      }
+    };
+    const onData = (chunk: Buffer): void => run(session.feed(chunk));
+    client.on('data', onData);
+
+    const ctx = (request: Request): RequestContext => ({
+      gateway: this,
+      client,
+      request,
+      record,
+      signal: aborter.signal,
+      succeed: (bound) => {
+        granted = true;
+        run(session.succeed(bound));
+        const data = early;
+        early = [];
+        record.bound = joinHostPort(bound.host, bound.port);
+        return data;
+      },
+      fail: (error) => run(session.fail(error)),
+      finish,
+    });
+  }
+
+  private dispatch(ctx: RequestContext): void {
+    const onError = (e: unknown): void => {
+      ctx.fail(e instanceof DualsocksError ? e : new SocksProtocolError('ERR_CONNECT_FAILED', String(e)));
+    };
+    try {
+      switch (ctx.request.cmd) {
+        case CMD.CONNECT:
+          serveConnect(ctx).catch(onError);
+          break;
+        default:
+          ctx.fail(new SocksProtocolError('ERR_SOCKS_COMMAND', CMD_NAMES[ctx.request.cmd]));
+      }
+    } catch (e) {
+      onError(e);
+    }
+  }
+
+  /** Addresses resolved for a request, IP literals (also inside DOMAINNAME) taken as they are. */
+  async addressesFor(host: string): Promise<Ip[]> {
+    const ip = parseIp(host);
+    return ip ? [ip] : this.resolver.resolve(host);
+  }
+}
