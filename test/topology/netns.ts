@@ -1,0 +1,293 @@
+// Network-namespace topology for RFC 3089 tests: an IPv4-only and an IPv6-only client, an
+// IPv4-only and an IPv6-only server, and a dual-stack gateway between them that does NOT
+// forward, so a client reaches a server only through the SOCKS gateway. The test names are
+// known only to the gateway; each client has a logging resolver that knows none of them, so a
+// local lookup by the client cannot pass unnoticed.
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/**
+ * Like run() in ../helpers/process.ts, which crashes the test process with an unhandled EPIPE
+ * when a short-lived child exits before its (empty) stdin is written; here stdin is ignored
+ * unless there is input, and stdin errors are swallowed.
+ */
+export function run(cmd: string, args: string[], opts: { netns?: string; input?: string | Buffer; timeoutMs?: number } = {}): Promise<ExecResult> {
+  const [c, a] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, cmd, ...args]] : [cmd, args];
+  return new Promise((resolve, reject) => {
+    const p = spawn(c, a, { stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    const timer = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs ?? 60000);
+    p.stdout!.on('data', (d: Buffer) => out.push(d));
+    p.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    p.on('error', reject);
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout: Buffer.concat(out), stderr: err });
+    });
+    if (p.stdin) {
+      p.stdin.on('error', () => {});
+      p.stdin.end(opts.input);
+    }
+  });
+}
+
+export type Role = 'gw' | 'c4' | 'c6' | 's4' | 's6';
+export const ROLES: readonly Role[] = ['gw', 'c4', 'c6', 's4', 's6'];
+
+/** Addresses on each link. gw.* is the gateway's side of the link to that namespace. */
+export const ADDR = {
+  gw: { c4: '203.0.113.1', c6: '2001:db8:c6::1', s4: '198.51.100.1', s6: '2001:db8:56::1' },
+  c4: '203.0.113.2',
+  c6: '2001:db8:c6::2',
+  s4: '198.51.100.10',
+  s6: '2001:db8:56::10',
+} as const;
+const PREFIX = { c4: 26, c6: 64, s4: 24, s6: 64 } as const;
+
+/** The gateway has no route at all to these (connect fails with ENETUNREACH). */
+export const UNROUTED_V4 = '203.0.113.200';
+export const UNROUTED_V6 = '2001:db8:ff::1';
+/** The gateway routes these into s4/s6, which silently drop them (forwarding is off there): connects hang. */
+export const BLACKHOLE_V4 = '203.0.113.130';
+export const BLACKHOLE_V6 = '2001:db8:56:1::1';
+
+export const HTTP_PORT = 80;
+export const NAMES = {
+  v4only: 'v4only.test',
+  v6only: 'v6only.test',
+  dual: 'dual.test',
+  /** Known only to the gateway-side dnsmasq (for `--dns`), not in the hosts file. Points at s6. */
+  dnsOnly: 'dnsonly.test',
+  /** Known to nobody. */
+  unknown: 'nowhere.test',
+} as const;
+/** The gateway-side resolver, reachable only inside gw. */
+export const GW_DNS = { host: '127.0.0.1', port: 5353 } as const;
+export const BLOB_SIZE = 8 * 1024 * 1024;
+
+export type Server = 's4' | 's6';
+
+export interface ExecResult {
+  code: number | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+export interface Topology {
+  /** Real namespace names, for `ip netns exec` and startCli({ netns }). */
+  ns: Record<Role, string>;
+  dir: string;
+  /** hosts(5) file naming the test hosts, for the gateway's `--hosts`. */
+  hostsFile: string;
+  /** index.html content per server (distinct). */
+  index: Record<Server, string>;
+  /** sha256 (hex) of each server's blob.bin. */
+  blobSha256: Record<Server, string>;
+  exec(role: Role, cmd: string, args: string[], opts?: { input?: string | Buffer; timeoutMs?: number }): Promise<ExecResult>;
+  /** Opens a TCP connection from inside `role`: 'connected' or the errno code (ECONNREFUSED proves a route). */
+  connectProbe(role: Role, host: string, port: number, timeoutMs?: number): Promise<string>;
+  /** How many queries for `name` (any type) the namespace's resolver has logged. gw counts its :5353 resolver. */
+  queriesFor(role: 'c4' | 'c6' | 'gw', name: string): number;
+  destroy(): Promise<void>;
+}
+
+let seq = 0;
+const live = new Map<string, () => void>();
+let hooked = false;
+
+// Only synchronous work runs in 'exit', so the exit and signal paths share a sync cleanup.
+function hookExit(): void {
+  if (hooked) return;
+  hooked = true;
+  const all = (): void => [...live.values()].forEach((f) => f());
+  process.on('exit', all);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      all();
+      process.kill(process.pid, sig);
+    });
+  }
+}
+
+function sh(cmd: string, args: string[]): string {
+  try {
+    return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+  } catch {
+    return '';
+  }
+}
+
+/** Kills everything inside the namespace, deletes it and its /etc/netns files. Tolerates absence. */
+function removeNamespaceSync(name: string): void {
+  for (const pid of sh('ip', ['netns', 'pids', name]).split(/\s+/).filter(Boolean)) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+  if (sh('ip', ['netns', 'list']).split('\n').some((l) => l.split(' ')[0] === name)) sh('ip', ['netns', 'del', name]);
+  rmSync(`/etc/netns/${name}`, { recursive: true, force: true });
+}
+
+async function must(cmd: string, args: string[], netns?: string): Promise<string> {
+  const r = await run(cmd, args, netns ? { netns, timeoutMs: 15000 } : { timeoutMs: 15000 });
+  if (r.code !== 0) throw new Error(`${netns ? `[${netns}] ` : ''}${cmd} ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
+  return r.stdout.toString();
+}
+
+async function waitFor(what: string, timeoutMs: number, probe: () => Promise<boolean>): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    if (await probe()) return;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export async function createTopology(): Promise<Topology> {
+  const id = `ds${process.pid % 10000}-${seq++}`;
+  const ns = Object.fromEntries(ROLES.map((r) => [r, `${id}-${r}`])) as Record<Role, string>;
+  const dir = mkdtempSync(join(tmpdir(), `${id}-`));
+  const children: ChildProcess[] = [];
+
+  const cleanupSync = (): void => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    for (const r of ROLES) removeNamespaceSync(ns[r]);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  // A crashed earlier run with the same pid may have left these behind.
+  for (const r of ROLES) removeNamespaceSync(ns[r]);
+  hookExit();
+  live.set(id, cleanupSync);
+
+  const inNs = (role: Role, cmd: string, ...args: string[]): Promise<string> => must(cmd, args, ns[role]);
+  const spawnIn = (role: Role, logName: string, cmd: string, args: string[]): ChildProcess => {
+    const fd = openSync(join(dir, logName), 'a');
+    const child = spawn('ip', ['netns', 'exec', ns[role], cmd, ...args], { stdio: ['ignore', fd, fd] });
+    closeSync(fd);
+    child.on('error', () => {});
+    children.push(child);
+    return child;
+  };
+
+  try {
+    for (const r of ROLES) {
+      // Per-namespace /etc files: the hosts file never names the test hosts.
+      mkdirSync(`/etc/netns/${ns[r]}`, { recursive: true });
+      writeFileSync(`/etc/netns/${ns[r]}/hosts`, '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n');
+      const resolver = r === 'c6' ? '::1' : '127.0.0.1';
+      // gw has nothing on :53, so its system resolver fails fast instead of leaking anywhere.
+      writeFileSync(`/etc/netns/${ns[r]}/resolv.conf`, `nameserver ${resolver}\noptions timeout:1 attempts:1\n`);
+      await must('ip', ['netns', 'add', ns[r]]);
+    }
+    for (const r of ROLES) {
+      const v4only = r === 'c4' || r === 's4';
+      // Set before the veths exist, so "default" covers them.
+      const sysctls = ['net.ipv4.ip_forward=0', 'net.ipv6.conf.all.forwarding=0', 'net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_ra=0'];
+      if (v4only) sysctls.push('net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
+      await inNs(r, 'sysctl', '-q', '-w', ...sysctls);
+      await inNs(r, 'ip', 'link', 'set', 'lo', 'up');
+    }
+    for (const peer of ['c4', 'c6', 's4', 's6'] as const) {
+      // Created directly inside the namespaces: nothing ever appears in the host namespace.
+      await must('ip', ['-n', ns.gw, 'link', 'add', `to-${peer}`, 'type', 'veth', 'peer', 'name', 'to-gw', 'netns', ns[peer]]);
+      const plen = PREFIX[peer];
+      await must('ip', ['-n', ns.gw, 'addr', 'add', `${ADDR.gw[peer]}/${plen}`, 'dev', `to-${peer}`, ...(peer.endsWith('6') ? ['nodad'] : [])]);
+      await must('ip', ['-n', ns[peer], 'addr', 'add', `${ADDR[peer]}/${plen}`, 'dev', 'to-gw', ...(peer.endsWith('6') ? ['nodad'] : [])]);
+      await must('ip', ['-n', ns.gw, 'link', 'set', `to-${peer}`, 'up']);
+      await must('ip', ['-n', ns[peer], 'link', 'set', 'to-gw', 'up']);
+    }
+    await must('ip', ['-n', ns.gw, 'route', 'add', `${BLACKHOLE_V4}/32`, 'via', ADDR.s4, 'dev', 'to-s4']);
+    await must('ip', ['-n', ns.gw, '-6', 'route', 'add', `${BLACKHOLE_V6}/128`, 'via', ADDR.s6, 'dev', 'to-s6']);
+
+    // Resolvers: clients' know nothing (NXDOMAIN for every name) and log every query.
+    const dnsmasq = (role: 'c4' | 'c6' | 'gw', listen: string, port: number, extra: string[]): ChildProcess =>
+      spawnIn(role, `dnsmasq-${role}.out`, 'dnsmasq', [
+        '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--no-poll',
+        '--log-queries', `--log-facility=${join(dir, `dns-${role}.log`)}`, '--user=root',
+        `--listen-address=${listen}`, '--bind-interfaces', `--port=${port}`, `--pid-file=${join(dir, `dnsmasq-${role}.pid`)}`,
+        '--address=/#/', ...extra,
+      ]);
+    dnsmasq('c4', '127.0.0.1', 53, []);
+    dnsmasq('c6', '::1', 53, []);
+    dnsmasq('gw', GW_DNS.host, GW_DNS.port, [`--host-record=${NAMES.dnsOnly},${ADDR.s6}`]);
+
+    const index = { s4: `<h1>s4: IPv4-only server ${ADDR.s4} (${id})</h1>\n`, s6: `<h1>s6: IPv6-only server ${ADDR.s6} (${id})</h1>\n` };
+    const blobSha256 = {} as Record<Server, string>;
+    for (const s of ['s4', 's6'] as const) {
+      const www = join(dir, `www-${s}`);
+      mkdirSync(www);
+      writeFileSync(join(www, 'index.html'), index[s]);
+      const blob = randomBytes(BLOB_SIZE);
+      writeFileSync(join(www, 'blob.bin'), blob);
+      blobSha256[s] = createHash('sha256').update(blob).digest('hex');
+      spawnIn(s, `http-${s}.out`, '/usr/bin/python3', ['-m', 'http.server', '--bind', ADDR[s], String(HTTP_PORT), '--directory', www]);
+    }
+
+    const hostsFile = join(dir, 'gateway-hosts');
+    writeFileSync(hostsFile, [
+      `${ADDR.s4}\t${NAMES.v4only}`,
+      `${ADDR.s6}\t${NAMES.v6only}`,
+      `${ADDR.s4}\t${NAMES.dual}`,
+      `${ADDR.s6}\t${NAMES.dual}`,
+      '',
+    ].join('\n'));
+
+    const listeningOn = async (role: Role, proto: '-t' | '-u', port: number): Promise<boolean> =>
+      (await run('ss', ['-Hln', proto, 'sport', '=', `:${port}`], { netns: ns[role] })).stdout.length > 0;
+    await waitFor('dnsmasq in c4', 10000, () => listeningOn('c4', '-u', 53));
+    await waitFor('dnsmasq in c6', 10000, () => listeningOn('c6', '-u', 53));
+    await waitFor('dnsmasq in gw', 10000, () => listeningOn('gw', '-u', GW_DNS.port));
+    for (const s of ['s4', 's6'] as const) {
+      const url = `http://${s === 's6' ? `[${ADDR.s6}]` : ADDR.s4}:${HTTP_PORT}/index.html`;
+      await waitFor(`HTTP server in ${s}`, 15000, async () => (await run('curl', ['-sf', '-o', '/dev/null', '--max-time', '2', url], { netns: ns[s] })).code === 0);
+    }
+
+    let destroyed = false;
+    return {
+      ns,
+      dir,
+      hostsFile,
+      index,
+      blobSha256,
+      exec: (role, cmd, args, opts = {}) => run(cmd, args, { ...opts, netns: ns[role] }),
+      async connectProbe(role, host, port, timeoutMs = 3000) {
+        const script = `const s=require('net').connect({host:process.argv[1],port:+process.argv[2],timeout:+process.argv[3]});
+s.on('connect',()=>{console.log('connected');s.destroy()});s.on('timeout',()=>{console.log('ETIMEDOUT');s.destroy()});
+s.on('error',e=>console.log(e.code))`;
+        const r = await run(process.execPath, ['-e', script, host, String(port), String(timeoutMs)], { netns: ns[role] });
+        return r.stdout.toString().trim() || `exit ${r.code}: ${r.stderr}`;
+      },
+      queriesFor(role, name) {
+        const file = join(dir, `dns-${role}.log`);
+        if (!existsSync(file)) return 0;
+        const want = name.toLowerCase().replace(/\.$/, '');
+        return readFileSync(file, 'utf8').split('\n').filter((l) => {
+          const m = /query\[[^\]]+\] (\S+) from /.exec(l);
+          return m !== null && m[1]!.toLowerCase().replace(/\.$/, '') === want;
+        }).length;
+      },
+      async destroy() {
+        if (destroyed) return;
+        destroyed = true;
+        await Promise.all(children.map((c) => new Promise<void>((resolve) => {
+          if (c.exitCode !== null || c.signalCode !== null) return resolve();
+          const timer = setTimeout(() => c.kill('SIGKILL'), 5000);
+          c.once('exit', () => { clearTimeout(timer); resolve(); });
+          c.kill('SIGTERM');
+        })));
+        cleanupSync();
+        live.delete(id);
+      },
+    };
+  } catch (err) {
+    cleanupSync();
+    live.delete(id);
+    throw err;
+  }
+}
