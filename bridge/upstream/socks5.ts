@@ -1,0 +1,101 @@
+// Dialing through SOCKS5 hops (bridge → gateway, gateway → next gateway). The sans-IO client
+// session does the protocol; the final hop's reply code reaches the caller unchanged.
+import { connect, type Socket } from 'node:net';
+import { DualsocksError, RequestError } from '../../shared/errors.js';
+import { joinHostPort } from '../../shared/net/address.js';
+import type { Reply } from '../../shared/socks5/codec.js';
+import { CMD } from '../../shared/socks5/constants.js';
+import { Socks5ClientSession } from '../../shared/socks5/client.js';
+import { errnoToError } from './direct.js';
+
+export interface Hop {
+  host: string;
+  port: number;
+  username?: string | undefined;
+  password?: string | undefined;
+}
+
+/** Parses socks5://[user:pass@]host:port (socks5h is accepted as a synonym). */
+export function parseHopUrl(text: string): Hop | null {
+  let u: URL;
+  try {
+    u = new URL(text);
+  } catch {
+    return null;
+  }
+  if (u.protocol !== 'socks5:' && u.protocol !== 'socks5h:') return null;
+  if (!u.hostname || u.pathname.replace(/^\/$/, '') !== '' || u.search || u.hash) return null;
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  const port = u.port ? Number(u.port) : 1080;
+  return {
+    host,
+    port,
+    username: u.username ? decodeURIComponent(u.username) : undefined,
+    password: u.username ? decodeURIComponent(u.password) : undefined,
+  };
+}
+
+export function hopLabel(h: Hop): string {
+  return `gateway ${joinHostPort(h.host, h.port)}`;
+}
+
+export interface Socks5Dial {
+  socket: Socket;
+  reply: Reply;
+  /** Relay bytes that arrived together with the reply. */
+  rest: Uint8Array;
+}
+
+/** Runs one SOCKS5 request over an already connected socket. */
+export function socks5Handshake(
+  socket: Socket,
+  hop: Hop,
+  req: { cmd?: number; host: string; port: number },
+  opts: { timeoutMs: number },
+): Promise<Socks5Dial> {
+  return new Promise((resolve, reject) => {
+    const auth = hop.username !== undefined ? { username: hop.username, password: hop.password ?? '' } : undefined;
+    const session = new Socks5ClientSession({ cmd: req.cmd ?? CMD.CONNECT, host: req.host, port: req.port, auth }, hopLabel(hop));
+    const timer = setTimeout(() => done(new RequestError('ERR_CONNECT_TIMEOUT', `${hopLabel(hop)} did not answer`)), opts.timeoutMs);
+    const done = (err: DualsocksError | null, ok?: Socks5Dial): void => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+      if (err) {
+        socket.destroy();
+        reject(err);
+      } else resolve(ok!);
+    };
+    const run = (cmds: ReturnType<Socks5ClientSession['feed']>): void => {
+      for (const c of cmds) {
+        if (c.type === 'send') socket.write(c.data);
+        else if (c.type === 'failed') return done(c.error);
+        else {
+          socket.pause();
+          return done(null, { socket, reply: c.reply, rest: c.rest });
+        }
+      }
+    };
+    const onData = (chunk: Buffer): void => run(session.feed(chunk));
+    const onError = (e: NodeJS.ErrnoException): void => done(errnoToError(e, hopLabel(hop)));
+    const onClose = (): void => done(new RequestError('ERR_CONNECT_FAILED', `${hopLabel(hop)} closed the connection`));
+    socket.on('data', onData);
+    socket.on('error', onError);
+    socket.on('close', onClose);
+    run(session.start());
+  });
+}
+
+/** Connects to the hop and asks it for host:port (CONNECT by default). */
+export function dialSocks5(hop: Hop, req: { cmd?: number; host: string; port: number }, opts: { timeoutMs: number }): Promise<Socks5Dial> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: hop.host, port: hop.port, noDelay: true, allowHalfOpen: true });
+    const onError = (e: NodeJS.ErrnoException): void => reject(errnoToError(e, hopLabel(hop)));
+    socket.once('error', onError);
+    socket.once('connect', () => {
+      socket.off('error', onError);
+      socks5Handshake(socket, hop, req, opts).then(resolve, reject);
+    });
+  });
+}
