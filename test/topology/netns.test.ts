@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { rootNetns } from '../helpers/env.js';
-import { createTopology, run, ADDR, NAMES, HTTP_PORT, GW_DNS, ROLES, UNROUTED_V4, BLACKHOLE_V4 } from './netns.js';
+import { createTopology, run, ADDR, NAMES, HTTP_PORT, SHA_PORT, GW_DNS, ROLES, UNROUTED_V4, BLACKHOLE_V4 } from './netns.js';
 
 const skip = rootNetns();
 
@@ -41,6 +41,10 @@ test('netns topology: isolation, servers, resolvers, cleanup', { skip }, async (
       assert.equal(blob.code, 0, blob.stderr);
       assert.equal(createHash('sha256').update(blob.stdout).digest('hex'), topo.blobSha256.s4);
       assert.notEqual(topo.index.s4, topo.index.s6);
+      const script = `const s = require('net').connect(+process.argv[2], process.argv[1], () => s.end('hello'));
+        let r = ''; s.on('data', d => r += d); s.on('end', () => console.log(r.trim()))`;
+      const sum = await topo.exec('s6', process.execPath, ['-e', script, ADDR.s6, String(SHA_PORT)]);
+      assert.equal(sum.stdout.toString().trim(), `5 ${createHash('sha256').update('hello').digest('hex')}`, sum.stderr);
     });
 
     await t.test('gateway routes: unrouted and black-holed destinations', async () => {

@@ -56,10 +56,29 @@ export const BLACKHOLE_V4 = '203.0.113.130';
 export const BLACKHOLE_V6 = '2001:db8:56:1::1';
 
 export const HTTP_PORT = 80;
+/** Reads to EOF, then answers "BYTES SHA256HEX\n": checks uploads and half-close end to end. */
+export const SHA_PORT = 9000;
+const SHA_SERVER = `
+import hashlib, socket, socketserver, sys
+class H(socketserver.BaseRequestHandler):
+    def handle(self):
+        h, n = hashlib.sha256(), 0
+        while True:
+            b = self.request.recv(65536)
+            if not b: break
+            h.update(b); n += len(b)
+        self.request.sendall(f"{n} {h.hexdigest()}\\n".encode())
+class S(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    address_family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+S((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+`;
 export const NAMES = {
   v4only: 'v4only.test',
   v6only: 'v6only.test',
   dual: 'dual.test',
+  /** AAAA black-holed, A working: Happy Eyeballs must fall back to IPv4. */
+  brokenV6: 'brokenv6.test',
   /** Known only to the gateway-side dnsmasq (for `--dns`), not in the hosts file. Points at s6. */
   dnsOnly: 'dnsonly.test',
   /** Known to nobody. */
@@ -227,6 +246,7 @@ export async function createTopology(): Promise<Topology> {
       writeFileSync(join(www, 'blob.bin'), blob);
       blobSha256[s] = createHash('sha256').update(blob).digest('hex');
       spawnIn(s, `http-${s}.out`, '/usr/bin/python3', ['-m', 'http.server', '--bind', ADDR[s], String(HTTP_PORT), '--directory', www]);
+      spawnIn(s, `sha-${s}.out`, '/usr/bin/python3', ['-c', SHA_SERVER, ADDR[s], String(SHA_PORT)]);
     }
 
     const hostsFile = join(dir, 'gateway-hosts');
@@ -235,6 +255,8 @@ export async function createTopology(): Promise<Topology> {
       `${ADDR.s6}\t${NAMES.v6only}`,
       `${ADDR.s4}\t${NAMES.dual}`,
       `${ADDR.s6}\t${NAMES.dual}`,
+      `${BLACKHOLE_V6}\t${NAMES.brokenV6}`,
+      `${ADDR.s4}\t${NAMES.brokenV6}`,
       '',
     ].join('\n'));
 
@@ -245,6 +267,7 @@ export async function createTopology(): Promise<Topology> {
     await waitFor('dnsmasq in gw', 10000, () => listeningOn('gw', '-u', GW_DNS.port));
     for (const s of ['s4', 's6'] as const) {
       const url = `http://${s === 's6' ? `[${ADDR.s6}]` : ADDR.s4}:${HTTP_PORT}/index.html`;
+      await waitFor(`sha server in ${s}`, 15000, () => listeningOn(s, '-t', SHA_PORT));
       await waitFor(`HTTP server in ${s}`, 15000, async () => (await run('curl', ['-sf', '-o', '/dev/null', '--max-time', '2', url], { netns: ns[s] })).code === 0);
     }
 
