@@ -31,7 +31,11 @@ function parseV6(text: string): Ip | null {
   // an embedded dotted quad takes the last two groups
   let v4Tail: string | undefined;
   const last = all[all.length - 1];
-  if (last !== undefined && last.includes('.')) v4Tail = last;
+  if (last !== undefined && last.includes('.')) {
+    // the quad must end the text: in "1.2.3.4::" it comes before the gap
+    if (halves.length === 2 && tail.length === 0) return null;
+    v4Tail = last;
+  }
   const wordCount = all.length + (v4Tail ? 1 : 0);
   if (halves.length === 1 && wordCount !== 8) return null;
   if (halves.length === 2 && wordCount > 7) return null;
@@ -69,7 +73,11 @@ function parseV6(text: string): Ip | null {
 /** Parses IPv4 dotted-quad or IPv6 text (optionally in brackets); null when it is not an IP. */
 export function parseIp(text: string): Ip | null {
   let t = text;
-  if (t.startsWith('[') && t.endsWith(']')) t = t.slice(1, -1);
+  if (t.startsWith('[') && t.endsWith(']')) {
+    // brackets hold IPv6 only (RFC 3986 IP-literal)
+    t = t.slice(1, -1);
+    if (!t.includes(':')) return null;
+  }
   if (t.includes(':')) return parseV6(t);
   const out = new Uint8Array(16);
   out.set(V4_MAPPED_PREFIX);

@@ -173,8 +173,9 @@ export function encodeGreeting(g: Greeting): Uint8Array {
 }
 
 export function decodeMethodSelection(buf: Uint8Array): Decoded<MethodSelection> {
-  if (buf.length < 2) return buf.length === 1 && buf[0] !== SOCKS5_VERSION ? fail('ERR_SOCKS_VERSION') : NEED;
+  if (buf.length < 1) return NEED;
   if (buf[0] !== SOCKS5_VERSION) return fail('ERR_SOCKS_VERSION', `version byte 0x${buf[0]!.toString(16)}`);
+  if (buf.length < 2) return NEED;
   return ok({ method: buf[1]! }, 2);
 }
 
