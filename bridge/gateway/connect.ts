@@ -2,7 +2,6 @@
 // BND.ADDR in the reply is the outbound socket's own address, so the client learns which
 // family reached the destination.
 import { canonicalHost, familyOf, formatIp } from '../../shared/net/address.js';
-import { checkDestination } from '../../shared/net/policy.js';
 import { relay } from '../relay.js';
 import { dialDirect } from '../upstream/direct.js';
 import type { RequestContext } from './server.js';
@@ -11,11 +10,10 @@ export async function serveConnect(ctx: RequestContext): Promise<void> {
   const { gateway, request, record } = ctx;
   const cfg = gateway.config;
   const ips = await gateway.addressesFor(request.host);
-  const policy = { allow: cfg.allow, allowPrivate: cfg.allowPrivate };
   const { socket: remote, address } = await dialDirect(ips, request.port, {
     prefer: cfg.prefer,
     timeoutMs: cfg.connectTimeoutMs,
-    deny: (ip) => checkDestination(policy, ip),
+    deny: (ip) => gateway.denyDestination(ip),
     signal: ctx.signal,
   });
   record.address = formatIp(address);

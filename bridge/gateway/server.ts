@@ -1,8 +1,10 @@
 // The gateway's I/O layer: accepts sockets, drives the sans-IO SOCKS5 session with them, and
 // hands granted requests to the command handlers. Protocol logic stays in shared/socks5.
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
-import { canonicalHost, joinHostPort, parseIp, type Ip } from '../../shared/net/address.js';
+import { CidrSet, canonicalHost, joinHostPort, parseIp, type Ip } from '../../shared/net/address.js';
+import { checkDestination } from '../../shared/net/policy.js';
 import { encodeMethodSelection, type Request } from '../../shared/socks5/codec.js';
 import { CMD, METHOD } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
@@ -70,8 +72,9 @@ export class Gateway {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    const closed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
     for (const s of this.sockets) s.destroy();
+    await closed;
   }
 
   private accept(client: Socket): void {
@@ -195,9 +198,37 @@ export class Gateway {
     }
   }
 
+  private selfCache: { at: number; set: CidrSet } | undefined;
+
+  /** The host's interface addresses, refreshed every few seconds (interfaces come and go). */
+  private selfAddresses(): CidrSet {
+    const now = Date.now();
+    if (!this.selfCache || now - this.selfCache.at > 5000) {
+      const addrs = Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((i) => i.address.replace(/%.*$/, '')));
+      this.selfCache = { at: now, set: new CidrSet(addrs.filter((a) => parseIp(a) !== null)) };
+    }
+    return this.selfCache.set;
+  }
+
+  /** Why the destination address is refused, or null. */
+  denyDestination(ip: Ip): string | null {
+    const { allow, allowPrivate } = this.config;
+    return checkDestination({ allow, allowPrivate, self: this.selfAddresses() }, ip);
+  }
+
   /** Addresses resolved for a request, IP literals (also inside DOMAINNAME) taken as they are. */
   async addressesFor(host: string): Promise<Ip[]> {
     const ip = parseIp(host);
-    return ip ? [ip] : this.resolver.resolve(host);
+    if (ip) return [ip];
+    // a dead resolver must not hold the client longer than a dead destination would
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new RequestError('ERR_DNS_FAILED', `${host} (no answer within ${this.config.connectTimeoutMs} ms)`)), this.config.connectTimeoutMs);
+    });
+    try {
+      return await Promise.race([this.resolver.resolve(host), limit]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }

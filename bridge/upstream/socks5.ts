@@ -42,8 +42,6 @@ export function hopLabel(h: Hop): string {
 export interface Socks5Dial {
   socket: Socket;
   reply: Reply;
-  /** Relay bytes that arrived together with the reply. */
-  rest: Uint8Array;
 }
 
 /** Runs one SOCKS5 request over an already connected socket. */
@@ -73,7 +71,9 @@ export function socks5Handshake(
         else if (c.type === 'failed') return done(c.error);
         else {
           socket.pause();
-          return done(null, { socket, reply: c.reply, rest: c.rest });
+          // relay bytes that came with the reply are read again by whoever takes the socket
+          if (c.rest.length > 0) socket.unshift(c.rest);
+          return done(null, { socket, reply: c.reply });
         }
       }
     };

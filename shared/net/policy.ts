@@ -43,11 +43,14 @@ export interface DestinationPolicy {
   allow: CidrSet;
   /** Allow every special class (an operator's escape hatch for labs). */
   allowPrivate: boolean;
+  /** The gateway's own addresses: reaching them would let clients into its local services. */
+  self?: CidrSet | undefined;
 }
 
 /** null when allowed, otherwise the reason it is denied. */
 export function checkDestination(policy: DestinationPolicy, ip: Ip): string | null {
   if (policy.allowPrivate || policy.allow.has(ip)) return null;
   const cls = specialClass(ip);
-  return cls ? `${cls} address` : null;
+  if (cls) return `${cls} address`;
+  return policy.self?.has(ip) ? "the gateway's own address" : null;
 }

@@ -17,6 +17,8 @@ export interface Running {
   records(): Record<string, unknown>[];
   /** Resolves when `count` records exist (the gateway logs after a connection ends). */
   waitRecords(count: number, timeoutMs?: number): Promise<Record<string, unknown>[]>;
+  /** Resolves with the first record that satisfies `pred`. */
+  waitRecord(pred: (r: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
   stop(): Promise<void>;
 }
 
@@ -81,6 +83,10 @@ export async function startCli(args: string[], opts: { netns?: string; expectLis
       await until(() => records().length >= count, timeoutMs, `${count} log record(s)`);
       return records();
     },
+    async waitRecord(pred, timeoutMs = 10000) {
+      await until(() => records().some(pred), timeoutMs, 'a matching log record');
+      return records().find(pred)!;
+    },
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) {
         proc.kill('SIGTERM');
@@ -105,6 +111,9 @@ export function run(cmd: string, args: string[], opts: { netns?: string; input?:
       clearTimeout(timer);
       resolve({ code, stdout: Buffer.concat(out), stderr: err });
     });
-    p.stdin.end(opts.input ?? '');
+    // a short-lived child may exit before reading: its closed stdin is not our failure
+    p.stdin.on('error', () => {});
+    if (opts.input !== undefined) p.stdin.end(opts.input);
+    else p.stdin.end();
   });
 }

@@ -178,6 +178,14 @@ test('gateway across address families in network namespaces', { skip }, async (t
       }
     });
 
+    await t.test("REP 0x02: the gateway's own addresses are not destinations (no loops, no reaching its local services)", async () => {
+      for (const [client, ip] of [['c4', ADDR.gw.c4], ['c6', `[${ADDR.gw.c6}]`]] as const) {
+        const r = await curl(client, `http://${ip}:${PORT}/`);
+        assert.equal(repFromCurl(r.stderr), 2, r.stderr);
+        assert.equal(r.record.result, 'ERR_POLICY_DESTINATION');
+      }
+    });
+
     await t.test('wrong password is refused before any request', async () => {
       const r = await curl('c4', `http://${NAMES.v4only}/`, { pass: 'wrong' });
       assert.notEqual(r.code, 0);

@@ -1,0 +1,303 @@
+// The gateway as a user meets it: the real CLI process, real clients (curl, the `socks` package,
+// raw sockets for malformed requests), on loopback. Cross-family tests live in test/topology/.
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { SocksClient } from 'socks';
+import { decodeReply, encodeGreeting, encodeRequest } from '../../../shared/socks5/codec.js';
+import { CMD, METHOD, REP } from '../../../shared/socks5/constants.js';
+import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
+import { readAll, sha256, startOrigin, startTcp, type Origin } from '../../helpers/origin.js';
+import { run, startCli, type Running } from '../../helpers/process.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'dualsocks-gw-'));
+const hostsFile = join(dir, 'hosts');
+writeFileSync(hostsFile, ['127.0.0.1 web.test', '127.0.0.2 rebind.test', '127.0.0.2 mixed.test', '127.0.0.1 mixed.test', '::1 web6.test'].join('\n'));
+
+async function curl(args: string[]): Promise<{ code: number | null; body: Buffer; stderr: string }> {
+  const r = await run('curl', ['-sS', '--max-time', '20', ...args]);
+  return { code: r.code, body: r.stdout, stderr: r.stderr };
+}
+
+/** Sends raw bytes as a SOCKS5 client would and returns the reply's REP. */
+async function rawRep(port: number, bytes: Uint8Array[]): Promise<number> {
+  const s = connect({ host: '127.0.0.1', port });
+  await new Promise((r) => s.once('connect', r));
+  for (const b of bytes) s.write(b);
+  const all = await readAll(s);
+  assert.equal(all[0], 5);
+  assert.equal(all[1], METHOD.NO_AUTH);
+  const d = decodeReply(all.subarray(2));
+  assert.equal(d.status, 'ok');
+  return d.status === 'ok' ? d.msg.rep : -1;
+}
+
+describe('gateway on loopback, no auth', () => {
+  let gw: Running;
+  let origin: Origin;
+  let port: number;
+
+  before(async () => {
+    origin = await startOrigin('127.0.0.1');
+    gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1/32', '--allow', '::1']);
+    port = gw.listening[0]!.port;
+  });
+  after(async () => {
+    await gw.stop();
+    await origin.close();
+  });
+
+  test('curl --socks5-hostname fetches by a name only the gateway knows, byte-exact', async () => {
+    const page = await curl(['--socks5-hostname', `127.0.0.1:${port}`, `http://web.test:${origin.port}/`]);
+    assert.equal(page.code, 0, page.stderr);
+    assert.equal(page.body.toString(), 'hello from origin');
+    const blob = await curl(['--socks5-hostname', `127.0.0.1:${port}`, `http://web.test:${origin.port}/blob.bin`]);
+    assert.equal(blob.code, 0, blob.stderr);
+    assert.equal(sha256(blob.body), origin.blobSha256);
+  });
+
+  test('curl --socks5 sends an IPv4 address (ATYP 1)', async () => {
+    const r = await curl(['--socks5', `127.0.0.1:${port}`, `http://127.0.0.1:${origin.port}/`]);
+    assert.equal(r.code, 0, r.stderr);
+    const rec = await gw.waitRecord((x) => x.host === '127.0.0.1' && x.result === 'ok');
+    assert.equal(rec.result, 'ok');
+    assert.equal(rec.family, 4);
+  });
+
+  test('a bracketed IPv6 literal and an IPv6 text inside DOMAINNAME reach an IPv6 origin', async () => {
+    const origin6 = await startOrigin('::1', 1024, 'hello over IPv6');
+    try {
+      const r = await curl(['--socks5-hostname', `127.0.0.1:${port}`, `http://[::1]:${origin6.port}/`]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.body.toString(), 'hello over IPv6');
+      // the draft's §3: a DOMAINNAME holding "::1" is an address, not a name to look up
+      const dial = await dialSocks5({ host: '127.0.0.1', port }, { host: 'web6.test', port: origin6.port }, { timeoutMs: 5000 });
+      assert.equal(dial.reply.host, '::1', 'BND.ADDR is the outbound socket address, IPv6 here');
+      dial.socket.destroy();
+      const raw = connect({ host: '127.0.0.1', port });
+      await new Promise((res) => raw.once('connect', res));
+      const name = Buffer.from('::1');
+      raw.write(encodeGreeting({ methods: [METHOD.NO_AUTH] }));
+      raw.write(Buffer.concat([Buffer.from([5, CMD.CONNECT, 0, 3, name.length]), name, Buffer.from([origin6.port >> 8, origin6.port & 0xff])]));
+      raw.end(`GET / HTTP/1.0\r\nHost: x\r\n\r\n`);
+      const all = await readAll(raw);
+      const reply = decodeReply(all.subarray(2));
+      assert.equal(reply.status, 'ok');
+      if (reply.status === 'ok') {
+        assert.equal(reply.msg.rep, REP.SUCCEEDED);
+        assert.match(all.subarray(2 + reply.size).toString(), /hello over IPv6$/);
+      }
+    } finally {
+      await origin6.close();
+    }
+  });
+
+  test('the socks npm client connects by name', async () => {
+    const { socket } = await SocksClient.createConnection({
+      proxy: { host: '127.0.0.1', port, type: 5 },
+      command: 'connect',
+      destination: { host: 'web.test', port: origin.port },
+    });
+    socket.end(`GET /blob.bin HTTP/1.0\r\nHost: web.test\r\n\r\n`);
+    const all = await readAll(socket);
+    const body = all.subarray(all.indexOf('\r\n\r\n') + 4);
+    assert.equal(sha256(body), origin.blobSha256);
+  });
+
+  test('distinct reply codes: not found 0x04, policy 0x02, refused 0x05', async () => {
+    const closed = await startTcp('127.0.0.1', () => {});
+    const closedPort = closed.port;
+    await closed.close();
+    const cases: [string, number, number][] = [
+      ['nowhere.test', origin.port, REP.HOST_UNREACHABLE],
+      ['rebind.test', origin.port, REP.NOT_ALLOWED],
+      ['10.1.2.3', 80, REP.NOT_ALLOWED],
+      ['::ffff:127.0.0.2', 80, REP.NOT_ALLOWED],
+      ['169.254.169.254', 80, REP.NOT_ALLOWED],
+      ['fd00::1', 80, REP.NOT_ALLOWED],
+      ['127.0.0.1', closedPort, REP.CONNECTION_REFUSED],
+    ];
+    for (const [host, p, rep] of cases) {
+      await assert.rejects(dialSocks5({ host: '127.0.0.1', port }, { host, port: p }, { timeoutMs: 5000 }), (e: { rep: number }) => e.rep === rep, `${host} → 0x0${rep}`);
+      const r = await curl(['--socks5-hostname', `127.0.0.1:${port}`, `http://${host.includes(':') ? `[${host}]` : host}:${p}/`]);
+      assert.equal(r.code, 97, r.stderr);
+      assert.match(r.stderr, new RegExp(`\\(${rep}\\)`), `curl shows REP ${rep} for ${host}`);
+    }
+  });
+
+  test('policy is checked per resolved address: the loopback one is skipped, the allowed one used', async () => {
+    const dial = await dialSocks5({ host: '127.0.0.1', port }, { host: 'mixed.test', port: origin.port }, { timeoutMs: 5000 });
+    dial.socket.destroy();
+    const rec = await gw.waitRecord((x) => x.host === 'mixed.test');
+    assert.equal(rec.address, '127.0.0.1');
+  });
+
+  test('unknown command gets 0x07 and unknown ATYP gets 0x08', async () => {
+    const greet = encodeGreeting({ methods: [METHOD.NO_AUTH] });
+    assert.equal(await rawRep(port, [greet, Uint8Array.from([5, 0x09, 0, 1, 127, 0, 0, 1, 0, 80])]), REP.COMMAND_NOT_SUPPORTED);
+    assert.equal(await rawRep(port, [greet, Uint8Array.from([5, 1, 0, 0x05, 1, 2, 3, 4])]), REP.ADDRESS_TYPE_NOT_SUPPORTED);
+  });
+
+  test('half-close: the client FIN reaches the server while the reply still flows back', async () => {
+    const echo = await startTcp('127.0.0.1', (s) => {
+      const parts: Buffer[] = [];
+      s.on('data', (d: Buffer) => parts.push(d));
+      s.on('end', () => s.end(`got ${sha256(Buffer.concat(parts))}`));
+    });
+    try {
+      const payload = Buffer.alloc(3 * 1024 * 1024, 7);
+      const { socket } = await dialSocks5({ host: '127.0.0.1', port }, { host: 'web.test', port: echo.port }, { timeoutMs: 5000 });
+      socket.resume();
+      const answer = readAll(socket);
+      socket.end(payload);
+      assert.equal((await answer).toString(), `got ${sha256(payload)}`);
+    } finally {
+      await echo.close();
+    }
+  });
+
+  test('backpressure: a paused reader stalls the sender instead of filling the gateway', async () => {
+    const total = 512 * 1024 * 1024;
+    let written = 0;
+    const chunk = Buffer.alloc(64 * 1024, 1);
+    let stalled!: () => void;
+    const stalledP = new Promise<void>((r) => (stalled = r));
+    const src = await startTcp('127.0.0.1', (s) => {
+      const pump = (): void => {
+        while (written < total) {
+          written += chunk.length;
+          if (!s.write(chunk)) {
+            stalled();
+            s.once('drain', pump);
+            return;
+          }
+        }
+        s.end();
+      };
+      pump();
+    });
+    try {
+      const { socket } = await dialSocks5({ host: '127.0.0.1', port }, { host: 'web.test', port: src.port }, { timeoutMs: 5000 });
+      socket.pause();
+      await stalledP;
+      // let every buffer on the path fill: wait until the sender makes no progress
+      let last = -1;
+      while (last !== written) {
+        last = written;
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      assert.ok(written < 64 * 1024 * 1024, `sender stalled after ${written} bytes, far below the ${total} it wanted to send`);
+      let received = 0;
+      socket.on('data', (d: Buffer) => (received += d.length));
+      socket.resume();
+      await new Promise((r) => socket.once('end', r));
+      assert.equal(received, total);
+    } finally {
+      await src.close();
+    }
+  });
+
+  test('one JSON log line per finished connection, with the fields an operator needs', async () => {
+    const r = await curl(['--socks5-hostname', `127.0.0.1:${port}`, `http://web.test:${origin.port}/`]);
+    assert.equal(r.code, 0);
+    const rec = await gw.waitRecord((x) => x.host === 'web.test' && x.result === 'ok');
+    for (const k of ['time', 'client', 'cmd', 'host', 'port', 'address', 'family', 'bound', 'bytesUp', 'bytesDown', 'durationMs', 'result']) {
+      assert.ok(k in rec, `log has ${k}`);
+    }
+    assert.equal(rec.bytesDown, Number(rec.bytesDown));
+    assert.ok((rec.bytesDown as number) > 'hello from origin'.length);
+  });
+});
+
+describe('gateway with username/password', () => {
+  let gw: Running;
+  let origin: Origin;
+  let port: number;
+
+  before(async () => {
+    origin = await startOrigin('127.0.0.1', 1024);
+    const line = await run(process.execPath, [join(import.meta.dirname, '../../../bridge/cli.js'), 'passwd', 'alice'], { input: 's3cret pass\n' });
+    assert.equal(line.code, 0, line.stderr);
+    assert.match(line.stdout.toString(), /^alice:scrypt\$/);
+    assert.doesNotMatch(line.stdout.toString(), /s3cret/);
+    writeFileSync(join(dir, 'users'), line.stdout);
+    gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--users', join(dir, 'users'), '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']);
+    port = gw.listening[0]!.port;
+  });
+  after(async () => {
+    await gw.stop();
+    await origin.close();
+  });
+
+  test('right password passes, wrong password and no credentials are refused', async () => {
+    const good = await curl(['--proxy', `socks5h://alice:s3cret%20pass@127.0.0.1:${port}`, `http://web.test:${origin.port}/`]);
+    assert.equal(good.code, 0, good.stderr);
+    const bad = await curl(['--proxy', `socks5h://alice:wrong@127.0.0.1:${port}`, `http://web.test:${origin.port}/`]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /authentication failed|User was rejected/i);
+    const none = await curl(['--socks5-hostname', `127.0.0.1:${port}`, `http://web.test:${origin.port}/`]);
+    assert.notEqual(none.code, 0);
+    await assert.rejects(
+      SocksClient.createConnection({ proxy: { host: '127.0.0.1', port, type: 5, userId: 'mallory', password: 's3cret pass' }, command: 'connect', destination: { host: 'web.test', port: origin.port } }),
+    );
+    const recs = await gw.waitRecords(4);
+    assert.ok(recs.some((r) => r.user === 'alice' && r.result === 'ok'));
+    assert.ok(recs.some((r) => r.user === 'alice' && r.result === 'ERR_SOCKS_AUTH_FAILED'));
+    assert.ok(recs.some((r) => r.user === 'mallory' && r.result === 'ERR_SOCKS_AUTH_FAILED'));
+  });
+});
+
+describe('gateway limits', () => {
+  test('handshake timeout closes a silent client; connection cap refuses cleanly with 0x01', async () => {
+    const origin = await startOrigin('127.0.0.1', 16);
+    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--handshake-timeout', '0.3', '--max-connections', '1', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']);
+    const port = gw.listening[0]!.port;
+    try {
+      const silent = connect({ host: '127.0.0.1', port });
+      await new Promise((r) => silent.once('close', r));
+      const first = await dialSocks5({ host: '127.0.0.1', port }, { host: 'web.test', port: origin.port }, { timeoutMs: 5000 });
+      await assert.rejects(
+        dialSocks5({ host: '127.0.0.1', port }, { host: 'web.test', port: origin.port }, { timeoutMs: 5000 }),
+        (e: { rep: number }) => e.rep === REP.GENERAL_FAILURE,
+      );
+      first.socket.destroy();
+      const recs = await gw.waitRecords(3);
+      assert.ok(recs.some((r) => r.result === 'ERR_HANDSHAKE_TIMEOUT'));
+      assert.ok(recs.some((r) => r.result === 'ERR_CONNECTION_CAP'));
+    } finally {
+      await gw.stop();
+      await origin.close();
+    }
+  });
+
+  test('--clients refuses other sources with "no acceptable method"', async () => {
+    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--clients', '198.51.100.0/24']);
+    try {
+      const s: Socket = connect({ host: '127.0.0.1', port: gw.listening[0]!.port });
+      s.write(encodeGreeting({ methods: [METHOD.NO_AUTH] }));
+      assert.deepEqual([...(await readAll(s))], [5, METHOD.NO_ACCEPTABLE]);
+      assert.equal((await gw.waitRecords(1))[0]!.result, 'ERR_POLICY_CLIENT');
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  test('refuses to start open on a non-loopback address, and config errors name the key', async () => {
+    const cli = join(import.meta.dirname, '../../../bridge/cli.js');
+    const open = await run(process.execPath, [cli, 'gateway', '--listen', '0.0.0.0:0']);
+    assert.equal(open.code, 2);
+    assert.match(open.stderr, /listen: 0\.0\.0\.0 is not loopback.*--users FILE.*--no-auth/);
+    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ listen: ['127.0.0.1:0'], prefer: 'ipv5' }));
+    const bad = await run(process.execPath, [cli, 'gateway', '--config', join(dir, 'bad.json')]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /prefer: must be one of ipv6, ipv4/);
+    writeFileSync(join(dir, 'typo.json'), JSON.stringify({ allowprivate: true }));
+    const typo = await run(process.execPath, [cli, 'gateway', '--config', join(dir, 'typo.json')]);
+    assert.match(typo.stderr, /allowprivate: unknown key .*did you mean "allowPrivate"/);
+    const enc = encodeRequest({ cmd: CMD.CONNECT, host: 'example.org', port: 1 });
+    assert.equal(enc[3], 3, 'names travel as DOMAINNAME');
+  });
+});
