@@ -1,0 +1,182 @@
+// The bridge's gateways (the draft's §5.11 "easy load balancing"): each gateway is a chain of
+// SOCKS5 hops; new connections go round-robin (or sticky per destination) over the healthy
+// ones and fail over when a gateway cannot be reached. A gateway's own answer (its REP) is final
+// and passed on: another gateway would resolve the same name the same way.
+import { connect, type Socket } from 'node:net';
+import { ConfigError, DualsocksError, RequestError } from '../../shared/errors.js';
+import { joinHostPort } from '../../shared/net/address.js';
+import type { Reply } from '../../shared/socks5/codec.js';
+import { CMD } from '../../shared/socks5/constants.js';
+import { errnoToError } from './direct.js';
+import { hopLabel, parseHopUrl, socks5Handshake, type Hop } from './socks5.js';
+
+export type Balance = 'round-robin' | 'sticky';
+
+export interface GatewayHealth {
+  url: string;
+  up: boolean;
+  latencyMs: number | null;
+  checkedAt: string | null;
+  lastError: string | null;
+  active: number;
+  opened: number;
+  failed: number;
+}
+
+export interface Tunnel {
+  socket: Socket;
+  /** The last hop's reply: BND.ADDR shows the family it used toward the destination. */
+  reply: Reply;
+  gateway: string;
+}
+
+/** Parses "socks5://u:p@h1:1081,socks5://h2:1081" (hops in order). */
+export function parseGatewayUrl(text: string, key = 'gateway'): Hop[] {
+  const hops = text.split(',').map((part) => {
+    const hop = parseHopUrl(part.trim());
+    if (!hop) throw new ConfigError(key, `"${part}" is not socks5://[user:pass@]host:port`);
+    return hop;
+  });
+  if (hops.length === 0) throw new ConfigError(key, 'empty');
+  return hops;
+}
+
+/** URL with the password hidden, for status pages and logs. */
+export function redactedUrl(hops: Hop[]): string {
+  return hops.map((h) => `socks5://${h.username ? `${encodeURIComponent(h.username)}:***@` : ''}${joinHostPort(h.host, h.port)}`).join(',');
+}
+
+function connectTcp(hop: Hop, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: hop.host, port: hop.port, noDelay: true, allowHalfOpen: true });
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new RequestError('ERR_CONNECT_TIMEOUT', hopLabel(hop)));
+    }, timeoutMs);
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(errnoToError(e, hopLabel(hop)));
+    });
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      resolve(s);
+    });
+  });
+}
+
+/** Opens host:port through a chain: TCP to the first hop, then CONNECT to each next hop. */
+export async function dialChain(hops: Hop[], req: { cmd?: number; host: string; port: number }, timeoutMs: number): Promise<{ socket: Socket; reply: Reply }> {
+  const socket = await connectTcp(hops[0]!, timeoutMs);
+  for (let i = 0; i < hops.length - 1; i++) {
+    try {
+      await socks5Handshake(socket, hops[i]!, { cmd: CMD.CONNECT, host: hops[i + 1]!.host, port: hops[i + 1]!.port }, { timeoutMs });
+    } catch (e) {
+      // a refusal on the way is a broken chain, not the destination's answer
+      throw new RequestError('ERR_CONNECT_FAILED', `${hopLabel(hops[i]!)} → ${hopLabel(hops[i + 1]!)}: ${(e as Error).message}`);
+    }
+  }
+  return socks5Handshake(socket, hops[hops.length - 1]!, req, { timeoutMs });
+}
+
+class Upstream {
+  readonly health: GatewayHealth;
+  constructor(readonly hops: Hop[]) {
+    this.health = { url: redactedUrl(hops), up: true, latencyMs: null, checkedAt: null, lastError: null, active: 0, opened: 0, failed: 0 };
+  }
+}
+
+/** FNV-1a, for sticky choice: the same destination lands on the same gateway. */
+function hash(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
+export class GatewayPool {
+  private readonly upstreams: Upstream[];
+  private next = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    gateways: Hop[][],
+    private readonly opts: { balance: Balance; connectTimeoutMs: number; healthIntervalMs: number },
+  ) {
+    if (gateways.length === 0) throw new ConfigError('gateway', 'at least one gateway is needed');
+    this.upstreams = gateways.map((g) => new Upstream(g));
+  }
+
+  get health(): GatewayHealth[] {
+    return this.upstreams.map((u) => ({ ...u.health }));
+  }
+
+  /** Starts periodic health checks (a SOCKS5 greeting to the first hop, timed). */
+  startHealthChecks(): void {
+    const tick = (): void => {
+      void Promise.all(this.upstreams.map((u) => this.check(u))).finally(() => {
+        this.timer = setTimeout(tick, this.opts.healthIntervalMs);
+        this.timer.unref();
+      });
+    };
+    tick();
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+  }
+
+  async check(u: Upstream): Promise<void> {
+    const started = performance.now();
+    try {
+      // a CONNECT to the first hop's own address would be refused by policy: a greeting is enough
+      const s = await connectTcp(u.hops[0]!, this.opts.connectTimeoutMs);
+      s.destroy();
+      this.markUp(u, performance.now() - started);
+    } catch (e) {
+      this.markDown(u, e);
+    }
+  }
+
+  private markUp(u: Upstream, latencyMs: number | null): void {
+    u.health.up = true;
+    if (latencyMs !== null) u.health.latencyMs = Math.round(latencyMs * 100) / 100;
+    u.health.checkedAt = new Date().toISOString();
+  }
+
+  private markDown(u: Upstream, e: unknown): void {
+    u.health.up = false;
+    u.health.lastError = e instanceof Error ? e.message : String(e);
+    u.health.checkedAt = new Date().toISOString();
+  }
+
+  /** Gateways to try for this destination, best first: healthy ones in balance order, then the rest. */
+  private order(host: string): Upstream[] {
+    const n = this.upstreams.length;
+    const start = this.opts.balance === 'sticky' ? hash(host.toLowerCase()) % n : this.next++ % n;
+    const rotated = [...this.upstreams.slice(start), ...this.upstreams.slice(0, start)];
+    return [...rotated.filter((u) => u.health.up), ...rotated.filter((u) => !u.health.up)];
+  }
+
+  /** Opens a tunnel to host:port through one gateway, failing over while gateways are unreachable. */
+  async open(host: string, port: number, cmd: number = CMD.CONNECT): Promise<Tunnel> {
+    const errors: string[] = [];
+    for (const u of this.order(host)) {
+      const started = performance.now();
+      try {
+        const { socket, reply } = await dialChain(u.hops, { cmd, host, port }, this.opts.connectTimeoutMs);
+        u.health.opened++;
+        u.health.active++;
+        socket.once('close', () => u.health.active--);
+        this.markUp(u, u.health.latencyMs === null ? performance.now() - started : null);
+        return { socket, reply, gateway: u.health.url };
+      } catch (e) {
+        u.health.failed++;
+        // an answer from the gateway is final; only an unreachable gateway means "try another"
+        if (e instanceof DualsocksError && e.code === 'ERR_SOCKS_REPLY') throw e;
+        this.markDown(u, e);
+        errors.push(`${u.health.url}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+    throw new RequestError('ERR_NO_GATEWAY', errors.join('; '));
+  }
+}
