@@ -1,6 +1,6 @@
 // The gateway's I/O layer: accepts sockets, drives the sans-IO SOCKS5 session with them, and
 // hands granted requests to the command handlers. Protocol logic stays in shared/socks5.
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
 import { CidrSet, canonicalHost, joinHostPort, parseIp, type Ip } from '../../shared/net/address.js';
@@ -8,6 +8,7 @@ import { checkDestination } from '../../shared/net/policy.js';
 import { encodeMethodSelection, type Request } from '../../shared/socks5/codec.js';
 import { CMD, METHOD } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
+import { closeAll, listenAll } from '../listen.js';
 import type { LogRecord, Logger } from '../log.js';
 import type { GatewayConfig, HostPort } from './config.js';
 import { serveConnect } from './connect.js';
@@ -53,28 +54,13 @@ export class Gateway {
   }
 
   async listen(): Promise<HostPort[]> {
-    const bound: HostPort[] = [];
-    for (const addr of this.config.listen) {
-      const server = createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.accept(s));
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        // ipv6Only keeps "[::]" from also taking the IPv4 port that "0.0.0.0" may want
-        server.listen({ host: addr.host, port: addr.port, ipv6Only: addr.host.includes(':') }, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
-      const info = server.address() as AddressInfo;
-      bound.push({ host: canonicalHost(info.address), port: info.port });
-      this.servers.push(server);
-    }
+    const { servers, bound } = await listenAll(this.config.listen, (s) => this.accept(s));
+    this.servers.push(...servers);
     return bound;
   }
 
-  async close(): Promise<void> {
-    const closed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-    for (const s of this.sockets) s.destroy();
-    await closed;
+  close(): Promise<void> {
+    return closeAll(this.servers, this.sockets);
   }
 
   private accept(client: Socket): void {

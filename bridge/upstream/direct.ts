@@ -3,7 +3,7 @@
 // connection wins. Policy is checked on each address before it is tried.
 import { connect, type Socket } from 'node:net';
 import { RequestError, type ErrorCode } from '../../shared/errors.js';
-import { familyOf, formatIp, type Ip } from '../../shared/net/address.js';
+import { familyOf, formatIp, joinHostPort, type Ip } from '../../shared/net/address.js';
 
 export const ATTEMPT_DELAY_MS = 250;
 
@@ -118,5 +118,27 @@ export function dialDirect(ips: Ip[], port: number, opts: DialOptions): Promise<
     };
     opts.signal?.addEventListener('abort', onAbort);
     next();
+  });
+}
+
+/** One plain TCP connection with a deadline (a gateway hop, or an IP literal the bridge may reach itself). */
+export function connectTcp(to: { host: string; port: number }, timeoutMs: number): Promise<Socket> {
+  const label = joinHostPort(to.host, to.port);
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: to.host, port: to.port, noDelay: true, allowHalfOpen: true });
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new RequestError('ERR_CONNECT_TIMEOUT', label));
+    }, timeoutMs);
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(errnoToError(e, label));
+    });
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      s.pause();
+      resolve(s);
+    });
   });
 }

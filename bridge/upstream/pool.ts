@@ -2,12 +2,12 @@
 // SOCKS5 hops; new connections go round-robin (or sticky per destination) over the healthy
 // ones and fail over when a gateway cannot be reached. A gateway's own answer (its REP) is final
 // and passed on: another gateway would resolve the same name the same way.
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { ConfigError, DualsocksError, RequestError } from '../../shared/errors.js';
 import { joinHostPort } from '../../shared/net/address.js';
 import type { Reply } from '../../shared/socks5/codec.js';
 import { CMD } from '../../shared/socks5/constants.js';
-import { errnoToError } from './direct.js';
+import { connectTcp } from './direct.js';
 import { hopLabel, parseHopUrl, socks5Handshake, type Hop } from './socks5.js';
 
 export type Balance = 'round-robin' | 'sticky';
@@ -44,25 +44,6 @@ export function parseGatewayUrl(text: string, key = 'gateway'): Hop[] {
 /** URL with the password hidden, for status pages and logs. */
 export function redactedUrl(hops: Hop[]): string {
   return hops.map((h) => `socks5://${h.username ? `${encodeURIComponent(h.username)}:***@` : ''}${joinHostPort(h.host, h.port)}`).join(',');
-}
-
-function connectTcp(hop: Hop, timeoutMs: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ host: hop.host, port: hop.port, noDelay: true, allowHalfOpen: true });
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(new RequestError('ERR_CONNECT_TIMEOUT', hopLabel(hop)));
-    }, timeoutMs);
-    s.once('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      reject(errnoToError(e, hopLabel(hop)));
-    });
-    s.once('connect', () => {
-      clearTimeout(timer);
-      s.removeAllListeners('error');
-      resolve(s);
-    });
-  });
 }
 
 /** Opens host:port through a chain: TCP to the first hop, then CONNECT to each next hop. */

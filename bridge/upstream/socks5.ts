@@ -83,6 +83,7 @@ export function socks5Handshake(
     socket.on('data', onData);
     socket.on('error', onError);
     socket.on('close', onClose);
+    socket.resume();
     run(session.start());
   });
 }
