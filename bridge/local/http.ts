@@ -130,10 +130,14 @@ function textResponse(res: ServerResponse, status: number, text: string, headers
   res.end(res.req.method === 'HEAD' ? undefined : body);
 }
 
-const NOT_A_PAGE = (path: string): string =>
-  `This is dualsocks, a proxy (HTTP and SOCKS on one port), and ${JSON.stringify(path)} is not one of its pages.\n` +
-  'To use it, configure it as your HTTP or SOCKS5 proxy (e.g. curl -x http://127.0.0.1:1080 http://example.com/), ' +
-  'or point your browser or system at its proxy auto-config file /proxy.pac. Its status page is /.';
+function notAPage(ctx: BridgeContext, path: string): string {
+  const base = `http://127.0.0.1:${ctx.port}`;
+  return (
+    `This is dualsocks, a proxy (HTTP and SOCKS on one port), and ${JSON.stringify(path)} is not one of its pages.\n` +
+    `To use it, configure it as your HTTP or SOCKS5 proxy (e.g. curl -x ${base} http://example.com/), ` +
+    `or point your browser or system at its proxy auto-config file ${base}/proxy.pac. Its status page is ${base}/.`
+  );
+}
 
 /** Agent whose connections are tunnels through the gateways, pooled per destination host:port. */
 class TunnelAgent extends Agent {
@@ -187,14 +191,14 @@ export function createHttpFrontend(ctx: BridgeContext): Server {
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const url = req.url ?? '';
     if (url.startsWith('/') || url === '*') {
-      if (!handlePage(ctx, req, res)) textResponse(res, 400, NOT_A_PAGE(url), {}, 'Not A Proxy Request');
+      if (!handlePage(ctx, req, res)) textResponse(res, 400, notAPage(ctx, url), {}, 'Not A Proxy Request');
       return;
     }
     const parsed = parseAbsoluteUri(url);
     if (!parsed.ok) return textResponse(res, parsed.status, parsed.text);
     if (isSelf(ctx, parsed.target)) {
       req.url = parsed.path;
-      if (!handlePage(ctx, req, res)) textResponse(res, 400, NOT_A_PAGE(parsed.path), {}, 'Not A Proxy Request');
+      if (!handlePage(ctx, req, res)) textResponse(res, 400, notAPage(ctx, parsed.path), {}, 'Not A Proxy Request');
       return;
     }
     forward(ctx, agent, req, res, parsed.target, parsed.authority, parsed.path);
