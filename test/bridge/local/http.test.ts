@@ -23,7 +23,7 @@ import { run, startCli, type Running } from '../../helpers/process.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-http-'));
 const hostsFile = join(dir, 'hosts');
-writeFileSync(hostsFile, ['127.0.0.1 web.test', '127.0.0.1 other.test', '127.0.0.1 pooled.test', '127.0.0.2 denied.test', '::1 web6.test'].join('\n'));
+writeFileSync(hostsFile, ['127.0.0.1 web.test', '127.0.0.1 other.test', '127.0.0.1 pooled.test', '127.0.0.1 stale.test', '127.0.0.2 denied.test', '::1 web6.test'].join('\n'));
 const GW_ARGS = ['gateway', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1', '--allow', '::1'];
 
 interface TestBridge {
@@ -294,6 +294,28 @@ describe('HTTP proxy through a real gateway', () => {
     assert.equal(tunnels, 1, 'five requests, one tunnel through the gateway');
     // nothing new finished at the gateway: the pooled tunnel is still open
     assert.equal(gw.records().filter((r, i) => i >= before && r.host === 'pooled.test').length, 0);
+  });
+
+  test('an origin closing idle keep-alive connections never fails the next request', async () => {
+    const agent = new HttpProxyAgent(`http://127.0.0.1:${bridge.port}`, { keepAlive: true });
+    try {
+      // whether the FIN reaches the pooled tunnel before the next request or not, it must succeed
+      for (let i = 0; i < 20; i++) {
+        const body = await fetchVia(agent, `http://stale.test:${upload.port}/hop-response`);
+        assert.equal(body.toString(), 'hop', `request ${i}`);
+        upload.server.closeIdleConnections();
+      }
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  test('HEAD and 304-style bodiless answers do not hang the client connection', async () => {
+    const r = await curl(['-sS', '-I', '-x', `http://127.0.0.1:${bridge.port}`, `http://web.test:${origin.port}/blob.bin`, `http://web.test:${origin.port}/`]);
+    assert.equal(r.code, 0, r.stderr);
+    const text = r.stdout.toString();
+    assert.match(text, new RegExp(`content-length: ${origin.blob.length}`, 'i'));
+    assert.equal((text.match(/^HTTP\/1\.1 200 /gm) ?? []).length, 2);
   });
 
   test('http-proxy-agent as a Node client: GET and a POST with a body', async () => {
