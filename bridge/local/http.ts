@@ -255,7 +255,19 @@ function forward(ctx: BridgeContext, agent: Agent, req: IncomingMessage, res: Se
       return;
     }
     proxyReq.on('response', (pres: IncomingMessage) => {
-      res.writeHead(pres.statusCode ?? 502, pres.statusMessage, withVia(endToEndHeaders(pres.rawHeaders)));
+      if (res.destroyed) {
+        pres.destroy();
+        return;
+      }
+      try {
+        res.writeHead(pres.statusCode ?? 502, pres.statusMessage, withVia(endToEndHeaders(pres.rawHeaders)));
+      } catch (e) {
+        // a status line or header Node will not send on
+        pres.destroy();
+        const f = forwardFailure(Object.assign(new Error((e as Error).message), { code: 'HPE_INVALID_RESPONSE' }));
+        textResponse(res, f.httpStatus, failureBody(f, label, e), failureHeaders(f), f.reason);
+        return;
+      }
       pres.pipe(res);
       pres.once('error', () => res.destroy());
       pres.once('aborted', () => res.destroy());

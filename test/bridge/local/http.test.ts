@@ -429,6 +429,21 @@ describe('HTTP proxy through a real gateway', () => {
     assert.match(loop.body, /bridge itself/);
   });
 
+  test('clients that vanish mid-upload or mid-download are cleaned up and harm nobody', async () => {
+    const open = (): number => bridge.ctx.state.snapshot().connections.open;
+    const upAbort = connect({ host: '127.0.0.1', port: bridge.port });
+    upAbort.write(`POST http://web.test:${upload.port}/sha HTTP/1.1\r\nHost: web.test\r\nContent-Length: 10000000\r\n\r\n${'u'.repeat(100_000)}`);
+    const downAbort = connect({ host: '127.0.0.1', port: bridge.port });
+    downAbort.write(`GET http://web.test:${origin.port}/blob.bin HTTP/1.1\r\nHost: web.test\r\n\r\n`);
+    await readUntil(downAbort, /\r\n\r\n[^]{1000}/);
+    downAbort.destroy();
+    upAbort.destroy();
+    for (let i = 0; i < 500 && open() > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(open(), 0, 'both exchanges counted as closed');
+    const page = await curl(['-x', `http://127.0.0.1:${bridge.port}`, `http://web.test:${origin.port}/`]);
+    assert.equal(page.stdout.toString(), 'hello from origin');
+  });
+
   test('bad input gets a 4xx in words; one client\'s garbage never disturbs another', async () => {
     // a tunnel that stays open while the garbage arrives
     const echo = await startTcp('127.0.0.1', (s) => s.pipe(s));
