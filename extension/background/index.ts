@@ -56,6 +56,11 @@ async function status(): Promise<BackgroundStatus> {
   };
 }
 
+// First install: open the options page, which says what else is needed (the bridge, Firefox's policy).
+browser.runtime.onInstalled.addListener((details) => {
+  if (details.reason === 'install') void browser.tabs.create({ url: browser.runtime.getURL('options.html?welcome=1') });
+});
+
 serve({
   status,
   async apply() {

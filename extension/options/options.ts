@@ -94,6 +94,10 @@ async function importJson(file: File): Promise<void> {
 }
 
 async function init(): Promise<void> {
+  if (new URLSearchParams(location.search).has('welcome')) {
+    $('welcome').hidden = false;
+    $('welcome-firefox').hidden = typeof (browser.runtime as { getBrowserInfo?: unknown }).getBrowserInfo !== 'function';
+  }
   const state = await loadState();
   show(state.settings, state.webrtc);
   $('save').addEventListener('click', () => void save());

@@ -26,13 +26,13 @@ async function currentTab(): Promise<browser.Tabs.Tab | undefined> {
   return web[0] ?? active;
 }
 
-function controlNotices(bg: BackgroundStatus): void {
+function controlNotices(bg: BackgroundStatus, lastFailure: string | null): void {
   if (bg.control === 'controlled_by_other_extensions') {
     notice(bg.engine === 'firefox' ? 'Another extension controls the proxy settings. dualsocks still routes requests, but check that extension is not routing them elsewhere.' : 'Another extension controls the proxy settings, so dualsocks is not in effect. Disable that extension or its proxy.', true);
   } else if (bg.control === 'not_controllable' && bg.engine === 'chromium') {
     notice('The proxy is set by policy or by the system and this extension cannot change it.', true);
   }
-  if (bg.lastError) notice(`Proxy error at ${new Date(bg.lastError.time).toLocaleTimeString()}: ${bg.lastError.message}`, true);
+  if (bg.lastError) notice(`Last proxy error (${new Date(bg.lastError.time).toLocaleTimeString()}): ${bg.lastError.message}${lastFailure ? `. The bridge's last failure: ${lastFailure}` : ''}`);
   if (bg.engine === 'firefox' && bg.enabled && bg.leakGuard === false) {
     notice('Firefox still asks the local DNS for HTTPS records of the sites you visit. Install the policy from "dualsocks policy firefox", or set network.dns.native_https_query to false in about:config (check at about:policies).');
   }
@@ -52,13 +52,14 @@ async function render(): Promise<void> {
   const tab = await currentTab();
 
   const bg = await bgP;
+  const status = await statusP;
   if (bg instanceof Error) notice(`Background script: ${bg.message}`, true);
   else {
     $('engine').textContent = bg.engine === 'firefox' ? '(Firefox)' : '(Chromium)';
-    controlNotices(bg);
+    const failed = status instanceof Error ? undefined : [...status.recent].reverse().find((r) => r.result !== 'ok');
+    controlNotices(bg, failed ? `${failed.host}:${failed.port} ${failed.result}` : null);
   }
 
-  const status = await statusP;
   if (status instanceof Error) {
     $('bridge-dot').className = 'dot bad';
     $('bridge-text').textContent = 'not reachable';

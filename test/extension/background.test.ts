@@ -35,6 +35,8 @@ interface Fake {
   onRequest: ReturnType<typeof event>;
   onMessage: ReturnType<typeof event>;
   onChanged: ReturnType<typeof event>;
+  onInstalled: ReturnType<typeof event>;
+  opened: string[];
   proxySet: unknown[];
   proxyCleared: number;
   badge: string[];
@@ -43,10 +45,11 @@ interface Fake {
 function load(engine: 'firefox' | 'chromium', stored: Record<string, unknown>): Fake {
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
-  const fake: Fake = { engine, release, stored, onRequest: event(), onMessage: event(), onChanged: event(), proxySet: [], proxyCleared: 0, badge: [] };
+  const fake: Fake = { engine, release, stored, onRequest: event(), onMessage: event(), onChanged: event(), onInstalled: event(), opened: [], proxySet: [], proxyCleared: 0, badge: [] };
   let proxyValue: { value: unknown; levelOfControl: string } = { value: { mode: 'system' }, levelOfControl: 'controllable_by_this_extension' };
   const ext = {
-    runtime: { id: 'test@dualsocks', onMessage: fake.onMessage, getURL: (p: string) => `ext://id/${p}` },
+    runtime: { id: 'test@dualsocks', onMessage: fake.onMessage, onInstalled: fake.onInstalled, getURL: (p: string) => `ext://id/${p}` },
+    tabs: { create: api((d) => void fake.opened.push((d as { url: string }).url)) },
     storage: {
       local: {
         get: api(async (keys) => {
@@ -217,4 +220,16 @@ test('background: status message reports the engine, control and the Firefox lea
     assert.equal(reply.ok.leakGuard, engine === 'firefox' ? false : null);
     assert.equal(listener({ type: 'nope' }, {}, () => {}), engine === 'firefox' ? undefined : false);
   }
+});
+
+test('background: a first install opens the options page with the welcome note, an update does not', async () => {
+  const fake = load('chromium', {});
+  fake.release();
+  await settle();
+  fake.onInstalled.listeners[0]!({ reason: 'update' });
+  await settle();
+  assert.deepEqual(fake.opened, []);
+  fake.onInstalled.listeners[0]!({ reason: 'install' });
+  await settle();
+  assert.deepEqual(fake.opened, ['ext://id/options.html?welcome=1']);
 });
