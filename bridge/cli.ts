@@ -7,6 +7,7 @@ import { joinHostPort } from '../shared/net/address.js';
 import { GATEWAY_OPTIONS, gatewayConfig } from './gateway/config.js';
 import { Gateway } from './gateway/server.js';
 import { hashPassword } from './gateway/users.js';
+import { policyCommand } from './policy.js';
 import { jsonLines, say } from './log.js';
 import { helpText } from './options.js';
 
@@ -65,6 +66,8 @@ async function main(argv: string[]): Promise<void> {
       return gateway(rest);
     case 'passwd':
       return passwd(rest);
+    case 'policy':
+      return policyCommand(rest);
     case '--version':
       process.stdout.write(`${VERSION}\n`);
       return;
