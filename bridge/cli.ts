@@ -4,12 +4,15 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { ConfigError } from '../shared/errors.js';
 import { joinHostPort } from '../shared/net/address.js';
-import { GATEWAY_OPTIONS, gatewayConfig } from './gateway/config.js';
+import { GATEWAY_OPTIONS, gatewayConfig, gatewayConfigFrom } from './gateway/config.js';
+import { BRIDGE_LISTEN_OPTIONS, BRIDGE_OPTIONS, bridgeConfig, type BridgeConfig } from './local/config.js';
+import { Bridge } from './local/server.js';
+import { GatewayPool } from './upstream/pool.js';
 import { Gateway } from './gateway/server.js';
 import { hashPassword } from './gateway/users.js';
 import { policyCommand } from './policy.js';
 import { jsonLines, say } from './log.js';
-import { helpText } from './options.js';
+import { helpText, parseOptions } from './options.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -17,6 +20,8 @@ const USAGE = `dualsocks ${VERSION} — SOCKS-based IPv6/IPv4 gateway (RFC 3089)
 
 Usage:
   dualsocks gateway [options]   dual-stack SOCKS5 gateway that resolves names for its clients
+  dualsocks bridge [options]    local HTTP + SOCKS4/5 port and PAC server, forwarding names to gateways
+  dualsocks start [options]     a bridge on 127.0.0.1:1080 with an in-process gateway (what npm start runs)
   dualsocks passwd USER         read a password on stdin, print a line for the --users file
   dualsocks COMMAND --help      options of a command
 `;
@@ -46,6 +51,58 @@ async function gateway(argv: string[]): Promise<void> {
   process.once('SIGINT', stop);
 }
 
+const START_GATEWAY_KEYS = ['hosts', 'dns', 'prefer', 'allow', 'allowPrivate', 'quiet'];
+const START_OPTIONS = [...BRIDGE_LISTEN_OPTIONS, ...GATEWAY_OPTIONS.filter((o) => START_GATEWAY_KEYS.includes(o.key))];
+
+async function runBridge(cfg: BridgeConfig): Promise<Bridge> {
+  const pool = new GatewayPool(cfg.gateways, { balance: cfg.balance, connectTimeoutMs: cfg.connectTimeoutMs, healthIntervalMs: cfg.healthIntervalMs });
+  const bridge = new Bridge(cfg, pool, VERSION);
+  const bound = await bridge.listen();
+  pool.startHealthChecks();
+  for (const b of bound) say(`dualsocks bridge ${VERSION} listening on ${joinHostPort(b.host, b.port)}`);
+  const first = bound[0]!;
+  const base = `http://${joinHostPort(first.host, first.port)}`;
+  say(`  HTTP proxy:  ${base}    SOCKS5/4a: socks5h://${joinHostPort(first.host, first.port)}`);
+  say(`  PAC file:    ${base}/proxy.pac   (also /wpad.dat)`);
+  say(`  status:      ${base}/   and ${base}/api/status`);
+  return bridge;
+}
+
+function onStop(fn: () => Promise<void>): void {
+  const stop = (): void => {
+    void fn().then(() => process.exit(0));
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
+async function bridge(argv: string[]): Promise<void> {
+  if (argv.includes('--help')) {
+    process.stdout.write(helpText('Usage: dualsocks bridge --gateway socks5://user:pass@host:port [options]', 'One local port for HTTP proxy requests, CONNECT, SOCKS5 and SOCKS4/4a. Every connection goes to a\ngateway as SOCKS5 with the name unresolved. Serves /proxy.pac, /wpad.dat and /api/status.', BRIDGE_OPTIONS));
+    return;
+  }
+  const b = await runBridge(bridgeConfig(parseOptions(argv, BRIDGE_OPTIONS)));
+  onStop(() => b.close());
+}
+
+async function start(argv: string[]): Promise<void> {
+  if (argv.includes('--help')) {
+    process.stdout.write(helpText('Usage: dualsocks start [options]', 'A bridge (default 127.0.0.1:1080 and [::1]:1080) with its own gateway in the same process, for one\nmachine with both IP families: names are resolved by the gateway part, never by the client.', START_OPTIONS));
+    return;
+  }
+  const o = parseOptions(argv, START_OPTIONS);
+  const gwCfg = gatewayConfigFrom({ ...o, listen: ['127.0.0.1:0'], connectTimeout: o.connectTimeout, idleTimeout: o.idleTimeout });
+  const gw = new Gateway(gwCfg, jsonLines);
+  const [inner] = await gw.listen();
+  say(`dualsocks gateway ${VERSION} in process on ${joinHostPort(inner!.host, inner!.port)}`);
+  const { hosts: _h, dns: _d, prefer: _p, allow: _a, allowPrivate: _ap, quiet: _q, ...bridgeOpts } = o;
+  const b = await runBridge(bridgeConfig(bridgeOpts, [[{ host: inner!.host, port: inner!.port }]]));
+  onStop(async () => {
+    await b.close();
+    await gw.close();
+  });
+}
+
 async function passwd(argv: string[]): Promise<void> {
   const user = argv[0];
   if (!user || user === '--help' || argv.length > 1) {
@@ -68,6 +125,10 @@ async function main(argv: string[]): Promise<void> {
       return passwd(rest);
     case 'policy':
       return policyCommand(rest);
+    case 'bridge':
+      return bridge(rest);
+    case 'start':
+      return start(rest);
     case '--version':
       process.stdout.write(`${VERSION}\n`);
       return;

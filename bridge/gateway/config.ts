@@ -2,7 +2,7 @@
 import { ConfigError } from '../../shared/errors.js';
 import { CidrSet, parseCidr, parseIp, splitHostPort } from '../../shared/net/address.js';
 import { specialClass } from '../../shared/net/policy.js';
-import { parseOptions, type OptionSpec } from '../options.js';
+import { parseOptions, type OptionSpec, type OptionValues } from '../options.js';
 
 export const GATEWAY_OPTIONS: OptionSpec[] = [
   { key: 'listen', kind: 'list', arg: 'HOST:PORT', help: 'address to listen on, repeatable; IPv6 in brackets (default 127.0.0.1:1081 and [::1]:1081)' },
@@ -69,7 +69,10 @@ export function isLoopbackListen(hp: HostPort): boolean {
 }
 
 export function gatewayConfig(argv: string[]): GatewayConfig {
-  const o = parseOptions(argv, GATEWAY_OPTIONS);
+  return gatewayConfigFrom(parseOptions(argv, GATEWAY_OPTIONS));
+}
+
+export function gatewayConfigFrom(o: OptionValues): GatewayConfig {
   const listen = o.listen ? listenAddresses('listen', o.listen as string[]) : DEFAULT_GATEWAY_LISTEN;
   const usersFile = o.users as string | undefined;
   const noAuth = o.noAuth === true;

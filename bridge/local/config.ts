@@ -1,0 +1,83 @@
+// The bridge's settings: one table for flags and JSON keys.
+import { readFileSync } from 'node:fs';
+import { ConfigError } from '../../shared/errors.js';
+import { CidrSet, parseCidr, parseIp, splitHostPort } from '../../shared/net/address.js';
+import { DEFAULT_SETTINGS, parseSettings, type Settings } from '../../shared/rules/index.js';
+import { isLoopbackListen, type HostPort } from '../gateway/config.js';
+import { type OptionSpec, type OptionValues } from '../options.js';
+import { parseGatewayUrl, type Balance } from '../upstream/pool.js';
+import type { Hop } from '../upstream/socks5.js';
+
+export const BRIDGE_LISTEN_OPTIONS: OptionSpec[] = [
+  { key: 'listen', kind: 'list', arg: 'HOST:PORT', help: 'address of the mixed HTTP/SOCKS port, repeatable (default 127.0.0.1:1080 and [::1]:1080)' },
+  { key: 'clients', kind: 'list', arg: 'CIDR', help: 'sources allowed to use the bridge; required to listen beyond loopback' },
+  { key: 'rules', kind: 'string', arg: 'FILE', help: 'routing rules (JSON) for the PAC file and the bridge' },
+  { key: 'connectTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed to reach a gateway and the destination (default 10)' },
+  { key: 'idleTimeout', kind: 'seconds', arg: 'SECONDS', help: 'close a tunnel idle this long, 0 for never (default 3600)' },
+];
+
+export const BRIDGE_OPTIONS: OptionSpec[] = [
+  ...BRIDGE_LISTEN_OPTIONS,
+  { key: 'gateway', kind: 'list', arg: 'URL', help: 'socks5://user:pass@host:port, repeatable; hops of one chain joined by commas' },
+  { key: 'balance', kind: 'string', arg: 'round-robin|sticky', choices: ['round-robin', 'sticky'], help: 'how new connections are spread over gateways (default round-robin)' },
+  { key: 'healthInterval', kind: 'seconds', arg: 'SECONDS', help: 'gateway health check period (default 10)' },
+];
+
+export interface BridgeConfig {
+  listen: HostPort[];
+  clients?: CidrSet | undefined;
+  gateways: Hop[][];
+  balance: Balance;
+  rules: Settings;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  healthIntervalMs: number;
+}
+
+export const DEFAULT_BRIDGE_LISTEN: HostPort[] = [
+  { host: '127.0.0.1', port: 1080 },
+  { host: '::1', port: 1080 },
+];
+
+function readRules(path: string): Settings {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError('rules', `${path}: ${(e as Error).message}`);
+  }
+  return parseSettings(text);
+}
+
+/** Builds the config from parsed options; `gateways` may come from elsewhere (dualsocks start). */
+export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig {
+  const listen = o.listen
+    ? (o.listen as string[]).map((text) => {
+        const hp = splitHostPort(text);
+        if (!hp || (!parseIp(hp.host) && hp.host !== 'localhost')) throw new ConfigError('listen', `"${text}" is not IP:PORT (IPv6 in brackets)`);
+        return { host: hp.host === 'localhost' ? '127.0.0.1' : hp.host, port: hp.port };
+      })
+    : DEFAULT_BRIDGE_LISTEN;
+  let clients: CidrSet | undefined;
+  if (o.clients) {
+    for (const c of o.clients as string[]) if (!parseCidr(c)) throw new ConfigError('clients', `"${c}" is not an address or CIDR`);
+    clients = new CidrSet(o.clients as string[]);
+  }
+  const exposed = listen.filter((l) => !isLoopbackListen(l));
+  if (exposed.length > 0 && !clients) {
+    throw new ConfigError('listen', `${exposed.map((l) => l.host).join(', ')} is not loopback: give --clients CIDR so the bridge is not an open proxy`);
+  }
+  const gw = gateways ?? ((o.gateway as string[] | undefined) ?? []).map((u, i) => parseGatewayUrl(u, `gateway[${i}]`));
+  if (gw.length === 0) throw new ConfigError('gateway', 'give at least one --gateway socks5://host:port');
+  const secs = (key: string, dflt: number): number => Math.round(((o[key] as number | undefined) ?? dflt) * 1000);
+  return {
+    listen,
+    clients,
+    gateways: gw,
+    balance: (o.balance as Balance | undefined) ?? 'round-robin',
+    rules: o.rules ? readRules(o.rules as string) : DEFAULT_SETTINGS,
+    connectTimeoutMs: secs('connectTimeout', 10),
+    idleTimeoutMs: secs('idleTimeout', 3600),
+    healthIntervalMs: Math.max(1000, secs('healthInterval', 10)),
+  };
+}

@@ -1,0 +1,17 @@
+// What every inbound protocol handler of the bridge gets: the way out (tunnels through the
+// gateway pool), the state to report into, and the settings.
+import type { Socket } from 'node:net';
+import type { Settings } from '../../shared/rules/index.js';
+import type { Tunnel } from '../upstream/pool.js';
+import type { BridgeState, Inbound } from './state.js';
+
+export interface BridgeContext {
+  state: BridgeState;
+  /** Opens a tunnel to host:port through a gateway; the name is never resolved here. */
+  open(host: string, port: number, via: Inbound): Promise<Tunnel>;
+  /** Relays until both sides close; counts nothing itself. */
+  relay(client: Socket, remote: Socket): Promise<void>;
+  rules(): Settings;
+  /** The port the bridge listens on (for PAC output when the Host header has none). */
+  port: number;
+}

@@ -1,0 +1,110 @@
+// SOCKS5 and SOCKS4/4a from local programs. The bridge asks no credentials of them (it listens
+// on loopback or for --clients only) and passes each request on to a gateway by name.
+import type { Socket } from 'node:net';
+import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
+import { parseIp, isV4 } from '../../shared/net/address.js';
+import { concatBytes, decodeSocks4Request, encodeSocks4Reply } from '../../shared/socks5/codec.js';
+import { CMD, SOCKS4_CD } from '../../shared/socks5/constants.js';
+import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
+import type { BridgeContext } from './context.js';
+import type { Inbound } from './state.js';
+
+function asError(e: unknown): DualsocksError {
+  return e instanceof DualsocksError ? e : new RequestError('ERR_CONNECT_FAILED', String(e));
+}
+
+/**
+ * Opens the tunnel, records it, and relays. `answer` writes the protocol's reply to the client
+ * (and closes it on failure); on success it returns early client bytes for the tunnel.
+ */
+async function tunnelFor(
+  ctx: BridgeContext,
+  client: Socket,
+  via: Inbound,
+  host: string,
+  port: number,
+  answer: (bound: { host: string; port: number } | DualsocksError) => Uint8Array[],
+): Promise<void> {
+  let tunnel;
+  try {
+    tunnel = await ctx.open(host, port, via);
+  } catch (e) {
+    const err = asError(e);
+    ctx.state.record(via, host, port, { error: err });
+    if (!client.destroyed) answer(err);
+    return;
+  }
+  ctx.state.record(via, host, port, { tunnel });
+  if (client.destroyed) {
+    tunnel.socket.destroy();
+    return;
+  }
+  for (const chunk of answer(tunnel.reply)) tunnel.socket.write(chunk);
+  await ctx.relay(client, tunnel.socket);
+}
+
+export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: NodeJS.Timeout): void {
+  const session = new Socks5ServerSession({ requireAuth: false });
+  const done = ctx.state.opened('socks5');
+  client.once('close', done);
+  const run = (cmds: ServerCommand[]): Uint8Array[] => {
+    const early: Uint8Array[] = [];
+    for (const c of cmds) {
+      if (c.type === 'send') client.write(c.data);
+      else if (c.type === 'data') early.push(c.data);
+      else if (c.type === 'close') {
+        clearTimeout(handshakeTimer);
+        if (!client.destroyed) client.end(() => client.destroy());
+      } else if (c.type === 'request') {
+        clearTimeout(handshakeTimer);
+        client.pause();
+        client.off('data', onData);
+        const { cmd, host, port } = c.request;
+        if (cmd !== CMD.CONNECT) {
+          run(session.fail(new SocksProtocolError('ERR_SOCKS_COMMAND', `command ${cmd} through the bridge`)));
+          continue;
+        }
+        void tunnelFor(ctx, client, 'socks5', host, port, (r) => {
+          if (r instanceof DualsocksError) return run(session.fail(r));
+          // BND.ADDR is the gateway's outbound address: the client sees which family it used
+          return run(session.succeed(r));
+        });
+      }
+    }
+    return early;
+  };
+  const onData = (chunk: Buffer): void => void run(session.feed(chunk));
+  client.on('data', onData);
+}
+
+export function serveSocks4(ctx: BridgeContext, client: Socket, handshakeTimer: NodeJS.Timeout): void {
+  const done = ctx.state.opened('socks4');
+  client.once('close', done);
+  let buf: Uint8Array = new Uint8Array(0);
+  const onData = (chunk: Buffer): void => {
+    buf = buf.length === 0 ? chunk : concatBytes(buf, chunk);
+    const d = decodeSocks4Request(buf);
+    if (d.status === 'need') return;
+    clearTimeout(handshakeTimer);
+    client.off('data', onData);
+    client.pause();
+    if (d.status === 'error' || d.msg.cmd !== CMD.CONNECT) {
+      client.end(encodeSocks4Reply({ cd: SOCKS4_CD.REJECTED }), () => client.destroy());
+      return;
+    }
+    const rest = buf.subarray(d.size);
+    if (rest.length > 0) client.unshift(rest);
+    const { host, port } = d.msg;
+    void tunnelFor(ctx, client, 'socks4', host, port, (r) => {
+      if (r instanceof DualsocksError) {
+        client.end(encodeSocks4Reply({ cd: SOCKS4_CD.REJECTED }), () => client.destroy());
+        return [];
+      }
+      const ip = parseIp(r.host);
+      // SOCKS4 can only show an IPv4 bound address
+      client.write(encodeSocks4Reply({ cd: SOCKS4_CD.GRANTED, ...(ip && isV4(ip) ? r : {}) }));
+      return [];
+    });
+  };
+  client.on('data', onData);
+}

@@ -1,0 +1,173 @@
+// The bridge's SOCKS side with real clients (curl, PySocks, the socks package) in front of real
+// gateway processes: names pass through unresolved, reply codes survive, gateways fail over.
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { SocksClient } from 'socks';
+import { REP } from '../../../shared/socks5/constants.js';
+import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
+import { readAll, sha256, startOrigin, type Origin } from '../../helpers/origin.js';
+import { run, startCli, type Running } from '../../helpers/process.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'dualsocks-bridge-'));
+const hostsFile = join(dir, 'hosts');
+writeFileSync(hostsFile, '127.0.0.1 web.test\n');
+const GW_ARGS = ['gateway', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1'];
+
+const curl = (args: string[]) => run('curl', ['-sS', '--max-time', '20', ...args]);
+
+describe('bridge SOCKS side', () => {
+  let origin: Origin;
+  let gw: Running;
+  let bridge: Running;
+  let port: number;
+
+  before(async () => {
+    origin = await startOrigin('127.0.0.1');
+    gw = await startCli(GW_ARGS);
+    bridge = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${gw.listening[0]!.port}`]);
+    port = bridge.listening[0]!.port;
+  });
+  after(async () => {
+    await bridge.stop();
+    await gw.stop();
+    await origin.close();
+  });
+
+  test('curl --socks5-hostname, --socks4a and --socks4 reach a name only the gateway knows', async () => {
+    for (const flag of ['--socks5-hostname', '--socks4a']) {
+      const r = await curl([flag, `127.0.0.1:${port}`, `http://web.test:${origin.port}/blob.bin`]);
+      assert.equal(r.code, 0, `${flag}: ${r.stderr}`);
+      assert.equal(sha256(r.stdout), origin.blobSha256, flag);
+    }
+    const v4 = await curl(['--socks4', `127.0.0.1:${port}`, `http://127.0.0.1:${origin.port}/`]);
+    assert.equal(v4.code, 0, v4.stderr);
+    assert.equal(v4.stdout.toString(), 'hello from origin');
+    // the gateway saw the name, so the bridge did not resolve it
+    const rec = await gw.waitRecord((x) => x.host === 'web.test');
+    assert.equal(rec.address, '127.0.0.1');
+  });
+
+  test('PySocks (Debian python3-socks) through the bridge by name', async () => {
+    const script = `
+import socks, hashlib, sys
+s = socks.socksocket()
+s.set_proxy(socks.SOCKS5, "127.0.0.1", ${port}, rdns=True)
+s.connect(("web.test", ${origin.port}))
+s.sendall(b"GET /blob.bin HTTP/1.0\\r\\nHost: web.test\\r\\n\\r\\n")
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk: break
+    data += chunk
+print(hashlib.sha256(data.split(b"\\r\\n\\r\\n", 1)[1]).hexdigest())
+`;
+    const r = await run('/usr/bin/python3', ['-c', script]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.toString().trim(), origin.blobSha256);
+  });
+
+  test("the gateway's reply code reaches a SOCKS5 client unchanged, and BND shows the family", async () => {
+    await assert.rejects(dialSocks5({ host: '127.0.0.1', port }, { host: 'nowhere.test', port: 80 }, { timeoutMs: 5000 }), (e: { rep: number }) => e.rep === REP.HOST_UNREACHABLE);
+    await assert.rejects(dialSocks5({ host: '127.0.0.1', port }, { host: '127.0.0.1', port: 1 }, { timeoutMs: 5000 }), (e: { rep: number }) => e.rep === REP.CONNECTION_REFUSED);
+    const r = await curl(['--socks5-hostname', `127.0.0.1:${port}`, 'http://nowhere.test/']);
+    assert.match(r.stderr, /\(4\)/);
+    const ok = await dialSocks5({ host: '127.0.0.1', port }, { host: 'web.test', port: origin.port }, { timeoutMs: 5000 });
+    assert.equal(ok.reply.host, '127.0.0.1', "the gateway's outbound address, IPv4 here");
+    ok.socket.destroy();
+  });
+
+  test('SOCKS4 failure is answered with 0x5b (rejected)', async () => {
+    const r = await curl(['--socks4a', `127.0.0.1:${port}`, 'http://nowhere.test/']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /SOCKS4|rejected|failed/i);
+  });
+
+  test('the status API lists recent destinations with the family the gateway used', async () => {
+    const r = await curl([`http://127.0.0.1:${port}/api/status`]);
+    assert.equal(r.code, 0, r.stderr);
+    const status = JSON.parse(r.stdout.toString()) as { recent: { host: string; family: number | null; result: string }[]; gateways: { up: boolean }[] };
+    const hit = status.recent.find((d) => d.host === 'web.test' && d.result === 'ok');
+    assert.equal(hit?.family, 4);
+    assert.ok(status.recent.some((d) => d.host === 'nowhere.test' && d.result === 'ERR_SOCKS_REPLY'));
+    assert.equal(status.gateways[0]?.up, true);
+  });
+});
+
+describe('bridge with several gateways', () => {
+  test('round-robin spreads, failover keeps new connections working when one gateway dies', async () => {
+    const origin = await startOrigin('127.0.0.1', 1024);
+    const g1 = await startCli(GW_ARGS);
+    const g2 = await startCli(GW_ARGS);
+    const bridge = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${g1.listening[0]!.port}`, '--gateway', `socks5://127.0.0.1:${g2.listening[0]!.port}`, '--health-interval', '1']);
+    const port = bridge.listening[0]!.port;
+    try {
+      for (let i = 0; i < 4; i++) {
+        const r = await curl(['--socks5-hostname', `127.0.0.1:${port}`, `http://web.test:${origin.port}/`]);
+        assert.equal(r.code, 0, r.stderr);
+      }
+      await g1.waitRecords(2);
+      await g2.waitRecords(2);
+      await g1.stop();
+      for (let i = 0; i < 4; i++) {
+        const r = await curl(['--socks5-hostname', `127.0.0.1:${port}`, `http://web.test:${origin.port}/`]);
+        assert.equal(r.code, 0, `after g1 died, request ${i}: ${r.stderr}`);
+      }
+      await g2.waitRecords(6);
+      await g2.stop();
+      await assert.rejects(dialSocks5({ host: '127.0.0.1', port }, { host: 'web.test', port: origin.port }, { timeoutMs: 5000 }), (e: { rep: number }) => e.rep === REP.GENERAL_FAILURE);
+    } finally {
+      await Promise.all([bridge.stop(), g1.stop(), g2.stop(), origin.close()]);
+    }
+  });
+
+  test('sticky balance keeps one destination on one gateway; a chain of two gateways works', async () => {
+    const origin = await startOrigin('127.0.0.1', 1024);
+    const g1 = await startCli(GW_ARGS);
+    const g2 = await startCli(GW_ARGS);
+    const p1 = g1.listening[0]!.port;
+    const p2 = g2.listening[0]!.port;
+    // the chain's first hop must be allowed to reach the second one on loopback
+    const hop = await startCli(['gateway', '--listen', '127.0.0.1:0', '--allow', '127.0.0.1']);
+    const sticky = await startCli(['bridge', '--listen', '127.0.0.1:0', '--balance', 'sticky', '--gateway', `socks5://127.0.0.1:${p1}`, '--gateway', `socks5://127.0.0.1:${p2}`]);
+    const chained = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${hop.listening[0]!.port},socks5://127.0.0.1:${p2}`]);
+    try {
+      for (let i = 0; i < 4; i++) {
+        const r = await curl(['--socks5-hostname', `127.0.0.1:${sticky.listening[0]!.port}`, `http://web.test:${origin.port}/`]);
+        assert.equal(r.code, 0, r.stderr);
+      }
+      const counts = [g1.records().length, g2.records().length].sort();
+      assert.deepEqual(counts, [0, 4]);
+      const before = g2.records().length;
+      const r = await curl(['--socks5-hostname', `127.0.0.1:${chained.listening[0]!.port}`, `http://web.test:${origin.port}/`]);
+      assert.equal(r.code, 0, r.stderr);
+      const last = await g2.waitRecords(before + 1);
+      assert.equal(last.at(-1)!.host, 'web.test', 'the last gateway resolved the name');
+      const first = await hop.waitRecords(1);
+      assert.equal(first[0]!.host, '127.0.0.1', 'the first hop only saw the next gateway');
+    } finally {
+      await Promise.all([sticky.stop(), chained.stop(), hop.stop(), g1.stop(), g2.stop(), origin.close()]);
+    }
+  });
+
+  test('the socks package through the bridge, and a config error names the key', async () => {
+    const origin = await startOrigin('127.0.0.1', 2048);
+    const g = await startCli(GW_ARGS);
+    const b = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${g.listening[0]!.port}`]);
+    try {
+      const { socket } = await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: b.listening[0]!.port, type: 4 }, command: 'connect', destination: { host: 'web.test', port: origin.port } });
+      socket.end('GET /blob.bin HTTP/1.0\r\n\r\n');
+      const all = await readAll(socket);
+      assert.equal(sha256(all.subarray(all.indexOf('\r\n\r\n') + 4)), origin.blobSha256);
+      const bad = await run(process.execPath, [join(import.meta.dirname, '../../../bridge/cli.js'), 'bridge', '--gateway', 'http://x:1']);
+      assert.equal(bad.code, 2);
+      assert.match(bad.stderr, /gateway\[0\]: "http:\/\/x:1" is not socks5:/);
+      const open = await run(process.execPath, [join(import.meta.dirname, '../../../bridge/cli.js'), 'bridge', '--listen', '0.0.0.0:0', '--gateway', 'socks5://127.0.0.1:1']);
+      assert.match(open.stderr, /--clients CIDR/);
+    } finally {
+      await Promise.all([b.stop(), g.stop(), origin.close()]);
+    }
+  });
+});
