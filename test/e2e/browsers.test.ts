@@ -10,9 +10,8 @@ import { existsSync, mkdirSync, readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { requireCapability, rootNetns } from '../helpers/env.js';
-import { startCli, type Running } from '../helpers/process.js';
+import { CLI, startCli, type Running } from '../helpers/process.js';
 import { createTopology, run, ADDR, NAMES, type Topology } from '../topology/netns.js';
-import { policyCommand } from '../../bridge/policy.js';
 import type { DriverOptions, DriverResult } from './driver.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -59,7 +58,8 @@ test('browsers reach an IPv6-only server by a name only the gateway knows, from 
     running.push(bridge);
 
     const policyDir = join(topo.dir, 'firefox-distribution');
-    await policyCommand(['firefox', '--mode', 'extension', '--out', join(policyDir, 'policies.json')]);
+    const pol = await run(process.execPath, [CLI, 'policy', 'firefox', '--mode', 'extension', '--out', join(policyDir, 'policies.json')]);
+    assert.equal(pol.code, 0, pol.stderr);
     const policy = JSON.parse(readFileSync(join(policyDir, 'policies.json'), 'utf8')) as { policies: { Preferences: Record<string, { Value: unknown; Status: string }> } };
     assert.deepEqual(policy.policies.Preferences['network.dns.native_https_query'], { Value: false, Status: 'locked' });
 
