@@ -8,20 +8,30 @@ export interface HostPort {
   port: number;
 }
 
-export async function listenAll(addrs: HostPort[], onConnection: (s: Socket) => void): Promise<{ servers: Server[]; bound: HostPort[] }> {
+/**
+ * Listens on every address. With `defaults`, an address whose family this host lacks (IPv6
+ * disabled: EADDRNOTAVAIL/EAFNOSUPPORT) is skipped rather than fatal, as long as one remains.
+ */
+export async function listenAll(addrs: HostPort[], onConnection: (s: Socket) => void, opts: { defaults?: boolean } = {}): Promise<{ servers: Server[]; bound: HostPort[] }> {
   const servers: Server[] = [];
   const bound: HostPort[] = [];
   try {
     for (const addr of addrs) {
       const server = createServer({ allowHalfOpen: true, noDelay: true }, onConnection);
-      servers.push(server);
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen({ host: addr.host, port: addr.port, ipv6Only: addr.host.includes(':') }, () => {
-          server.off('error', reject);
-          resolve();
+      try {
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen({ host: addr.host, port: addr.port, ipv6Only: addr.host.includes(':') }, () => {
+            server.off('error', reject);
+            resolve();
+          });
         });
-      });
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (opts.defaults && (code === 'EADDRNOTAVAIL' || code === 'EAFNOSUPPORT')) continue;
+        throw e;
+      }
+      servers.push(server);
       const info = server.address() as AddressInfo;
       bound.push({ host: canonicalHost(info.address), port: info.port });
     }
@@ -29,6 +39,7 @@ export async function listenAll(addrs: HostPort[], onConnection: (s: Socket) => 
     for (const s of servers) s.close();
     throw e;
   }
+  if (bound.length === 0) throw Object.assign(new Error(`no address to listen on (${addrs.map((a) => a.host).join(', ')})`), { code: 'EADDRNOTAVAIL' });
   return { servers, bound };
 }
 

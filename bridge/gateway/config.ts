@@ -28,6 +28,8 @@ export interface HostPort {
 
 export interface GatewayConfig {
   listen: HostPort[];
+  /** No --listen given: a loopback family the host lacks is skipped. */
+  listenIsDefault: boolean;
   usersFile?: string | undefined;
   requireAuth: boolean;
   hostsFile?: string | undefined;
@@ -97,6 +99,7 @@ export function gatewayConfigFrom(o: OptionValues): GatewayConfig {
   if (maxConnections < 1) throw new ConfigError('maxConnections', 'must be at least 1');
   return {
     listen,
+    listenIsDefault: !o.listen,
     usersFile,
     requireAuth: usersFile !== undefined,
     hostsFile: o.hosts as string | undefined,

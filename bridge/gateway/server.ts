@@ -54,7 +54,7 @@ export class Gateway {
   }
 
   async listen(): Promise<HostPort[]> {
-    const { servers, bound } = await listenAll(this.config.listen, (s) => this.accept(s));
+    const { servers, bound } = await listenAll(this.config.listen, (s) => this.accept(s), { defaults: this.config.listenIsDefault });
     this.servers.push(...servers);
     return bound;
   }
@@ -77,7 +77,9 @@ export class Gateway {
       Object.assign(record, extra, { result, durationMs: Date.now() - started });
       if (result === 'ok') this.stats.succeeded++;
       else this.stats.failed++;
-      if (!this.config.quiet) this.log(record);
+      // a peer that left before asking for anything (health checks, scanners) is not worth a line
+      const asked = record.cmd !== undefined || record.user !== undefined;
+      if (!this.config.quiet && (asked || result !== 'ERR_CLIENT_CLOSED')) this.log(record);
     };
     const aborter = new AbortController();
     let granted = false;
@@ -147,6 +149,13 @@ export class Gateway {
     };
     const onData = (chunk: Buffer): void => run(session.feed(chunk));
     client.on('data', onData);
+    // a client gone before its request (a health check, a port scan) is closed now, not at the timeout
+    client.once('end', () => {
+      if (!granted && session.phase !== 'request-wait') {
+        clearTimeout(handshakeTimer);
+        client.destroy();
+      }
+    });
 
     const ctx = (request: Request): RequestContext => ({
       gateway: this,

@@ -25,6 +25,8 @@ export const BRIDGE_OPTIONS: OptionSpec[] = [
 
 export interface BridgeConfig {
   listen: HostPort[];
+  /** No --listen given: a loopback family the host lacks is skipped. */
+  listenIsDefault: boolean;
   clients?: CidrSet | undefined;
   gateways: Hop[][];
   balance: Balance;
@@ -72,6 +74,7 @@ export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig 
   const secs = (key: string, dflt: number): number => Math.round(((o[key] as number | undefined) ?? dflt) * 1000);
   return {
     listen,
+    listenIsDefault: !o.listen,
     clients,
     gateways: gw,
     balance: (o.balance as Balance | undefined) ?? 'round-robin',

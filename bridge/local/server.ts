@@ -58,7 +58,7 @@ export class Bridge {
   }
 
   async listen(): Promise<HostPort[]> {
-    const { servers, bound } = await listenAll(this.config.listen, (s) => this.accept(s));
+    const { servers, bound } = await listenAll(this.config.listen, (s) => this.accept(s), { defaults: this.config.listenIsDefault });
     this.servers.push(...servers);
     this.ctx.port = bound[0]?.port ?? this.ctx.port;
     this.state.listen = bound.map((b) => joinHostPort(b.host, b.port));
@@ -67,6 +67,7 @@ export class Bridge {
 
   async close(): Promise<void> {
     this.pool.stop();
+    this.http.close();
     await closeAll(this.servers, this.sockets);
   }
 

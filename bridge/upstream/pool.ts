@@ -5,8 +5,8 @@
 import type { Socket } from 'node:net';
 import { ConfigError, DualsocksError, RequestError } from '../../shared/errors.js';
 import { joinHostPort } from '../../shared/net/address.js';
-import type { Reply } from '../../shared/socks5/codec.js';
-import { CMD } from '../../shared/socks5/constants.js';
+import { concatBytes, decodeMethodSelection, encodeGreeting, type Reply } from '../../shared/socks5/codec.js';
+import { CMD, METHOD } from '../../shared/socks5/constants.js';
 import { connectTcp } from './direct.js';
 import { hopLabel, parseHopUrl, socks5Handshake, type Hop } from './socks5.js';
 
@@ -44,6 +44,38 @@ export function parseGatewayUrl(text: string, key = 'gateway'): Hop[] {
 /** URL with the password hidden, for status pages and logs. */
 export function redactedUrl(hops: Hop[]): string {
   return hops.map((h) => `socks5://${h.username ? `${encodeURIComponent(h.username)}:***@` : ''}${joinHostPort(h.host, h.port)}`).join(',');
+}
+
+/** A SOCKS5 greeting answered with a method we can use: the gateway is up and speaking SOCKS. */
+async function greet(hop: Hop, timeoutMs: number): Promise<void> {
+  const s = await connectTcp(hop, timeoutMs);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new RequestError('ERR_CONNECT_TIMEOUT', `${hopLabel(hop)} did not answer the greeting`)), timeoutMs);
+      let buf: Uint8Array = new Uint8Array(0);
+      s.on('data', (chunk: Buffer) => {
+        buf = concatBytes(buf, chunk);
+        const d = decodeMethodSelection(buf);
+        if (d.status === 'need') return;
+        clearTimeout(timer);
+        if (d.status === 'error') reject(d.error);
+        else if (d.msg.method === METHOD.NO_ACCEPTABLE) reject(new RequestError('ERR_CONNECT_FAILED', `${hopLabel(hop)} accepts none of our auth methods`));
+        else resolve();
+      });
+      s.once('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      s.once('end', () => {
+        clearTimeout(timer);
+        reject(new RequestError('ERR_CONNECT_FAILED', `${hopLabel(hop)} closed without answering`));
+      });
+      s.resume();
+      s.write(encodeGreeting({ methods: [hop.username !== undefined ? METHOD.USERPASS : METHOD.NO_AUTH] }));
+    });
+  } finally {
+    s.destroy();
+  }
 }
 
 /** Opens host:port through a chain: TCP to the first hop, then CONNECT to each next hop. */
@@ -91,7 +123,7 @@ export class GatewayPool {
     return this.upstreams.map((u) => ({ ...u.health }));
   }
 
-  /** Starts periodic health checks (a SOCKS5 greeting to the first hop, timed). */
+  /** Starts periodic health checks: a timed SOCKS5 greeting to each gateway's first hop. */
   startHealthChecks(): void {
     const tick = (): void => {
       void Promise.all(this.upstreams.map((u) => this.check(u))).finally(() => {
@@ -110,8 +142,7 @@ export class GatewayPool {
     const started = performance.now();
     try {
       // a CONNECT to the first hop's own address would be refused by policy: a greeting is enough
-      const s = await connectTcp(u.hops[0]!, this.opts.connectTimeoutMs);
-      s.destroy();
+      await greet(u.hops[0]!, this.opts.connectTimeoutMs);
       this.markUp(u, performance.now() - started);
     } catch (e) {
       this.markDown(u, e);
