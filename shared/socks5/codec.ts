@@ -244,7 +244,8 @@ export function decodeReply(buf: Uint8Array): Decoded<Reply> {
   const rep = buf[1]!;
   const addr = decodeAddress(buf, 3);
   // some servers send a failure with a junk address; the code is what matters, keep it
-  if (addr.status === 'error' && rep !== 0) return ok({ rep, atyp: buf[3]!, host: '0.0.0.0', port: 0 }, buf.length);
+  // (the size stops at ATYP, so the answer does not depend on how much junk has arrived)
+  if (addr.status === 'error' && rep !== 0) return ok({ rep, atyp: buf[3]!, host: '0.0.0.0', port: 0 }, 4);
   if (addr.status !== 'ok') return addr;
   return ok({ rep, ...addr.msg }, 3 + addr.size);
 }
