@@ -12,6 +12,7 @@ export const BRIDGE_LISTEN_OPTIONS: OptionSpec[] = [
   { key: 'listen', kind: 'list', arg: 'HOST:PORT', help: 'address of the mixed HTTP/SOCKS port, repeatable (default 127.0.0.1:1080 and [::1]:1080)' },
   { key: 'clients', kind: 'list', arg: 'CIDR', help: 'sources allowed to use the bridge; required to listen beyond loopback' },
   { key: 'rules', kind: 'string', arg: 'FILE', help: 'routing rules (JSON) for the PAC file and the bridge' },
+  { key: 'pacProxy', kind: 'string', arg: 'HOST:PORT', help: "proxy address written into the PAC (default: the address the PAC was fetched from)" },
   { key: 'connectTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed to reach a gateway and the destination (default 10)' },
   { key: 'idleTimeout', kind: 'seconds', arg: 'SECONDS', help: 'close a tunnel idle this long, 0 for never (default 3600)' },
 ];
@@ -31,6 +32,7 @@ export interface BridgeConfig {
   gateways: Hop[][];
   balance: Balance;
   rules: Settings;
+  pacProxy?: HostPort | undefined;
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   healthIntervalMs: number;
@@ -49,6 +51,12 @@ function readRules(path: string): Settings {
     throw new ConfigError('rules', `${path}: ${(e as Error).message}`);
   }
   return parseSettings(text);
+}
+
+function pacProxy(text: string): HostPort {
+  const hp = splitHostPort(text);
+  if (!hp || hp.port === 0 || !/^[A-Za-z0-9.:-]+$/.test(hp.host)) throw new ConfigError('pacProxy', `"${text}" is not HOST:PORT (IPv6 in brackets)`);
+  return hp;
 }
 
 /** Builds the config from parsed options; `gateways` may come from elsewhere (dualsocks start). */
@@ -79,6 +87,7 @@ export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig 
     gateways: gw,
     balance: (o.balance as Balance | undefined) ?? 'round-robin',
     rules: o.rules ? readRules(o.rules as string) : DEFAULT_SETTINGS,
+    pacProxy: o.pacProxy ? pacProxy(o.pacProxy as string) : undefined,
     connectTimeoutMs: secs('connectTimeout', 10),
     idleTimeoutMs: secs('idleTimeout', 3600),
     healthIntervalMs: Math.max(1000, secs('healthInterval', 10)),

@@ -14,4 +14,6 @@ export interface BridgeContext {
   rules(): Settings;
   /** The port the bridge listens on (for PAC output when the Host header has none). */
   port: number;
+  /** Proxy address written into the PAC; unset: the address the client fetched it from. */
+  pacProxy?: { host: string; port: number } | undefined;
 }

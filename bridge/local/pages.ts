@@ -89,6 +89,7 @@ function methodNotAllowed(req: IncomingMessage, res: ServerResponse, allow: stri
 
 /** The proxy address for the PAC: the host and port the client fetched it from. */
 export function pacProxyAddress(ctx: BridgeContext, req: IncomingMessage): { host: string; port: number } {
+  if (ctx.pacProxy) return ctx.pacProxy;
   const fallback = { host: '127.0.0.1', port: ctx.port };
   const host = header(req, 'host');
   if (!host) return fallback;

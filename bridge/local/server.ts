@@ -40,6 +40,7 @@ export class Bridge {
       },
       rules: () => this.settings,
       port: config.listen[0]?.port ?? 1080,
+      pacProxy: config.pacProxy,
     };
     this.http = createHttpFrontend(this.ctx);
   }

@@ -17,6 +17,8 @@ export interface Running {
   records(): Record<string, unknown>[];
   /** Resolves when `count` records exist (the gateway logs after a connection ends). */
   waitRecords(count: number, timeoutMs?: number): Promise<Record<string, unknown>[]>;
+  /** Resolves when a stderr line matches. */
+  waitStderr(re: RegExp, timeoutMs?: number): Promise<string>;
   /** Resolves with the first record that satisfies `pred`. */
   waitRecord(pred: (r: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
   stop(): Promise<void>;
@@ -82,6 +84,10 @@ export async function startCli(args: string[], opts: { netns?: string; expectLis
     async waitRecords(count, timeoutMs = 10000) {
       await until(() => records().length >= count, timeoutMs, `${count} log record(s)`);
       return records();
+    },
+    async waitStderr(re, timeoutMs = 10000) {
+      await until(() => stderr.some((l) => re.test(l)), timeoutMs, `stderr matching ${re}`);
+      return stderr.find((l) => re.test(l))!;
     },
     async waitRecord(pred, timeoutMs = 10000) {
       await until(() => records().some(pred), timeoutMs, 'a matching log record');

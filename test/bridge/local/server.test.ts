@@ -1,0 +1,71 @@
+// The bridge's one port as `dualsocks start` runs it: every inbound protocol on the same port,
+// the in-process gateway resolving names, and the PAC file it distributes.
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { createPacResolver } from 'pac-resolver';
+import { QuickJS } from 'quickjs-wasi';
+import { readAll, sha256, startOrigin, type Origin } from '../../helpers/origin.js';
+import { run, startCli, type Running } from '../../helpers/process.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'dualsocks-start-'));
+writeFileSync(join(dir, 'hosts'), '127.0.0.1 web.test\n');
+
+describe('dualsocks start (bridge with an in-process gateway)', () => {
+  let origin: Origin;
+  let bridge: Running;
+  let port: number;
+
+  before(async () => {
+    origin = await startOrigin('127.0.0.1');
+    bridge = await startCli(['start', '--listen', '127.0.0.1:0', '--hosts', join(dir, 'hosts'), '--dns', 'none', '--allow', '127.0.0.1', '--pac-proxy', 'proxy.example:3128']);
+    port = bridge.listening[0]!.port;
+  });
+  after(async () => {
+    await bridge.stop();
+    await origin.close();
+  });
+
+  test('prints where the proxy, the PAC and the status page are', async () => {
+    await bridge.waitStderr(/status:/);
+    const text = bridge.stderr.join('\n');
+    assert.match(text, /in process on 127\.0\.0\.1:\d+/);
+    assert.match(text, new RegExp(`PAC file: +http://127\\.0\\.0\\.1:${port}/proxy\\.pac`));
+    assert.match(text, /status: +http:\/\/127\.0\.0\.1:\d+\/ +and/);
+  });
+
+  test('HTTP, CONNECT, SOCKS5 and SOCKS4a on the one port reach a name only the gateway knows', async () => {
+    const url = `http://web.test:${origin.port}/blob.bin`;
+    for (const proxy of [['-x', `http://127.0.0.1:${port}`], ['-p', '-x', `http://127.0.0.1:${port}`], ['--socks5-hostname', `127.0.0.1:${port}`], ['--socks4a', `127.0.0.1:${port}`]]) {
+      const r = await run('curl', ['-sS', '--max-time', '20', ...proxy, url]);
+      assert.equal(r.code, 0, `${proxy.join(' ')}: ${r.stderr}`);
+      assert.equal(sha256(r.stdout), origin.blobSha256, proxy.join(' '));
+    }
+    // the in-process gateway logs each connection with the name it resolved
+    const rec = await bridge.waitRecord((x) => x.host === 'web.test' && x.result === 'ok');
+    assert.equal(rec.address, '127.0.0.1');
+  });
+
+  test('a first byte that is neither SOCKS nor HTTP gets a 400 in words, and the port keeps serving', async () => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.end(Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 13, 10, 13, 10]));
+    const answer = (await readAll(s)).toString();
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    const r = await run('curl', ['-sS', '-x', `http://127.0.0.1:${port}`, `http://web.test:${origin.port}/`]);
+    assert.equal(r.stdout.toString(), 'hello from origin');
+  });
+
+  test('the PAC names the configured proxy address and never a type that resolves locally', async () => {
+    const r = await run('curl', ['-sS', `http://127.0.0.1:${port}/proxy.pac`]);
+    const pac = r.stdout.toString();
+    assert.doesNotMatch(pac, /"SOCKS |SOCKS4|dnsResolve\(|isInNet\(/);
+    const qjs = await QuickJS.create();
+    const find = createPacResolver(qjs, pac);
+    assert.equal(await find('http://example.com/', 'example.com'), 'SOCKS5 proxy.example:3128; PROXY proxy.example:3128');
+    assert.equal(await find('http://192.168.1.1/', '192.168.1.1'), 'DIRECT');
+    assert.equal(await find('http://[2001:db8::1]/', '2001:db8::1'), 'SOCKS5 proxy.example:3128; PROXY proxy.example:3128');
+  });
+});
