@@ -16,6 +16,7 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { key: 'clients', kind: 'list', arg: 'CIDR', help: 'client source addresses allowed to connect, repeatable (default any)' },
   { key: 'handshakeTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed for greeting, auth and request (default 10)' },
   { key: 'connectTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed to reach the destination (default 10)' },
+  { key: 'bindTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time a BIND waits for its peer to connect (default 60)' },
   { key: 'idleTimeout', kind: 'seconds', arg: 'SECONDS', help: 'close a tunnel idle this long, 0 for never (default 3600)' },
   { key: 'maxConnections', kind: 'count', arg: 'N', help: 'connections served at once; more are refused cleanly (default 4096)' },
   { key: 'quiet', kind: 'flag', help: 'do not print the per-connection log lines' },
@@ -41,6 +42,7 @@ export interface GatewayConfig {
   clients?: CidrSet | undefined;
   handshakeTimeoutMs: number;
   connectTimeoutMs: number;
+  bindTimeoutMs: number;
   idleTimeoutMs: number;
   maxConnections: number;
   quiet: boolean;
@@ -110,6 +112,7 @@ export function gatewayConfigFrom(o: OptionValues): GatewayConfig {
     clients: o.clients ? cidrs('clients', o.clients as string[]) : undefined,
     handshakeTimeoutMs: secs('handshakeTimeout', 10),
     connectTimeoutMs: secs('connectTimeout', 10),
+    bindTimeoutMs: secs('bindTimeout', 60),
     idleTimeoutMs: secs('idleTimeout', 3600),
     maxConnections,
     quiet: o.quiet === true,

@@ -11,6 +11,7 @@ import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/ser
 import { closeAll, listenAll } from '../listen.js';
 import type { LogRecord, Logger } from '../log.js';
 import type { GatewayConfig, HostPort } from './config.js';
+import { serveBind } from './bind.js';
 import { serveConnect } from './connect.js';
 import { NameResolver } from './resolver.js';
 import { Users } from './users.js';
@@ -27,6 +28,8 @@ export interface RequestContext {
   /** Sends the success reply; returns relay data the client sent early. */
   succeed(bound: HostPort): Uint8Array[];
   fail(error: DualsocksError): void;
+  /** A further reply after succeed() (BIND's second reply). */
+  reply(rep: number, bound: HostPort): void;
   /** Logs the end of a granted request (once). */
   finish(result: string, extra?: LogRecord): void;
 }
@@ -172,6 +175,7 @@ export class Gateway {
         return data;
       },
       fail: (error) => run(session.fail(error)),
+      reply: (rep, bound) => run(session.reply(rep, bound)),
       finish,
     });
   }
@@ -184,6 +188,9 @@ export class Gateway {
       switch (ctx.request.cmd) {
         case CMD.CONNECT:
           serveConnect(ctx).catch(onError);
+          break;
+        case CMD.BIND:
+          serveBind(ctx).catch(onError);
           break;
         default:
           ctx.fail(new SocksProtocolError('ERR_SOCKS_COMMAND', CMD_NAMES[ctx.request.cmd]));

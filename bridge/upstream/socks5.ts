@@ -5,7 +5,7 @@ import { DualsocksError, RequestError } from '../../shared/errors.js';
 import { joinHostPort } from '../../shared/net/address.js';
 import type { Reply } from '../../shared/socks5/codec.js';
 import { CMD } from '../../shared/socks5/constants.js';
-import { Socks5ClientSession } from '../../shared/socks5/client.js';
+import { Socks5ClientSession, type ClientCommand } from '../../shared/socks5/client.js';
 import { errnoToError } from './direct.js';
 
 export interface Hop {
@@ -42,6 +42,8 @@ export function hopLabel(h: Hop): string {
 export interface Socks5Dial {
   socket: Socket;
   reply: Reply;
+  /** BIND only: the session still waiting for the second reply, and commands it already gave. */
+  bind?: { session: Socks5ClientSession; pending: ClientCommand[]; label: string };
 }
 
 /** Runs one SOCKS5 request over an already connected socket. */
@@ -65,15 +67,16 @@ export function socks5Handshake(
         reject(err);
       } else resolve(ok!);
     };
-    const run = (cmds: ReturnType<Socks5ClientSession['feed']>): void => {
-      for (const c of cmds) {
+    const run = (cmds: ClientCommand[]): void => {
+      for (const [i, c] of cmds.entries()) {
         if (c.type === 'send') socket.write(c.data);
         else if (c.type === 'failed') return done(c.error);
         else {
           socket.pause();
           // relay bytes that came with the reply are read again by whoever takes the socket
           if (c.rest.length > 0) socket.unshift(c.rest);
-          return done(null, { socket, reply: c.reply });
+          const bind = req.cmd === CMD.BIND ? { session, pending: cmds.slice(i + 1), label: hopLabel(hop) } : undefined;
+          return done(null, bind ? { socket, reply: c.reply, bind } : { socket, reply: c.reply });
         }
       }
     };
@@ -98,5 +101,51 @@ export function dialSocks5(hop: Hop, req: { cmd?: number; host: string; port: nu
       socket.off('error', onError);
       socks5Handshake(socket, hop, req, opts).then(resolve, reject);
     });
+  });
+}
+
+/**
+ * BIND's second reply (the peer has connected to the bound address), read by the same session
+ * that read the first. A failure keeps the server's REP (0x06 when its wait timed out).
+ */
+export function bindSecondReply(dial: Socks5Dial, opts: { signal?: AbortSignal } = {}): Promise<Socks5Dial> {
+  const { socket, bind } = dial;
+  if (!bind) return Promise.reject(new RequestError('ERR_CONNECT_FAILED', 'not a BIND request'));
+  return new Promise((resolve, reject) => {
+    const done = (err: DualsocksError | null, ok?: Socks5Dial): void => {
+      socket.off('data', onData);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+      opts.signal?.removeEventListener('abort', onAbort);
+      if (err) {
+        socket.destroy();
+        reject(err);
+      } else resolve(ok!);
+    };
+    const run = (cmds: ClientCommand[]): boolean => {
+      for (const c of cmds) {
+        if (c.type === 'failed') {
+          done(c.error);
+          return true;
+        }
+        if (c.type === 'reply') {
+          socket.pause();
+          if (c.rest.length > 0) socket.unshift(c.rest);
+          done(null, { socket, reply: c.reply });
+          return true;
+        }
+      }
+      return false;
+    };
+    const onData = (chunk: Buffer): void => void run(bind.session.feed(chunk));
+    const onError = (e: NodeJS.ErrnoException): void => done(errnoToError(e, bind.label));
+    const onClose = (): void => done(new RequestError('ERR_CONNECT_FAILED', `${bind.label} closed the connection`));
+    const onAbort = (): void => done(new RequestError('ERR_CONNECT_FAILED', 'cancelled'));
+    if (run(bind.pending)) return;
+    socket.on('data', onData);
+    socket.on('error', onError);
+    socket.on('close', onClose);
+    opts.signal?.addEventListener('abort', onAbort);
+    socket.resume();
   });
 }
