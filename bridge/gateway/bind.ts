@@ -11,6 +11,7 @@ import { specialClass } from '../../shared/net/policy.js';
 import { REP } from '../../shared/socks5/constants.js';
 import { relay } from '../relay.js';
 import { errnoToError, interleave } from '../upstream/direct.js';
+import { goesUpstream, serveUpstream } from './chain.js';
 import type { RequestContext } from './server.js';
 
 // Client bytes held while no peer is there yet; beyond this the client is paused.
@@ -58,9 +59,39 @@ function listenOn(host: string): Promise<Server> {
   });
 }
 
+/**
+ * Waits for `wait` while reading and holding what the client sends meanwhile (so a client that
+ * leaves is noticed at once); null when the client left first. `held` gets the client's bytes.
+ */
+export async function whileHoldingClient<T>(ctx: RequestContext, held: Uint8Array[], wait: Promise<T>): Promise<T | null> {
+  const { client } = ctx;
+  let heldBytes = held.reduce((n, c) => n + c.length, 0);
+  const onData = (chunk: Buffer): void => {
+    held.push(chunk);
+    heldBytes += chunk.length;
+    if (heldBytes > WAIT_BUFFER_LIMIT) client.pause();
+  };
+  let onGone = (): void => {};
+  const gone = new Promise<null>((resolve) => (onGone = () => resolve(null)));
+  wait.catch(() => {}); // observed by the race; a late rejection after the client left is moot
+  client.on('data', onData);
+  client.once('end', onGone);
+  ctx.signal.addEventListener('abort', onGone);
+  client.resume();
+  try {
+    return await Promise.race([wait, gone]);
+  } finally {
+    client.off('data', onData);
+    client.off('end', onGone);
+    ctx.signal.removeEventListener('abort', onGone);
+    client.pause();
+  }
+}
+
 export async function serveBind(ctx: RequestContext): Promise<void> {
   const { gateway, request, record, client } = ctx;
   const cfg = gateway.config;
+  if (goesUpstream(cfg, request.host, request.port)) return serveUpstream(ctx);
 
   // Expected peers: an unspecified DST.ADDR (0.0.0.0, ::) means any peer of that family.
   const literal = parseIp(request.host);
@@ -85,41 +116,31 @@ export async function serveBind(ctx: RequestContext): Promise<void> {
   const server = await listenOn(host);
   try {
     const port = (server.address() as AddressInfo).port;
-    const held: Uint8Array[] = ctx.succeed({ host, port });
-    let heldBytes = held.reduce((n, c) => n + c.length, 0);
-    const onData = (chunk: Buffer): void => {
-      held.push(chunk);
-      heldBytes += chunk.length;
-      if (heldBytes > WAIT_BUFFER_LIMIT) client.pause();
-    };
-    let onGone = (): void => {};
+    const held = ctx.succeed({ host, port });
     let timer: NodeJS.Timeout | undefined;
     let refused = 0;
-    const peer = await new Promise<Socket | null>((resolve, reject) => {
-      onGone = () => resolve(null);
-      client.on('data', onData);
-      client.once('end', onGone);
-      ctx.signal.addEventListener('abort', onGone);
-      client.resume();
+    let settled = false;
+    const arrival = new Promise<Socket>((resolve, reject) => {
       timer = setTimeout(() => reject(new RequestError('ERR_CONNECT_TIMEOUT', `no peer connected within ${cfg.bindTimeoutMs} ms`)), cfg.bindTimeoutMs);
       server.on('connection', (s: Socket) => {
+        if (settled) return void s.destroy();
         const from = parseIp(s.remoteAddress ?? '');
         if (peers.length > 0 && !(from && peers.some((p) => sameIp(p, from)))) {
           refused++;
           s.destroy();
           return;
         }
+        settled = true;
         resolve(s);
       });
-    }).finally(() => {
+    });
+    const peer = await whileHoldingClient(ctx, held, arrival).finally(() => {
+      settled = true;
       clearTimeout(timer);
-      client.off('data', onData);
-      client.off('end', onGone);
-      ctx.signal.removeEventListener('abort', onGone);
-      client.pause();
       if (refused > 0) record.refusedPeers = refused;
     });
     if (peer === null) {
+      arrival.then((s) => s.destroy(), () => {});
       client.destroy();
       ctx.finish('ERR_CLIENT_CLOSED');
       return;

@@ -1,8 +1,12 @@
 // The gateway's settings: one table for flags and JSON keys, turned into a checked config.
+import { readFileSync } from 'node:fs';
 import { ConfigError } from '../../shared/errors.js';
 import { CidrSet, parseCidr, parseIp, splitHostPort } from '../../shared/net/address.js';
 import { specialClass } from '../../shared/net/policy.js';
+import { parseSettings, type Settings } from '../../shared/rules/index.js';
 import { parseOptions, type OptionSpec, type OptionValues } from '../options.js';
+import { parseGatewayUrl } from '../upstream/pool.js';
+import type { Hop } from '../upstream/socks5.js';
 
 export const GATEWAY_OPTIONS: OptionSpec[] = [
   { key: 'listen', kind: 'list', arg: 'HOST:PORT', help: 'address to listen on, repeatable; IPv6 in brackets (default 127.0.0.1:1081 and [::1]:1081)' },
@@ -19,6 +23,8 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { key: 'bindTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time a BIND waits for its peer to connect (default 60)' },
   { key: 'idleTimeout', kind: 'seconds', arg: 'SECONDS', help: 'close a tunnel idle this long, 0 for never (default 3600)' },
   { key: 'maxConnections', kind: 'count', arg: 'N', help: 'connections served at once; more are refused cleanly (default 4096)' },
+  { key: 'upstream', kind: 'list', arg: 'URL', help: 'reach destinations through this SOCKS5 gateway, socks5://user:pass@host:port; repeat for more hops, in order' },
+  { key: 'upstreamRules', kind: 'string', arg: 'FILE', help: 'routing rules (JSON, as the bridge\'s --rules) choosing upstream (proxy) or direct per destination (default: all upstream)' },
   { key: 'quiet', kind: 'flag', help: 'do not print the per-connection log lines' },
 ];
 
@@ -46,6 +52,10 @@ export interface GatewayConfig {
   idleTimeoutMs: number;
   maxConnections: number;
   quiet: boolean;
+  /** Hops toward the destination, in order; names go on unresolved. */
+  upstream?: Hop[] | undefined;
+  /** decide() → PROXY: upstream, DIRECT: here. Unset: everything upstream. */
+  upstreamRules?: Settings | undefined;
 }
 
 export const DEFAULT_GATEWAY_LISTEN: HostPort[] = [
@@ -70,6 +80,20 @@ function cidrs(key: string, items: string[]): CidrSet {
 export function isLoopbackListen(hp: HostPort): boolean {
   const ip = parseIp(hp.host);
   return ip !== null && specialClass(ip) === 'loopback';
+}
+
+function readUpstreamRules(path: string): Settings {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError('upstreamRules', `${path}: ${(e as Error).message}`);
+  }
+  try {
+    return parseSettings(text);
+  } catch (e) {
+    throw e instanceof ConfigError ? new ConfigError('upstreamRules', `${path}: ${e.message}`) : e;
+  }
 }
 
 export function gatewayConfig(argv: string[]): GatewayConfig {
@@ -99,6 +123,8 @@ export function gatewayConfigFrom(o: OptionValues): GatewayConfig {
   const secs = (key: string, dflt: number): number => Math.round(((o[key] as number | undefined) ?? dflt) * 1000);
   const maxConnections = (o.maxConnections as number | undefined) ?? 4096;
   if (maxConnections < 1) throw new ConfigError('maxConnections', 'must be at least 1');
+  const upstream = ((o.upstream as string[] | undefined) ?? []).flatMap((u, i) => parseGatewayUrl(u, `upstream[${i}]`));
+  if (o.upstreamRules !== undefined && upstream.length === 0) throw new ConfigError('upstreamRules', 'needs --upstream');
   return {
     listen,
     listenIsDefault: !o.listen,
@@ -116,5 +142,7 @@ export function gatewayConfigFrom(o: OptionValues): GatewayConfig {
     idleTimeoutMs: secs('idleTimeout', 3600),
     maxConnections,
     quiet: o.quiet === true,
+    upstream: upstream.length > 0 ? upstream : undefined,
+    upstreamRules: o.upstreamRules !== undefined ? readUpstreamRules(o.upstreamRules as string) : undefined,
   };
 }

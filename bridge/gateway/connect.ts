@@ -4,11 +4,13 @@
 import { canonicalHost, familyOf, formatIp } from '../../shared/net/address.js';
 import { relay } from '../relay.js';
 import { dialDirect } from '../upstream/direct.js';
+import { goesUpstream, serveUpstream } from './chain.js';
 import type { RequestContext } from './server.js';
 
 export async function serveConnect(ctx: RequestContext): Promise<void> {
   const { gateway, request, record } = ctx;
   const cfg = gateway.config;
+  if (goesUpstream(cfg, request.host, request.port)) return serveUpstream(ctx);
   const ips = await gateway.addressesFor(request.host);
   const { socket: remote, address } = await dialDirect(ips, request.port, {
     prefer: cfg.prefer,
