@@ -314,3 +314,173 @@ s.on('error',e=>console.log(e.code))`;
     throw err;
   }
 }
+
+// ---- Two chained gateways (RFC 3089 §4, types E–L) ----
+//
+//   c4 ─┐                  ┌─ s4
+//       g1 ══(v4 + v6)══ g2
+//   c6 ─┘                  └─ s6
+//
+// g1 and g2 are dual-stack; g1 has no route to s4/s6 and nothing forwards, so a client reaches a
+// server only through g1 and then g2. Test names are known only to g2's hosts file; c4, c6 and g1
+// each have a logging resolver that knows none of them.
+
+export type ChainRole = 'c4' | 'c6' | 'g1' | 'g2' | 's4' | 's6';
+export const CHAIN_ROLES: readonly ChainRole[] = ['c4', 'c6', 'g1', 'g2', 's4', 's6'];
+
+export const CHAIN_ADDR = {
+  g1: { c4: '203.0.113.65', c6: '2001:db8:1c6::1', g2v4: '198.51.100.129', g2v6: '2001:db8:12::1' },
+  g2: { g1v4: '198.51.100.130', g1v6: '2001:db8:12::2', s4: '198.51.100.1', s6: '2001:db8:256::1' },
+  c4: '203.0.113.66',
+  c6: '2001:db8:1c6::2',
+  s4: '198.51.100.10',
+  s6: '2001:db8:256::10',
+} as const;
+
+/** g1's resolver (knows nothing, logs everything), for the gateway's `--dns`. */
+export const G1_DNS = { host: '127.0.0.1', port: 5353 } as const;
+
+export interface ChainTopology {
+  ns: Record<ChainRole, string>;
+  dir: string;
+  /** hosts(5) file for g2's `--hosts`: v4only.test → s4, v6only.test → s6. */
+  hostsFile: string;
+  index: Record<Server, string>;
+  blobSha256: Record<Server, string>;
+  exec(role: ChainRole, cmd: string, args: string[], opts?: { input?: string | Buffer; timeoutMs?: number }): Promise<ExecResult>;
+  connectProbe(role: ChainRole, host: string, port: number, timeoutMs?: number): Promise<string>;
+  /** Queries for `name` logged by the resolver of c4, c6 or g1 (:5353). */
+  queriesFor(role: 'c4' | 'c6' | 'g1', name: string): number;
+  destroy(): Promise<void>;
+}
+
+export async function createChainTopology(): Promise<ChainTopology> {
+  const id = `dc${process.pid % 10000}-${seq++}`;
+  const ns = Object.fromEntries(CHAIN_ROLES.map((r) => [r, `${id}-${r}`])) as Record<ChainRole, string>;
+  const dir = mkdtempSync(join(tmpdir(), `${id}-`));
+  const children: ChildProcess[] = [];
+  const cleanupSync = (): void => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    for (const r of CHAIN_ROLES) removeNamespaceSync(ns[r]);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  for (const r of CHAIN_ROLES) removeNamespaceSync(ns[r]);
+  hookExit();
+  live.set(id, cleanupSync);
+  const spawnIn = (role: ChainRole, logName: string, cmd: string, args: string[]): ChildProcess => {
+    const fd = openSync(join(dir, logName), 'a');
+    const child = spawn('ip', ['netns', 'exec', ns[role], cmd, ...args], { stdio: ['ignore', fd, fd] });
+    closeSync(fd);
+    child.on('error', () => {});
+    children.push(child);
+    return child;
+  };
+  const v6 = (a: string): string[] => (a.includes(':') ? ['nodad'] : []);
+  /** A veth between two namespaces with one or more address pairs on it. */
+  const link = async (a: ChainRole, b: ChainRole, pairs: [string, string, number][]): Promise<void> => {
+    await must('ip', ['-n', ns[a], 'link', 'add', `to-${b}`, 'type', 'veth', 'peer', 'name', `to-${a}`, 'netns', ns[b]]);
+    for (const [aa, bb, plen] of pairs) {
+      await must('ip', ['-n', ns[a], 'addr', 'add', `${aa}/${plen}`, 'dev', `to-${b}`, ...v6(aa)]);
+      await must('ip', ['-n', ns[b], 'addr', 'add', `${bb}/${plen}`, 'dev', `to-${a}`, ...v6(bb)]);
+    }
+    await must('ip', ['-n', ns[a], 'link', 'set', `to-${b}`, 'up']);
+    await must('ip', ['-n', ns[b], 'link', 'set', `to-${a}`, 'up']);
+  };
+
+  try {
+    for (const r of CHAIN_ROLES) {
+      mkdirSync(`/etc/netns/${ns[r]}`, { recursive: true });
+      writeFileSync(`/etc/netns/${ns[r]}/hosts`, '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n');
+      const resolver = r === 'c6' || r === 's6' ? '::1' : '127.0.0.1';
+      writeFileSync(`/etc/netns/${ns[r]}/resolv.conf`, `nameserver ${resolver}\noptions timeout:1 attempts:1\n`);
+      await must('ip', ['netns', 'add', ns[r]]);
+      const sysctls = ['net.ipv4.ip_forward=0', 'net.ipv6.conf.all.forwarding=0', 'net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_ra=0'];
+      if (r === 'c4' || r === 's4') sysctls.push('net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
+      await must('sysctl', ['-q', '-w', ...sysctls], ns[r]);
+      await must('ip', ['link', 'set', 'lo', 'up'], ns[r]);
+    }
+    const A = CHAIN_ADDR;
+    await link('g1', 'c4', [[A.g1.c4, A.c4, 26]]);
+    await link('g1', 'c6', [[A.g1.c6, A.c6, 64]]);
+    await link('g1', 'g2', [[A.g1.g2v4, A.g2.g1v4, 26], [A.g1.g2v6, A.g2.g1v6, 64]]);
+    await link('g2', 's4', [[A.g2.s4, A.s4, 26]]);
+    await link('g2', 's6', [[A.g2.s6, A.s6, 64]]);
+
+    const dnsmasq = (role: 'c4' | 'c6' | 'g1', listen: string, port: number): ChildProcess =>
+      spawnIn(role, `dnsmasq-${role}.out`, 'dnsmasq', [
+        '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--no-poll',
+        '--log-queries', `--log-facility=${join(dir, `dns-${role}.log`)}`, '--user=root',
+        `--listen-address=${listen}`, '--bind-interfaces', `--port=${port}`, `--pid-file=${join(dir, `dnsmasq-${role}.pid`)}`,
+        '--address=/#/',
+      ]);
+    dnsmasq('c4', '127.0.0.1', 53);
+    dnsmasq('c6', '::1', 53);
+    dnsmasq('g1', G1_DNS.host, G1_DNS.port);
+
+    const index = { s4: `<h1>s4: IPv4-only server ${A.s4} (${id})</h1>\n`, s6: `<h1>s6: IPv6-only server ${A.s6} (${id})</h1>\n` };
+    const blobSha256 = {} as Record<Server, string>;
+    for (const s of ['s4', 's6'] as const) {
+      const www = join(dir, `www-${s}`);
+      mkdirSync(www);
+      writeFileSync(join(www, 'index.html'), index[s]);
+      const blob = randomBytes(BLOB_SIZE);
+      writeFileSync(join(www, 'blob.bin'), blob);
+      blobSha256[s] = createHash('sha256').update(blob).digest('hex');
+      spawnIn(s, `http-${s}.out`, '/usr/bin/python3', ['-m', 'http.server', '--bind', A[s], String(HTTP_PORT), '--directory', www]);
+    }
+    const hostsFile = join(dir, 'g2-hosts');
+    writeFileSync(hostsFile, `${A.s4}\t${NAMES.v4only}\n${A.s6}\t${NAMES.v6only}\n`);
+
+    const listeningOn = async (role: ChainRole, proto: '-t' | '-u', port: number): Promise<boolean> =>
+      (await run('ss', ['-Hln', proto, 'sport', '=', `:${port}`], { netns: ns[role] })).stdout.length > 0;
+    await waitFor('dnsmasq in c4', 10000, () => listeningOn('c4', '-u', 53));
+    await waitFor('dnsmasq in c6', 10000, () => listeningOn('c6', '-u', 53));
+    await waitFor('dnsmasq in g1', 10000, () => listeningOn('g1', '-u', G1_DNS.port));
+    for (const s of ['s4', 's6'] as const) {
+      const url = `http://${s === 's6' ? `[${A.s6}]` : A.s4}:${HTTP_PORT}/index.html`;
+      await waitFor(`HTTP server in ${s}`, 15000, async () => (await run('curl', ['-sf', '-o', '/dev/null', '--max-time', '2', url], { netns: ns[s] })).code === 0);
+    }
+
+    let destroyed = false;
+    return {
+      ns,
+      dir,
+      hostsFile,
+      index,
+      blobSha256,
+      exec: (role, cmd, args, opts = {}) => run(cmd, args, { ...opts, netns: ns[role] }),
+      async connectProbe(role, host, port, timeoutMs = 3000) {
+        const script = `const s=require('net').connect({host:process.argv[1],port:+process.argv[2],timeout:+process.argv[3]});
+s.on('connect',()=>{console.log('connected');s.destroy()});s.on('timeout',()=>{console.log('ETIMEDOUT');s.destroy()});
+s.on('error',e=>console.log(e.code))`;
+        const r = await run(process.execPath, ['-e', script, host, String(port), String(timeoutMs)], { netns: ns[role] });
+        return r.stdout.toString().trim() || `exit ${r.code}: ${r.stderr}`;
+      },
+      queriesFor(role, name) {
+        const file = join(dir, `dns-${role}.log`);
+        if (!existsSync(file)) return 0;
+        const want = name.toLowerCase().replace(/\.$/, '');
+        return readFileSync(file, 'utf8').split('\n').filter((l) => {
+          const m = /query\[[^\]]+\] (\S+) from /.exec(l);
+          return m !== null && m[1]!.toLowerCase().replace(/\.$/, '') === want;
+        }).length;
+      },
+      async destroy() {
+        if (destroyed) return;
+        destroyed = true;
+        await Promise.all(children.map((c) => new Promise<void>((resolve) => {
+          if (c.exitCode !== null || c.signalCode !== null) return resolve();
+          const timer = setTimeout(() => c.kill('SIGKILL'), 5000);
+          c.once('exit', () => { clearTimeout(timer); resolve(); });
+          c.kill('SIGTERM');
+        })));
+        cleanupSync();
+        live.delete(id);
+      },
+    };
+  } catch (err) {
+    cleanupSync();
+    live.delete(id);
+    throw err;
+  }
+}
