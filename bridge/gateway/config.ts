@@ -26,6 +26,8 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { key: 'upstream', kind: 'list', arg: 'URL', help: 'reach destinations through this SOCKS5 gateway, socks5://user:pass@host:port; repeat for more hops, in order' },
   { key: 'upstreamRules', kind: 'string', arg: 'FILE', help: 'routing rules (JSON, as the bridge\'s --rules) choosing upstream (proxy) or direct per destination (default: all upstream)' },
   { key: 'quiet', kind: 'flag', help: 'do not print the per-connection log lines' },
+  { key: 'ftp', kind: 'flag', help: 'translate FTP control connections to port 21 that cross families (PASV/227 ↔ EPSV/229, PORT ↔ EPRT)' },
+  { key: 'ftpPort', kind: 'list', arg: 'PORT', help: 'translate FTP on this destination port too, repeatable (enables FTP translation)' },
 ];
 
 export interface HostPort {
@@ -52,6 +54,8 @@ export interface GatewayConfig {
   idleTimeoutMs: number;
   maxConnections: number;
   quiet: boolean;
+  /** Destination ports whose cross-family FTP control connections are translated; [] for none. */
+  ftpPorts: number[];
   /** Hops toward the destination, in order; names go on unresolved. */
   upstream?: Hop[] | undefined;
   /** decide() → PROXY: upstream, DIRECT: here. Unset: everything upstream. */
@@ -94,6 +98,15 @@ function readUpstreamRules(path: string): Settings {
   } catch (e) {
     throw e instanceof ConfigError ? new ConfigError('upstreamRules', `${path}: ${e.message}`) : e;
   }
+}
+
+function ftpPorts(o: OptionValues): number[] {
+  const ports = ((o.ftpPort as string[] | undefined) ?? []).map((p) => {
+    if (!/^[0-9]{1,5}$/.test(p) || Number(p) < 1 || Number(p) > 65535) throw new ConfigError('ftpPort', `"${p}" is not a port number`);
+    return Number(p);
+  });
+  if (o.ftp === true) ports.unshift(21);
+  return [...new Set(ports)];
 }
 
 export function gatewayConfig(argv: string[]): GatewayConfig {
@@ -142,6 +155,7 @@ export function gatewayConfigFrom(o: OptionValues): GatewayConfig {
     idleTimeoutMs: secs('idleTimeout', 3600),
     maxConnections,
     quiet: o.quiet === true,
+    ftpPorts: ftpPorts(o),
     upstream: upstream.length > 0 ? upstream : undefined,
     upstreamRules: o.upstreamRules !== undefined ? readUpstreamRules(o.upstreamRules as string) : undefined,
   };

@@ -5,11 +5,14 @@ import { canonicalHost, familyOf, formatIp } from '../../shared/net/address.js';
 import { relay } from '../relay.js';
 import { dialDirect } from '../upstream/direct.js';
 import { goesUpstream, serveUpstream } from './chain.js';
+import { claimFtpData, ftpTranslates, serveFtp } from './ftp.js';
 import type { RequestContext } from './server.js';
 
 export async function serveConnect(ctx: RequestContext): Promise<void> {
   const { gateway, request, record } = ctx;
   const cfg = gateway.config;
+  const ftpData = claimFtpData(ctx);
+  if (ftpData) return ftpData;
   if (goesUpstream(cfg, request.host, request.port)) return serveUpstream(ctx);
   const ips = await gateway.addressesFor(request.host);
   const { socket: remote, address } = await dialDirect(ips, request.port, {
@@ -25,6 +28,7 @@ export async function serveConnect(ctx: RequestContext): Promise<void> {
     return;
   }
   const early = ctx.succeed({ host: canonicalHost(remote.localAddress ?? '0.0.0.0'), port: remote.localPort ?? 0 });
+  if (ftpTranslates(cfg, ctx.client, address, request.port)) return serveFtp(ctx, remote, early);
   for (const chunk of early) remote.write(chunk);
   const r = await relay(ctx.client, remote, { idleTimeoutMs: cfg.idleTimeoutMs });
   ctx.finish('ok', { bytesUp: r.up, bytesDown: r.down, end: r.end });
