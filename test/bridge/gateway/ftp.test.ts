@@ -1,7 +1,13 @@
-// The FTP translator without sockets: lines in, lines and data-channel actions out.
+// The FTP translator without sockets: lines in, lines and data-channel actions out; then the
+// gateway's FTP I/O on loopback (client on 127.0.0.1, a scripted server on [::1]). Real servers
+// and clients across namespaces are in test/topology/ftp.test.ts.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { describe, test } from 'node:test';
+import { connect, createServer, type Socket } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { SocksClient } from 'socks';
+import { readAll, sha256, startTcp } from '../../helpers/origin.js';
+import { startCli, type Running } from '../../helpers/process.js';
 import { parseIp, type Ip } from '../../../shared/net/address.js';
 import {
   FtpTranslator,
@@ -233,6 +239,126 @@ describe('reply ordering', () => {
         for (const a of out) if (a.type === 'listen') id = a.id;
         if (t.busy) (i % 4 === 0 ? t.listenFailed(id) : t.listening(id, { ip: c === C4 ? GW_C4 : GW_C6, port: 40000 }));
       }
+    }
+  });
+});
+
+/** Whether this host can listen on [::1] (some CI hosts have IPv6 off). */
+async function haveLoopback6(): Promise<boolean> {
+  const server = createServer();
+  return new Promise((resolve) => {
+    server.once('error', () => resolve(false));
+    server.listen(0, '::1', () => server.close(() => resolve(true)));
+  });
+}
+
+/** Reads reply lines (final lines only: "ddd text") from a control socket. */
+function replyReader(sock: Socket): () => Promise<string> {
+  let buf = '';
+  const lines: string[] = [];
+  let wake: (() => void) | undefined;
+  sock.on('data', (d: Buffer) => {
+    buf += d.toString('latin1');
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      lines.push(buf.slice(0, i).replace(/\r$/, ''));
+      buf = buf.slice(i + 1);
+    }
+    wake?.();
+  });
+  sock.on('close', () => {
+    lines.push('EOF');
+    wake?.();
+  });
+  return async () => {
+    for (;;) {
+      const l = lines.shift();
+      if (l !== undefined && (l === 'EOF' || /^\d{3} /.test(l))) return l;
+      if (l === undefined) await new Promise<void>((r) => (wake = r));
+    }
+  };
+}
+
+describe('FTP translation on loopback (IPv4 client, IPv6 server)', async () => {
+  const skip = (await haveLoopback6()) ? false : 'no IPv6 loopback on this host';
+  const payload = randomBytes(3 * 1024 * 1024);
+  const heard: string[] = [];
+  let ftp: Awaited<ReturnType<typeof startTcp>>;
+  let data: Awaited<ReturnType<typeof startTcp>>;
+  let gw: Running;
+  let port = 0;
+
+  before(async () => {
+    if (skip) return;
+    data = await startTcp('::1', (s) => s.end(payload));
+    // just enough of a server: EPSV names the data server; RETR waits for it to be fetched
+    ftp = await startTcp('::1', (s) => {
+      s.write('220 scripted\r\n');
+      let buf = '';
+      s.on('data', (d: Buffer) => {
+        buf += d.toString('latin1');
+        let i: number;
+        while ((i = buf.indexOf('\r\n')) >= 0) {
+          const line = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          heard.push(line);
+          if (line === 'EPSV') s.write(`229 Entering Extended Passive Mode (|||${data.port}|)\r\n`);
+          else if (line.startsWith('RETR')) s.write('150 Here it comes.\r\n226 Transfer complete.\r\n');
+          else if (line === 'LONG') s.write(`200 ${'y'.repeat(10000)}\r\n`);
+          else if (line === 'QUIT') s.end('221 Bye.\r\n');
+          else s.write('200 OK.\r\n');
+        }
+      });
+    });
+    gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--dns', 'none', '--allow', '::1', '--ftp-port', String(ftp.port)]);
+    port = gw.listening[0]!.port;
+  });
+  after(async () => {
+    if (skip) return;
+    await gw.stop();
+    await ftp.close();
+    await data.close();
+  });
+
+  const control = async (): Promise<{ sock: Socket; next: () => Promise<string>; cmd: (l: string) => Promise<string> }> => {
+    const { socket: sock } = await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port, type: 5 }, command: 'connect', destination: { host: '::1', port: ftp.port } });
+    const next = replyReader(sock);
+    assert.equal(await next(), '220 scripted');
+    return { sock, next, cmd: (l) => (sock.write(`${l}\r\n`), next()) };
+  };
+
+  test("PASV → EPSV; only the client's own address may use the 227 listener", { skip }, async () => {
+    const before = gw.records().length;
+    const c = await control();
+    const pasv = await c.cmd('PASV');
+    const m = /\(127,0,0,1,(\d+),(\d+)\)/.exec(pasv);
+    assert.ok(m, pasv);
+    const dataPort = Number(m[1]) * 256 + Number(m[2]);
+    assert.equal(heard.at(-1), 'EPSV');
+    // another source address (127.0.0.2 is loopback too) is turned away; the listener stays
+    const stranger = connect({ host: '127.0.0.1', port: dataPort, localAddress: '127.0.0.2' });
+    stranger.on('error', () => {});
+    assert.equal((await readAll(stranger).catch(() => Buffer.alloc(0))).length, 0);
+    const got = readAll(connect({ host: '127.0.0.1', port: dataPort }));
+    assert.match(await c.cmd('RETR blob'), /^150 /);
+    assert.equal(sha256(await got), sha256(payload));
+    assert.match(await c.next(), /^226 /);
+    assert.match(await c.cmd('QUIT'), /^221 /);
+    c.sock.end();
+    const rec = (await gw.waitRecords(before + 1))[before]!;
+    assert.equal(rec.ftp, 'translated');
+    assert.equal(rec.ftpData, 1);
+    assert.equal(rec.ftpDataDown, payload.length);
+  });
+
+  test('a control line over the bound ends the session, with a log line saying why', { skip }, async () => {
+    for (const [send, why] of [[`NOOP ${'x'.repeat(9000)}`, 'ftp-line-too-long-from-client'], ['LONG', 'ftp-line-too-long-from-server']] as const) {
+      const before = gw.records().length;
+      const c = await control();
+      c.sock.write(`${send}\r\n`);
+      assert.equal(await c.next(), 'EOF');
+      const rec = (await gw.waitRecords(before + 1))[before]!;
+      assert.equal(rec.end, why);
     }
   });
 });
