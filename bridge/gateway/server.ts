@@ -13,6 +13,7 @@ import type { LogRecord, Logger } from '../log.js';
 import type { GatewayConfig, HostPort } from './config.js';
 import { serveBind } from './bind.js';
 import { serveConnect } from './connect.js';
+import { serveUdp } from './udp.js';
 import { NameResolver } from './resolver.js';
 import { Users } from './users.js';
 
@@ -188,6 +189,9 @@ export class Gateway {
       switch (ctx.request.cmd) {
         case CMD.CONNECT:
           serveConnect(ctx).catch(onError);
+          break;
+        case CMD.UDP_ASSOCIATE:
+          serveUdp(ctx).catch(onError);
           break;
         case CMD.BIND:
           serveBind(ctx).catch(onError);

@@ -1,0 +1,176 @@
+// UDP ASSOCIATE on loopback with real clients (the `socks` package's UDP frames, PySocks): names
+// resolved by the gateway, v4 client to v6 echo, only the associated client relayed, only
+// replies from where we sent, fragments and denied destinations dropped and counted.
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { SocksClient } from 'socks';
+import { associate, PYSOCKS_UDP, startUdpEcho, udpBind, type UdpEcho } from '../../helpers/udp.js';
+import { run, startCli, type Running } from '../../helpers/process.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'dualsocks-udp-'));
+const hostsFile = join(dir, 'hosts');
+writeFileSync(hostsFile, ['127.0.0.1 echo4.test', '::1 echo6.test', '127.0.0.2 denied.test'].join('\n'));
+
+describe('gateway UDP ASSOCIATE on loopback', () => {
+  let gw: Running;
+  let proxy: { host: string; port: number };
+  let echo4: UdpEcho;
+  let echo6: UdpEcho;
+  let denied: UdpEcho;
+
+  before(async () => {
+    echo4 = await startUdpEcho('127.0.0.1');
+    echo6 = await startUdpEcho('::1');
+    denied = await startUdpEcho('127.0.0.2');
+    gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--listen', '[::1]:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1', '--allow', '::1'], { expectListeners: 2 });
+    proxy = gw.listening[0]!;
+  });
+  after(async () => {
+    await gw.stop();
+    await Promise.all([echo4.close(), echo6.close(), denied.close()]);
+  });
+
+  /** The log line of the association whose relay is on `port` (written when it ends). */
+  const recordOf = (relayPort: number) => gw.waitRecord((r) => r.cmd === 'udp' && typeof r.bound === 'string' && r.bound.endsWith(`:${relayPort}`));
+
+  test('round trips by name (DOMAINNAME in the header) and by IP, v4 client to v4 and v6 echo', async () => {
+    const a = await associate(proxy);
+    assert.equal(a.relay.host, '127.0.0.1', 'relay in the client family, on the address the client reached');
+    const cases: [string, number, string][] = [
+      ['echo4.test', echo4.port, '127.0.0.1'],
+      ['echo6.test', echo6.port, '::1'],
+      ['127.0.0.1', echo4.port, '127.0.0.1'],
+      ['::1', echo6.port, '::1'],
+    ];
+    for (const [host, port, from] of cases) {
+      a.send(host, port, `hello ${host}`);
+      const r = await a.receive();
+      assert.equal(r.data.toString(), `hello ${host}`);
+      assert.deepEqual([r.host, r.port], [from, port], 'reply header holds the sender address');
+    }
+    // a big datagram that still fits both families arrives whole
+    const big = Buffer.alloc(60000, 7);
+    a.send('echo6.test', echo6.port, big);
+    assert.ok((await a.receive()).data.equals(big));
+    a.close();
+    const rec = await recordOf(a.relay.port);
+    assert.equal(rec.result, 'ok');
+    assert.equal(rec.datagramsUp, 5);
+    assert.equal(rec.datagramsDown, 5);
+    assert.equal(rec.bytesUp, rec.bytesDown);
+  });
+
+  test('an IPv6 client gets an IPv6 relay and reaches an IPv4 echo by name', async () => {
+    const a = await associate(gw.listening[1]!);
+    assert.equal(a.relay.host, '::1');
+    a.send('echo4.test', echo4.port, 'v6 to v4');
+    const r = await a.receive();
+    assert.deepEqual([r.data.toString(), r.host, r.port], ['v6 to v4', '127.0.0.1', echo4.port]);
+    a.close();
+  });
+
+  test('PySocks (Debian python3-socks) round trips by name to both families', async () => {
+    for (const [name, echo] of [['echo4.test', echo4], ['echo6.test', echo6]] as const) {
+      const r = await run('/usr/bin/python3', ['-c', PYSOCKS_UDP, proxy.host, String(proxy.port), name, String(echo.port), `py ${name} 1`, `py ${name} 2`], { timeoutMs: 20000 });
+      assert.equal(r.code, 0, r.stderr);
+      const lines = r.stdout.toString().trim().split('\n').map((l) => JSON.parse(l) as { data: string; from: [string, number] });
+      assert.deepEqual(lines.map((l) => l.data), [`py ${name} 1`, `py ${name} 2`]);
+      assert.deepEqual(lines[0]!.from, [echo.host, echo.port]);
+    }
+  });
+
+  test('datagrams from a third address are not relayed: another port, another IP', async () => {
+    for (const announce of [true, false]) {
+      const a = await associate(proxy, { announce });
+      // positive control: the associated socket is relayed (and, unannounced, fixes the port)
+      a.send('127.0.0.1', echo4.port, `own ${announce}`);
+      assert.equal((await a.receive()).data.toString(), `own ${announce}`);
+      const otherPort = await udpBind('127.0.0.1');
+      const otherIp = await udpBind('127.0.0.2');
+      for (const [s, tag] of [[otherPort, 'port'], [otherIp, 'ip']] as const) {
+        const frame = SocksClient.createUDPFrame({ remoteHost: { host: '127.0.0.1', port: echo4.port }, data: Buffer.from(`third ${tag} ${announce}`) });
+        s.send(frame, a.relay.port, a.relay.host);
+      }
+      // the relay handles datagrams in order: once this one is echoed, the others were judged
+      a.send('127.0.0.1', echo4.port, `marker ${announce}`);
+      await echo4.waitFor(`marker ${announce}`);
+      assert.equal((await a.receive()).data.toString(), `marker ${announce}`);
+      assert.ok(!echo4.seen.some((s) => s.data.toString().startsWith('third ')), 'third-party datagram relayed');
+      otherPort.close();
+      otherIp.close();
+      a.close();
+      const rec = await recordOf(a.relay.port);
+      assert.equal(rec.droppedSource, 2);
+    }
+  });
+
+  test('replies from an address the association never sent to are not relayed', async () => {
+    const a = await associate(proxy);
+    a.send('127.0.0.1', echo4.port, 'learn the outbound port');
+    await a.receive();
+    const outbound = (await echo4.waitFor('learn the outbound port'));
+    const stranger = await udpBind('127.0.0.1');
+    stranger.send('unsolicited', outbound.port, outbound.address);
+    a.send('127.0.0.1', echo4.port, 'after the stranger');
+    assert.equal((await a.receive()).data.toString(), 'after the stranger');
+    stranger.close();
+    a.close();
+    const rec = await recordOf(a.relay.port);
+    assert.equal(rec.droppedSender, 1);
+  });
+
+  test('FRAG != 0, malformed headers and replies too big for the client are dropped and counted', async () => {
+    const a = await associate(proxy);
+    a.send('127.0.0.1', echo4.port, 'fragment', 1);
+    a.udp.send(Buffer.from([0, 1, 0, 1, 127, 0, 0, 1, 0, 80, 9]), a.relay.port, a.relay.host); // RSV not zero
+    a.udp.send(Buffer.from([0, 0, 0]), a.relay.port, a.relay.host);
+    // the echo answers 65507 bytes: with a SOCKS header that exceeds an IPv4 datagram
+    a.send('::1', echo6.port, 'BIG reply please');
+    await echo6.waitFor('BIG reply please');
+    a.send('127.0.0.1', echo4.port, 'still alive');
+    assert.equal((await a.receive()).data.toString(), 'still alive');
+    assert.ok(!echo4.seen.some((s) => s.data.toString() === 'fragment'));
+    a.close();
+    const rec = await recordOf(a.relay.port);
+    assert.equal(rec.droppedFrag, 1);
+    assert.equal(rec.droppedMalformed, 2);
+    assert.equal(rec.droppedSize, 1);
+  });
+
+  test('denied destinations (by name and by IP) and unknown names are dropped and counted', async () => {
+    const a = await associate(proxy);
+    a.send('denied.test', denied.port, 'denied by name');
+    a.send('127.0.0.2', denied.port, 'denied by ip');
+    a.send('::ffff:127.0.0.2', denied.port, 'denied mapped');
+    a.send('nowhere.test', denied.port, 'unknown name');
+    a.send('echo4.test', echo4.port, 'allowed');
+    assert.equal((await a.receive()).data.toString(), 'allowed');
+    assert.equal(denied.seen.length, 0, 'a denied destination got a datagram');
+    a.close();
+    const rec = await recordOf(a.relay.port);
+    assert.equal(rec.droppedPolicy, 3);
+    assert.equal(rec.droppedName, 1);
+  });
+
+  test('the association ends with its TCP control connection: the relay port is released', async () => {
+    const a = await associate(proxy);
+    a.send('echo4.test', echo4.port, 'before close');
+    await a.receive();
+    // positive control: while associated, the relay port is taken
+    await assert.rejects(udpBind(a.relay.host, a.relay.port), /EADDRINUSE/);
+    a.control.destroy();
+    const rec = await recordOf(a.relay.port);
+    assert.equal(rec.end, 'closed');
+    const again = await udpBind(a.relay.host, a.relay.port);
+    again.close();
+    // and nothing answers there any more
+    const before = echo4.seen.length;
+    a.send('echo4.test', echo4.port, 'after close');
+    await assert.rejects(a.receive(500));
+    assert.equal(echo4.seen.length, before);
+    a.udp.close();
+  });
+});
