@@ -9,6 +9,8 @@ export interface BridgeContext {
   state: BridgeState;
   /** Opens a tunnel to host:port through a gateway; the name is never resolved here. */
   open(host: string, port: number, via: Inbound): Promise<Tunnel>;
+  /** Opens a UDP ASSOCIATE control connection at a gateway; its reply names the gateway's relay. */
+  associate?(): Promise<Tunnel>;
   /** Relays until both sides close; counts nothing itself. */
   relay(client: Socket, remote: Socket): Promise<void>;
   rules(): Settings;

@@ -5,6 +5,7 @@ import type { Server as HttpServer } from 'node:http';
 import { canonicalHost, formatIp, joinHostPort, parseIp } from '../../shared/net/address.js';
 import { decide, type Settings } from '../../shared/rules/index.js';
 import { sniffProtocol } from '../../shared/socks5/codec.js';
+import { CMD } from '../../shared/socks5/constants.js';
 import { relay } from '../relay.js';
 import { closeAll, listenAll, type HostPort } from '../listen.js';
 import { connectTcp } from '../upstream/direct.js';
@@ -35,6 +36,8 @@ export class Bridge {
     this.ctx = {
       state: this.state,
       open: (host, port, via) => this.open(host, port, via),
+      // 0.0.0.0:0: our port toward the gateway is fixed by our first datagram
+      associate: () => this.pool.open('0.0.0.0', 0, CMD.UDP_ASSOCIATE),
       relay: async (client, remote) => {
         await relay(client, remote, { idleTimeoutMs: config.idleTimeoutMs });
       },

@@ -8,6 +8,7 @@ import { CMD, SOCKS4_CD } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
 import type { BridgeContext } from './context.js';
 import type { Inbound } from './state.js';
+import { serveUdpAssociate } from './udp.js';
 
 function asError(e: unknown): DualsocksError {
   return e instanceof DualsocksError ? e : new RequestError('ERR_CONNECT_FAILED', String(e));
@@ -60,6 +61,10 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
         client.pause();
         client.off('data', onData);
         const { cmd, host, port } = c.request;
+        if (cmd === CMD.UDP_ASSOCIATE) {
+          void serveUdpAssociate(ctx, client, c.request, (r) => void run(r instanceof DualsocksError ? session.fail(r) : session.succeed(r)));
+          continue;
+        }
         if (cmd !== CMD.CONNECT) {
           run(session.fail(new SocksProtocolError('ERR_SOCKS_COMMAND', `command ${cmd} through the bridge`)));
           continue;

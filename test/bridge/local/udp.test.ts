@@ -1,0 +1,67 @@
+// UDP ASSOCIATE through the bridge: the client's header travels unchanged to the gateway, which
+// alone knows the name; both associations live and die with the client's control connection.
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { associate, PYSOCKS_UDP, startUdpEcho, udpBind, type UdpEcho } from '../../helpers/udp.js';
+import { run, startCli, type Running } from '../../helpers/process.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'dualsocks-bridge-udp-'));
+const hostsFile = join(dir, 'hosts');
+writeFileSync(hostsFile, ['127.0.0.1 echo4.test', '::1 echo6.test'].join('\n'));
+
+describe('bridge UDP ASSOCIATE', () => {
+  let gw: Running;
+  let bridge: Running;
+  let proxy: { host: string; port: number };
+  let echo4: UdpEcho;
+  let echo6: UdpEcho;
+
+  before(async () => {
+    echo4 = await startUdpEcho('127.0.0.1');
+    echo6 = await startUdpEcho('::1');
+    gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1', '--allow', '::1']);
+    bridge = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${gw.listening[0]!.port}`]);
+    proxy = bridge.listening[0]!;
+  });
+  after(async () => {
+    await bridge.stop();
+    await gw.stop();
+    await Promise.all([echo4.close(), echo6.close()]);
+  });
+
+  test('PySocks → bridge → gateway → UDP echo by names only the gateway knows', async () => {
+    for (const [name, echo] of [['echo4.test', echo4], ['echo6.test', echo6]] as const) {
+      const r = await run('/usr/bin/python3', ['-c', PYSOCKS_UDP, proxy.host, String(proxy.port), name, String(echo.port), `via bridge ${name} 1`, `via bridge ${name} 2`], { timeoutMs: 20000 });
+      assert.equal(r.code, 0, r.stderr);
+      const lines = r.stdout.toString().trim().split('\n').map((l) => JSON.parse(l) as { data: string; from: [string, number] });
+      assert.deepEqual(lines.map((l) => l.data), [`via bridge ${name} 1`, `via bridge ${name} 2`]);
+      assert.deepEqual(lines[0]!.from, [echo.host, echo.port], 'the gateway wrote the sender address');
+    }
+    // the gateway got the name: the bridge passed the header on without resolving it
+    const rec = await gw.waitRecord((x) => x.cmd === 'udp' && x.datagramsUp === 2 && x.datagramsDown === 2);
+    assert.equal(rec.result, 'ok');
+  });
+
+  test('the socks package through the bridge; another local port is not relayed; closing the client ends the gateway association', async () => {
+    const a = await associate(proxy);
+    a.send('echo6.test', echo6.port, 'socks pkg via bridge');
+    const r = await a.receive();
+    assert.deepEqual([r.data.toString(), r.host, r.port], ['socks pkg via bridge', '::1', echo6.port]);
+    const other = await udpBind('127.0.0.1');
+    other.send(Buffer.concat([Buffer.from([0, 0, 0, 1, 127, 0, 0, 1, echo4.port >> 8, echo4.port & 0xff]), Buffer.from('third via bridge')]), a.relay.port, a.relay.host);
+    a.send('echo4.test', echo4.port, 'marker via bridge');
+    assert.equal((await a.receive()).data.toString(), 'marker via bridge');
+    assert.ok(!echo4.seen.some((s) => s.data.toString() === 'third via bridge'));
+    other.close();
+    const udpRecords = () => gw.records().filter((x) => x.cmd === 'udp');
+    const before = udpRecords().length;
+    a.close();
+    await gw.waitRecord(() => udpRecords().length > before);
+    const last = udpRecords().at(-1)!;
+    assert.equal(last.end, 'closed');
+    assert.equal(last.datagramsUp, 2);
+  });
+});
