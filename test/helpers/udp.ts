@@ -28,6 +28,8 @@ export async function startUdpEcho(host: string, opts: { bigReply?: number } = {
     waiters.splice(0).forEach((w) => w());
   });
   await new Promise<void>((r) => socket.bind(0, host, r));
+  // a failed test must not keep the file from exiting
+  socket.unref();
   return {
     socket,
     host,
@@ -70,7 +72,15 @@ export async function udpBind(host: string, port = 0): Promise<UdpSocket> {
       resolve();
     });
   });
+  s.unref();
   return s;
+}
+
+const open = new Set<Association>();
+
+/** Closes associations a failed test left open, so the test file can exit. */
+export function closeAssociations(): void {
+  for (const a of open) a.close();
 }
 
 /** UDP ASSOCIATE with the `socks` package; `announce` says whether DST.PORT names our port. */
@@ -96,7 +106,7 @@ export async function associate(proxy: { host: string; port: number }, opts: { a
     inbox.push(m);
     waiters.splice(0).forEach((w) => w());
   });
-  return {
+  const association: Association = {
     control,
     relay,
     udp,
@@ -118,10 +128,17 @@ export async function associate(proxy: { host: string; port: number }, opts: { a
       });
     },
     close() {
+      open.delete(association);
       control.destroy();
-      udp.close();
+      try {
+        udp.close();
+      } catch {
+        /* closed by the test */
+      }
     },
   };
+  open.add(association);
+  return association;
 }
 
 /**

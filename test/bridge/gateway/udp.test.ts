@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SocksClient } from 'socks';
-import { associate, PYSOCKS_UDP, startUdpEcho, udpBind, type UdpEcho } from '../../helpers/udp.js';
+import { associate, closeAssociations, PYSOCKS_UDP, startUdpEcho, udpBind, type UdpEcho } from '../../helpers/udp.js';
 import { run, startCli, type Running } from '../../helpers/process.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-udp-'));
@@ -29,6 +29,7 @@ describe('gateway UDP ASSOCIATE on loopback', () => {
     proxy = gw.listening[0]!;
   });
   after(async () => {
+    closeAssociations();
     await gw.stop();
     await Promise.all([echo4.close(), echo6.close(), denied.close()]);
   });
@@ -171,6 +172,6 @@ describe('gateway UDP ASSOCIATE on loopback', () => {
     a.send('echo4.test', echo4.port, 'after close');
     await assert.rejects(a.receive(500));
     assert.equal(echo4.seen.length, before);
-    a.udp.close();
+    a.close();
   });
 });

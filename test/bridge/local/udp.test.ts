@@ -5,7 +5,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { associate, PYSOCKS_UDP, startUdpEcho, udpBind, type UdpEcho } from '../../helpers/udp.js';
+import { associate, closeAssociations, PYSOCKS_UDP, startUdpEcho, udpBind, type UdpEcho } from '../../helpers/udp.js';
 import { run, startCli, type Running } from '../../helpers/process.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-bridge-udp-'));
@@ -27,6 +27,7 @@ describe('bridge UDP ASSOCIATE', () => {
     proxy = bridge.listening[0]!;
   });
   after(async () => {
+    closeAssociations();
     await bridge.stop();
     await gw.stop();
     await Promise.all([echo4.close(), echo6.close()]);
