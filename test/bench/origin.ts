@@ -1,9 +1,10 @@
 // The benchmark's destination servers, in a process of their own so that the client, the
 // servers and the gateway each have an event loop (and a core, where there are enough).
 //   bulk port: the client sends OP (1 byte) and SIZE (u64 BE). OP_DOWNLOAD: the server sends
-//     SIZE bytes of the pattern and closes. OP_UPLOAD: the client sends SIZE bytes and a FIN, the
-//     server answers with the sha256 (32 bytes, hashed on a worker thread) of what it read and closes.
-//   echo port: every byte comes back; a FIN is answered with a FIN.
+//     SIZE bytes of the pattern and closes. OP_UPLOAD: the client sends SIZE bytes, the server
+//     answers with the sha256 (32 bytes, hashed on a worker thread) of what it read and closes.
+//   echo port: the first chunk comes back; a later one makes the server close; a FIN is answered with a FIN.
+//   ping port: the first chunk comes back, followed by a FIN.
 // Run as `node origin.js --bench-origin PERIOD`; it reports its ports over IPC and exits when
 // its parent goes away. Imported, it only exports the client side of this protocol.
 import { fork } from 'node:child_process';
@@ -28,6 +29,8 @@ export interface Origin {
   host: string;
   bulkPort: number;
   echoPort: number;
+  /** Echoes the first chunk and closes. */
+  pingPort: number;
   pid: number;
   stop(): Promise<void>;
 }
@@ -51,9 +54,9 @@ export function startOrigin(period: number, timeoutMs = 30000): Promise<Origin> 
       clearTimeout(timer);
       reject(new Error(`bench origin exited (${code ?? signal}) before it listened`));
     });
-    proc.once('message', (m: { bulkPort: number; echoPort: number }) => {
+    proc.once('message', (m: { bulkPort: number; echoPort: number; pingPort: number }) => {
       clearTimeout(timer);
-      resolve({ host: '127.0.0.1', bulkPort: m.bulkPort, echoPort: m.echoPort, pid: proc.pid!, stop });
+      resolve({ host: '127.0.0.1', bulkPort: m.bulkPort, echoPort: m.echoPort, pingPort: m.pingPort, pid: proc.pid!, stop });
     });
   });
 }
@@ -89,15 +92,24 @@ function serveBulk(s: Socket, pattern: Buffer): void {
       s.resume();
       sendStream(s, pattern, size);
     } else if (op === OP_UPLOAD) {
+      // answered after SIZE bytes, not at the FIN: some relays (microsocks) do not half-close
       const hasher = idleHashers.pop() ?? new Sha256Worker();
-      if (rest.length > 0) hasher.update(Buffer.from(rest), s);
-      s.on('data', (c: Buffer) => hasher.update(c, s));
-      s.once('end', () => {
-        void hasher.digest().then((hex) => {
-          idleHashers.push(hasher);
-          s.end(Buffer.from(hex, 'hex'));
-        });
-      });
+      let got = 0;
+      const take = (c: Buffer): void => {
+        const n = Math.min(c.length, size - got);
+        if (n <= 0) return;
+        got += n;
+        hasher.update(n === c.length ? c : Buffer.from(c.subarray(0, n)), s);
+        if (got === size) {
+          void hasher.digest().then((hex) => {
+            idleHashers.push(hasher);
+            s.end(Buffer.from(hex, 'hex'));
+          });
+        }
+      };
+      if (rest.length > 0) take(Buffer.from(rest));
+      s.on('data', take);
+      if (size === 0) take(Buffer.alloc(0));
     } else s.destroy();
   };
   s.on('data', onData);
@@ -117,14 +129,22 @@ function listen(onConn: (s: Socket) => void): Promise<Server> {
 async function main(period: number): Promise<void> {
   const pattern = patternBytes(period);
   const bulk = await listen((s) => serveBulk(s, pattern));
+  // held tunnels: the first chunk comes back, the next one asks the origin to close first
   const echo = await listen((s) => {
-    s.on('data', (d: Buffer) => s.write(d));
+    let n = 0;
+    s.on('data', (d: Buffer) => (n++ === 0 ? s.write(d) : s.end()));
     s.once('end', () => s.end());
+  });
+  // the origin closes first, so TIME_WAIT stays on listening ports: thousands of connections a
+  // second from relays that bind() before connect() (Dante) would otherwise use up ephemeral ports
+  const ping = await listen((s) => {
+    s.once('data', (d: Buffer) => s.end(d));
+    s.resume();
   });
   // the parent is the only user: when it goes (even killed), so do we
   process.once('disconnect', () => process.exit(0));
   process.once('SIGTERM', () => process.exit(0));
-  process.send!({ bulkPort: (bulk.address() as AddressInfo).port, echoPort: (echo.address() as AddressInfo).port });
+  process.send!({ bulkPort: (bulk.address() as AddressInfo).port, echoPort: (echo.address() as AddressInfo).port, pingPort: (ping.address() as AddressInfo).port });
 }
 
 // `node --test dist/test/` loads every file under test/, so only the flag (and IPC) starts servers

@@ -64,53 +64,111 @@ export function table(header: string[], rows: string[][], align: ('l' | 'r')[]):
   return [line(header), rule, ...rows.map(line)].join('\n');
 }
 
-/** Medians over rounds, one row per metric, with each relay's ratio to direct. */
+/** The median of one metric of one test on one target (NaN when it did not run). */
+export function med(samples: Samples, caseId: string, target: string, key: string): number {
+  return median((samples[caseId]?.[target] ?? []).map((s) => s.values[key]!));
+}
+
+/** Medians over rounds, one row per test, metric and target, with the ratio to direct. */
 export function summaryTable(cases: CaseInfo[], targets: string[], direct: string, samples: Samples): string {
-  const relays = targets.filter((t) => t !== direct);
-  const header = ['test', 'metric', ...targets, ...relays.map((r) => `${r} / ${direct}`)];
   const rows: string[][] = [];
   for (const c of cases) {
     for (const m of c.metrics) {
-      const med = (t: string): number => median((samples[c.id]?.[t] ?? []).map((s) => s.values[m.key]!));
-      const base = med(direct);
-      rows.push([
-        c.label,
-        `${m.label} (${m.unit})`,
-        ...targets.map((t) => fmt(med(t), m.digits)),
-        ...relays.map((r) => `${fmt(med(r) / base, 2)}×`),
-      ]);
+      const base = med(samples, c.id, direct, m.key);
+      for (const t of targets) {
+        const v = med(samples, c.id, t, m.key);
+        if (!Number.isFinite(v)) continue;
+        rows.push([c.label, `${m.label} (${m.unit})`, t, fmt(v, m.digits), t === direct ? '' : `${fmt(v / base, 2)}×`]);
+      }
     }
   }
-  return table(header, rows, ['l', 'l', ...targets.map(() => 'r' as const), ...relays.map(() => 'r' as const)]);
+  return table(['test', 'metric', 'target', 'median', `/ ${direct}`], rows, ['l', 'l', 'l', 'r', 'r']);
+}
+
+/** Our targets against each peer: ratios of medians (higher is better for rates, lower for latencies). */
+export function peerTable(cases: CaseInfo[], ours: string[], peers: string[], samples: Samples): string {
+  const rows: string[][] = [];
+  for (const c of cases)
+    for (const m of c.metrics)
+      for (const o of ours) {
+        const v = med(samples, c.id, o, m.key);
+        if (!Number.isFinite(v)) continue;
+        const cells = peers.map((p) => {
+          const r = v / med(samples, c.id, p, m.key);
+          return Number.isFinite(r) ? `${r.toFixed(2)}×` : '—';
+        });
+        rows.push([c.label, m.label, o, ...cells]);
+      }
+  return table(['test', 'metric', 'ours', ...peers.map((p) => `/ ${p}`)], rows, ['l', 'l', 'l', ...peers.map(() => 'r' as const)]);
+}
+
+const esc = (t: string): string => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+
+/** A horizontal bar chart (SVG, written by hand) of throughput medians as a ratio to direct. */
+export function throughputSvg(cases: CaseInfo[], targets: string[], direct: string, samples: Samples, caption: string): string {
+  const relays = targets.filter((t) => t !== direct);
+  const palette = ['#1f77b4', '#6baed6', '#2ca02c', '#98df8a', '#17becf', '#d62728', '#ff7f0e', '#9467bd'];
+  const groups = cases.filter((c) => c.metrics.some((m) => m.unit === 'MiB/s'));
+  const bar = 14;
+  const gap = 3;
+  const left = 290;
+  const width = 800;
+  const plotW = width - left - 60;
+  const ratios = groups.map((c) => relays.map((t) => med(samples, c.id, t, 'rate') / med(samples, c.id, direct, 'rate')));
+  const max = Math.max(1.1, ...ratios.flat().filter(Number.isFinite));
+  const scale = (r: number): number => (r / max) * plotW;
+  let y = 44;
+  const out: string[] = [];
+  groups.forEach((c, gi) => {
+    out.push(`<text x="10" y="${y + 12}" font-weight="bold">${esc(c.label)}</text>`);
+    y += 20;
+    relays.forEach((t, ti) => {
+      const r = ratios[gi]![ti]!;
+      if (!Number.isFinite(r)) return;
+      out.push(`<text x="${left - 6}" y="${y + bar - 3}" text-anchor="end">${esc(t)}</text>`);
+      out.push(`<rect x="${left}" y="${y}" width="${scale(r).toFixed(1)}" height="${bar}" fill="${palette[ti % palette.length]}"/>`);
+      out.push(`<text x="${(left + scale(r) + 4).toFixed(1)}" y="${y + bar - 3}">${r.toFixed(2)}×</text>`);
+      y += bar + gap;
+    });
+    y += 12;
+  });
+  const x1 = left + scale(1);
+  const height = y + 10;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="10" y="20" font-size="14" font-weight="bold">${esc(caption)}</text>
+<line x1="${x1.toFixed(1)}" y1="30" x2="${x1.toFixed(1)}" y2="${height - 10}" stroke="#444" stroke-dasharray="4 3"/>
+<text x="${(x1 + 3).toFixed(1)}" y="40" fill="#444">direct = 1×</text>
+${out.join('\n')}
+</svg>
+`;
 }
 
 /** Median CPU use per test and target: client / origin / relay, in cores. */
 export function cpuTable(cases: CaseInfo[], targets: string[], samples: Samples): string {
-  const rows = cases.map((c) => [
-    c.label,
-    ...targets.map((t) => {
+  const rows: string[][] = [];
+  for (const c of cases)
+    for (const t of targets) {
       const ss = samples[c.id]?.[t] ?? [];
+      if (!ss.length) continue;
       const part = (k: 'client' | 'origin' | 'relay'): string => {
         const v = ss.map((s) => s.cpu[k]).filter((x): x is number => x !== undefined);
         return v.length ? median(v).toFixed(2) : '—';
       };
-      return `${part('client')} / ${part('origin')} / ${part('relay')}`;
-    }),
-  ]);
-  return table(['test', ...targets.map((t) => `${t}: client / origin / relay`)], rows, ['l', ...targets.map(() => 'r' as const)]);
+      rows.push([c.label, t, part('client'), part('origin'), part('relay')]);
+    }
+  return table(['test', 'target', 'client', 'origin', 'relay'], rows, ['l', 'l', 'r', 'r', 'r']);
 }
 
 /** What relaying costs each relay in CPU, per GiB or per connection (medians over rounds). */
 export function relayCostTable(cases: CaseInfo[], relays: string[], samples: Samples): string {
-  const rows = cases.map((c) => [
-    c.label,
-    c.cost.unit,
-    ...relays.map((t) => {
+  const rows: string[][] = [];
+  for (const c of cases)
+    for (const t of relays) {
       const v = (samples[c.id]?.[t] ?? []).flatMap((s) => (s.cpu.relay === undefined ? [] : [(s.cpu.relay / s.values.rate!) * c.cost.scale]));
-      return v.length ? median(v).toFixed(c.cost.digits) : '—';
-    }),
-  ]);
-  return table(['test', 'unit', ...relays], rows, ['l', 'l', ...relays.map(() => 'r' as const)]);
+      if (v.length) rows.push([c.label, t, c.cost.unit, median(v).toFixed(c.cost.digits)]);
+    }
+  return table(['test', 'relay', 'unit', 'median'], rows, ['l', 'l', 'l', 'r']);
 }
 
 /** Every round's figures, so the spread behind each median is visible. */
@@ -118,8 +176,10 @@ export function roundsTable(cases: CaseInfo[], targets: string[], samples: Sampl
   const rows: string[][] = [];
   for (const c of cases)
     for (const m of c.metrics)
-      for (const t of targets)
-        rows.push([c.label, `${m.label} (${m.unit})`, t, (samples[c.id]?.[t] ?? []).map((s) => fmt(s.values[m.key], m.digits)).join(', ')]);
+      for (const t of targets) {
+        const ss = samples[c.id]?.[t];
+        if (ss?.length) rows.push([c.label, `${m.label} (${m.unit})`, t, ss.map((s) => fmt(s.values[m.key], m.digits)).join(', ')]);
+      }
   return table(['test', 'metric', 'target', 'rounds'], rows, ['l', 'l', 'l', 'l']);
 }
 
@@ -138,8 +198,13 @@ export interface Document {
   machine: Machine;
   command: string;
   rounds: number;
+  peers: string[];
   method: string[];
+  goals: string;
   summary: string;
+  versus: string;
+  idle: string;
+  chart: string | null;
   cpu: string;
   cost: string;
   perRound: string;
@@ -151,15 +216,20 @@ export function benchmarksMarkdown(d: Document): string {
   return `# Benchmarks
 
 Written by \`${d.command}\` (test/bench/run.ts); run it again to replace this file. Figures are
-the medians of ${d.rounds} rounds; the whole run took ${Math.round(d.seconds)} s.
+the medians of ${d.rounds} interleaved rounds; the whole run took ${Math.round(d.seconds)} s.
 
 ## Machine
 
 ${machineLines(d.machine).join('\n')}
+${d.peers.map((p) => `- ${p}`).join('\n')}
 
 ## Method
 
 ${d.method.map((l) => `- ${l}`).join('\n')}
+
+## Goals (issue 6)
+
+${d.goals}
 
 ## Results
 
@@ -167,14 +237,25 @@ ${d.summary}
 
 For rates higher is better; for latencies lower is better, so a latency ratio above 1× is the
 time the relay adds.
+${d.chart ? `\n![throughput as a ratio to direct](${d.chart})\n` : ''}
+## Against the peers
+
+Ratio of our median to the peer's median (rates: above 1× is faster; latencies: below 1× is faster).
+
+${d.versus}
+
+## Idle tunnels
+
+${d.idle}
 
 ## CPU
 
-Cores busy during each measurement (1.00 = one core all the time), medians:
+Cores busy during each measurement (1.00 = one core all the time), medians. "relay" counts every
+process of the relay (Dante's workers, the bridge and its gateway, Privoxy and its Dante).
 
 ${d.cpu}
 
-What the relay process spends per unit of work (its CPU time divided by what it carried):
+What the relay spends per unit of work (its CPU time divided by what it carried):
 
 ${d.cost}
 

@@ -1,26 +1,55 @@
-// `npm run bench`: the gateway against direct TCP on loopback, in one run. Every round runs each
+// `npm run bench`: the gateway, the bridge→gateway chain and the peers from Debian (Dante,
+// microsocks, Privoxy→Dante) against direct TCP on loopback, in one run. Every round runs each
 // test on every target, in an order that rotates from round to round, so slow drift of the
 // machine (other load, thermal limits) spreads over all targets; the figures are medians.
 //   npm run bench                full run, writes BENCHMARKS.md
 //   npm run bench -- --quick     a few-second smoke run (also BENCH_QUICK=1), writes nothing
-// Options: --rounds N, --size MIB, --conns N, --concurrency N, --out FILE, --no-write.
+// Options: --rounds N, --size MIB, --conns N, --concurrency N, --streams N, --tunnels N, --out FILE, --no-write.
 // Processes: this one is the client; the origin servers run in a child (origin.ts); each
 // SOCKS5 target is its own process. Only 127.0.0.1 is used, and every wait has a deadline.
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { realpathSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Sha256Worker } from './hasher.js';
-import { bulkDownload, bulkUpload, connections, cpuMark, cpuShare, median, quantile } from './measure.js';
+import { bulkDownload, bulkUpload, connections, cpuMark, cpuShare, idleTunnels, median, parallelDownload, quantile, type IdleResult } from './measure.js';
 import { startOrigin, type Origin } from './origin.js';
 import { patternBytes, periodFor, streamDigest } from './pattern.js';
-import { benchmarksMarkdown, cpuTable, machine, machineLines, relayCostTable, roundsTable, summaryTable, type CaseInfo, type Machine, type Sample, type Samples } from './report.js';
-import { DIRECT, directTarget, dualsocksGateway, type Route, type Target } from './targets.js';
+import { nofileOf, raiseNofile } from './peers.js';
+import { benchmarksMarkdown, cpuTable, machine, machineLines, med, peerTable, relayCostTable, roundsTable, summaryTable, table, throughputSvg, type CaseInfo, type Machine, type Sample, type Samples } from './report.js';
+import {
+  BRIDGE_HTTP,
+  BRIDGE_SOCKS,
+  bridgeHttp,
+  bridgeSocks,
+  DANTE,
+  danteTarget,
+  DIRECT,
+  directTarget,
+  dualsocksGateway,
+  dualsocksGatewayWorkers,
+  GATEWAY,
+  GATEWAY_W2,
+  MICROSOCKS,
+  microsocksTarget,
+  PRIVOXY,
+  privoxyTarget,
+  type Route,
+  type Target,
+} from './targets.js';
 
 const MiB = 1024 * 1024;
 
-/** Direct first: the ratios are taken against it. Peers join this list. */
-const TARGETS: Target[] = [directTarget, dualsocksGateway];
+/** Direct first: the ratios are taken against it. */
+const TARGETS: Target[] = [directTarget, dualsocksGateway, dualsocksGatewayWorkers, bridgeSocks, bridgeHttp, danteTarget, microsocksTarget, privoxyTarget];
+const OURS = [GATEWAY, GATEWAY_W2, BRIDGE_SOCKS, BRIDGE_HTTP];
+const PEERS = [DANTE, MICROSOCKS, PRIVOXY];
+/** Targets that only take part in some tests (the multi-core gateway: parallel streams). */
+const ONLY: Record<string, string[]> = { [GATEWAY_W2]: ['download8', 'conn-c64'] };
+/** Descriptors asked for each process holding the idle tunnels (the relay needs two per tunnel). */
+const NOFILE = 65536;
 
 export interface BenchConfig {
   quick: boolean;
@@ -28,8 +57,13 @@ export interface BenchConfig {
   /** A discarded round first, at a quarter of the sizes, so JIT and socket buffers settle. */
   warmup: boolean;
   bulkBytes: number;
+  /** Parallel streams in the multi-stream download, and the bytes each carries. */
+  streams: number;
+  streamBytes: number;
   conns: number;
   concurrency: number;
+  /** Tunnels held open at once for the memory figure (fewer if descriptors run short). */
+  idleTunnels: number;
   /** Bound for one transfer or one connection batch. */
   stepTimeoutMs: number;
   /** Bound for the whole run. */
@@ -38,22 +72,28 @@ export interface BenchConfig {
 
 export const FULL: BenchConfig = {
   quick: false,
-  rounds: 7,
+  rounds: 5,
   warmup: true,
-  bulkBytes: 256 * MiB,
-  conns: 2000,
+  bulkBytes: 128 * MiB,
+  streams: 8,
+  streamBytes: 32 * MiB,
+  conns: 1000,
   concurrency: 64,
+  idleTunnels: 10_000,
   stepTimeoutMs: 120_000,
-  totalTimeoutMs: 20 * 60_000,
+  totalTimeoutMs: 10 * 60_000,
 };
 
 export const QUICK: BenchConfig = {
   quick: true,
   rounds: 2,
   warmup: false,
-  bulkBytes: 8 * MiB,
-  conns: 100,
+  bulkBytes: 4 * MiB,
+  streams: 4,
+  streamBytes: 1 * MiB,
+  conns: 40,
   concurrency: 16,
+  idleTunnels: 100,
   stepTimeoutMs: 20_000,
   totalTimeoutMs: 60_000,
 };
@@ -66,21 +106,26 @@ export interface BenchResult {
   config: BenchConfig;
   machine: Machine;
   targets: string[];
+  /** Peers that could not run, with the reason. */
+  missing: string[];
   cases: CaseInfo[];
   samples: Samples;
+  idle: Map<string, IdleResult>;
+  /** Descriptor limit obtained for the client, the origin and the relays. */
+  nofile: number;
   hashMiBps: number;
   seconds: number;
 }
 
-function makeCases(cfg: BenchConfig, origin: Origin, pattern: Buffer, hasher: Sha256Worker, digests: Map<number, string>): Case[] {
+function makeCases(cfg: BenchConfig, origin: Origin, pattern: Buffer, hashers: Sha256Worker[], digests: Map<number, string>): Case[] {
   const bulk = { host: origin.host, port: origin.bulkPort };
-  const echo = { host: origin.host, port: origin.echoPort };
-  const pids = (route: Route): number[] => [origin.pid, ...(route.pid ? [route.pid] : [])];
+  const echo = { host: origin.host, port: origin.pingPort };
   const measured = async (route: Route, f: () => Promise<Record<string, number>>): Promise<Sample> => {
-    const a = cpuMark(pids(route));
+    const trees = { origin: [origin.pid], relay: route.pids };
+    const a = cpuMark(trees);
     const values = await f();
-    const b = cpuMark(pids(route));
-    return { values, cpu: { client: cpuShare(a, b), origin: cpuShare(a, b, origin.pid), relay: route.pid ? cpuShare(a, b, route.pid) : undefined } };
+    const b = cpuMark(trees);
+    return { values, cpu: { client: cpuShare(a, b), origin: cpuShare(a, b, 'origin'), relay: route.pids.length ? cpuShare(a, b, 'relay') : undefined } };
   };
   const digest = (size: number): string => {
     let d = digests.get(size);
@@ -88,8 +133,10 @@ function makeCases(cfg: BenchConfig, origin: Origin, pattern: Buffer, hasher: Sh
     return d;
   };
   const mib = cfg.bulkBytes / MiB;
+  const throughput = [{ key: 'rate', label: 'throughput', unit: 'MiB/s', digits: 0 }];
+  const perGiB = { unit: 'CPU seconds per GiB', scale: 1024, digits: 2 };
   const connCase = (concurrency: number): Case => ({
-    id: `conn-c${concurrency}`,
+    id: `conn-c${concurrency === 1 ? 1 : 64}`,
     label: concurrency === 1 ? `connect + 1-byte echo + close, sequential, ${cfg.conns} per round` : `connect + 1-byte echo + close, ${concurrency} at a time, ${cfg.conns} per round`,
     cost: { unit: 'CPU µs per connection', scale: 1e6, digits: 0 },
     metrics: [
@@ -107,23 +154,34 @@ function makeCases(cfg: BenchConfig, origin: Origin, pattern: Buffer, hasher: Sh
     {
       id: 'download',
       label: `download ${mib} MiB, one stream`,
-      metrics: [{ key: 'rate', label: 'throughput', unit: 'MiB/s', digits: 0 }],
-      cost: { unit: 'CPU seconds per GiB', scale: 1024, digits: 2 },
+      metrics: throughput,
+      cost: perGiB,
       run: (route, scale) =>
         measured(route, async () => {
           const size = Math.round(cfg.bulkBytes * scale);
-          return { rate: (await bulkDownload(route, bulk, size, digest(size), hasher, cfg.stepTimeoutMs)).mibPerSecond };
+          return { rate: (await bulkDownload(route, bulk, size, digest(size), hashers[0]!, cfg.stepTimeoutMs)).mibPerSecond };
         }),
     },
     {
       id: 'upload',
       label: `upload ${mib} MiB, one stream`,
-      metrics: [{ key: 'rate', label: 'throughput', unit: 'MiB/s', digits: 0 }],
-      cost: { unit: 'CPU seconds per GiB', scale: 1024, digits: 2 },
+      metrics: throughput,
+      cost: perGiB,
       run: (route, scale) =>
         measured(route, async () => {
           const size = Math.round(cfg.bulkBytes * scale);
           return { rate: (await bulkUpload(route, bulk, pattern, size, digest(size), cfg.stepTimeoutMs)).mibPerSecond };
+        }),
+    },
+    {
+      id: 'download8',
+      label: `download ${cfg.streams} × ${cfg.streamBytes / MiB} MiB, ${cfg.streams} streams at once`,
+      metrics: throughput,
+      cost: perGiB,
+      run: (route, scale) =>
+        measured(route, async () => {
+          const size = Math.round(cfg.streamBytes * scale);
+          return { rate: (await parallelDownload(route, bulk, size, digest(size), hashers.slice(0, cfg.streams), cfg.stepTimeoutMs)).mibPerSecond };
         }),
     },
     connCase(1),
@@ -157,34 +215,58 @@ export async function bench(cfg: BenchConfig, progress: (line: string) => void):
   });
   const body = async (): Promise<BenchResult> => {
     const m = machine();
-    const pattern = patternBytes(periodFor(cfg.bulkBytes));
+    const pattern = patternBytes(periodFor(Math.max(cfg.bulkBytes, cfg.streamBytes)));
     const hashMiBps = hashSpeed(pattern);
     const origin = await startOrigin(pattern.length);
     track(origin.stop);
+    // the client and the origin each hold one end of every idle tunnel
+    const nofile = Math.min(await raiseNofile([process.pid, origin.pid], NOFILE), NOFILE);
     const routes: Route[] = [];
+    const missing: string[] = [];
     for (const t of TARGETS) {
-      const r = await t.start();
+      let r: Route | string;
+      try {
+        r = await t.start({ nofile });
+      } catch (e) {
+        r = e instanceof Error ? e.message : String(e);
+      }
+      if (typeof r === 'string') {
+        missing.push(`${t.name}: ${r}`);
+        progress(`!!! PEER MISSING: ${t.name}: ${r}; the run goes on without it`);
+        continue;
+      }
       track(r.stop);
       routes.push(r);
     }
-    const hasher = new Sha256Worker();
-    track(() => hasher.close());
-    const cases = makeCases(cfg, origin, pattern, hasher, new Map());
+    const hashers = Array.from({ length: Math.max(1, cfg.streams) }, () => new Sha256Worker());
+    track(() => Promise.all(hashers.map((h) => h.close())).then(() => {}));
+    const cases = makeCases(cfg, origin, pattern, hashers, new Map());
     const samples: Samples = {};
     const plan = [...(cfg.warmup ? [{ round: 0, scale: 0.25 }] : []), ...Array.from({ length: cfg.rounds }, (_, i) => ({ round: i + 1, scale: 1 }))];
     for (const { round, scale } of plan) {
       for (const c of cases) {
-        const order = routes.map((_, i) => routes[(i + round) % routes.length]!);
+        const here = routes.filter((r) => !ONLY[r.name] || ONLY[r.name]!.includes(c.id));
+        const order = here.map((_, i) => here[(i + round) % here.length]!);
         for (const route of order) {
           const s = await c.run(route, scale);
           const shown = c.metrics.map((mt) => `${mt.label} ${s.values[mt.key]!.toFixed(mt.digits)} ${mt.unit}`).join(', ');
-          progress(`${round === 0 ? 'warm-up' : `round ${round}/${cfg.rounds}`}  ${c.id.padEnd(9)} ${route.name.padEnd(18)} ${shown}`);
+          progress(`${round === 0 ? 'warm-up' : `round ${round}/${cfg.rounds}`}  ${c.id.padEnd(9)} ${route.name.padEnd(38)} ${shown}`);
           if (round === 0) continue;
           ((samples[c.id] ??= {})[route.name] ??= []).push(s);
         }
       }
     }
-    return { config: cfg, machine: m, targets: routes.map((r) => r.name), cases, samples, hashMiBps, seconds: 0 };
+    // memory: once per relay, at the end (holding the tunnels takes long; medians would cost minutes)
+    const idle = new Map<string, IdleResult>();
+    const limit = Math.min(nofile, nofileOf(process.pid), nofileOf(origin.pid));
+    const tunnels = Math.max(1, Math.min(cfg.idleTunnels, Math.floor((limit - 500) / 2)));
+    for (const route of routes) {
+      if (route.name === DIRECT || ONLY[route.name]) continue;
+      const r = await idleTunnels(route, { host: origin.host, port: origin.echoPort }, tunnels, 128, cfg.quick ? 50 : 1500, cfg.stepTimeoutMs);
+      idle.set(route.name, r);
+      progress(`idle      ${String(r.tunnels).padStart(5)} tunnels ${route.name.padEnd(38)} RSS ${(r.rssPerTunnel / 1024).toFixed(2)} KiB, PSS ${(r.pssPerTunnel / 1024).toFixed(2)} KiB per tunnel (${r.processes} processes, opened in ${r.openSeconds.toFixed(1)} s)${r.error ? `; !!! stopped short of ${tunnels}: ${r.error}` : ''}`);
+    }
+    return { config: cfg, machine: m, targets: routes.map((r) => r.name), missing, cases, samples, idle, nofile, hashMiBps, seconds: 0 };
   };
   try {
     const result = await Promise.race([body(), overtime]);
@@ -199,28 +281,82 @@ export async function bench(cfg: BenchConfig, progress: (line: string) => void):
 
 function method(r: BenchResult): string[] {
   const c = r.config;
+  const idleN = [...r.idle.values()][0]?.tunnels ?? c.idleTunnels;
   return [
-    `Three processes on 127.0.0.1: the client (this script), the origin servers (test/bench/origin.ts) and, for each relay, its own process: \`dualsocks gateway --listen 127.0.0.1:0 --allow-private --quiet\`.`,
-    `The client speaks SOCKS5 with the project's own client (bridge/upstream/socks5.ts, CONNECT by IP, no auth). "direct" is plain TCP to the origin.`,
-    `download / upload: one TCP stream of ${c.bulkBytes / MiB} MiB of an AES-CTR keystream. The client hashes every downloaded byte with sha256 and compares it with the expected digest; for uploads the origin hashes and sends its digest back. Both hash on a worker thread (${Math.round(r.hashMiBps)} MiB/s on one core here), so the thread that reads the socket only reads. Time runs from the request until the last byte is hashed (download) or the origin's digest arrives (upload).`,
-    `connection rate: ${c.conns} connections per round, each a connect (and SOCKS5 handshake), one byte to an echo server and back, and a close that waits for the peer's FIN; sequential, then ${c.concurrency} at a time. Latency is from the start of connect to the echoed byte.`,
-    `${c.rounds} rounds${c.warmup ? ' after a discarded warm-up round at a quarter of the sizes' : ''}; within a round each test runs on every target, in an order rotated every round. Any wrong byte count or digest stops the run.`,
+    `Everything on 127.0.0.1: the client (this script), the origin servers (test/bench/origin.ts, its own process) and each relay in its own processes, all started by the bench: \`dualsocks gateway --listen 127.0.0.1:0 --allow-private --quiet\`; \`dualsocks bridge\` with rules sending everything to such a gateway; Dante (\`danted -N 1\`, no authentication); \`microsocks -i 127.0.0.1\`; Privoxy (\`forward-socks5t / DANTE .\`, no filtering, CONNECT to any port) in front of a Dante of its own.`,
+    `The client speaks SOCKS5 with the project's own client (bridge/upstream/socks5.ts, CONNECT by IP, no auth) to the SOCKS targets, and HTTP CONNECT to the two chains that take HTTP (our bridge→gateway and Privoxy→Dante), so both chains do the same work. "direct" is plain TCP to the origin.`,
+    `download / upload: one TCP stream of ${c.bulkBytes / MiB} MiB of an AES-CTR keystream. The client hashes every downloaded byte with sha256 and compares it with the expected digest; for uploads the origin hashes and sends its digest back. Hashing runs on worker threads (${Math.round(r.hashMiBps)} MiB/s on one core here), so the thread that reads the socket only reads. Time runs from the request until the last byte is hashed (download) or the origin's digest arrives (upload).`,
+    `${c.streams} streams: ${c.streams} downloads of ${c.streamBytes / MiB} MiB at once, each checked on its own hashing thread; the rate is all bytes over the time until the last stream is checked. \`dualsocks gateway --workers 2\` takes part here and in the 64-at-a-time connections only.`,
+    `connection rate: ${c.conns} connections per round, each a connect (and SOCKS5 or CONNECT handshake), one byte to an echo server and back, the server's FIN, and the client's close (the server closes first so that TIME_WAIT does not use up ephemeral ports); sequential, then ${c.concurrency} at a time. Latency is from the start of connect to the echoed byte.`,
+    `idle tunnels: ${idleN} tunnels opened through each relay (128 at a time), each carrying one echoed byte, then held idle for 1.5 s; the figure is the growth of the relay's memory (every process of it, from /proc) over its memory before the first tunnel, divided by the tunnels. RSS counts a shared page in every process that maps it; PSS splits it between them, which is the fair figure for the multi-process Dante. Measured once per relay, after the rounds. Descriptor limit obtained with prlimit for the client, the origin and every relay: ${r.nofile}.`,
+    `${c.rounds} rounds${c.warmup ? ' after a discarded warm-up round at a quarter of the sizes' : ''}; within a round each test runs on every target, in an order rotated every round. Any wrong byte count or digest stops the run. CPU: utime+stime (and the reaped children's) from /proc/PID/stat, over every process of the relay.`,
   ];
+}
+
+interface Goal {
+  what: string;
+  goal: string;
+  measured: string;
+  met: boolean | undefined;
+}
+
+/** The targets of issue 6, each with the measured figure. */
+function goals(r: BenchResult): Goal[] {
+  const s = r.samples;
+  const ratio = (id: string, a: string, b: string, key = 'rate'): number => med(s, id, a, key) / med(s, id, b, key);
+  const x = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(2)}×` : 'not measured');
+  const check = (v: number, ok: (v: number) => boolean): boolean | undefined => (Number.isFinite(v) ? ok(v) : undefined);
+  const out: Goal[] = [];
+  const gd = ratio('download', GATEWAY, DANTE);
+  const gu = ratio('upload', GATEWAY, DANTE);
+  out.push({ what: 'gateway single-stream throughput / Dante (download, upload)', goal: '≥ 1.2×', measured: `${x(gd)}, ${x(gu)}`, met: check(Math.min(gd, gu), (v) => v >= 1.2) });
+  const dd = ratio('download', GATEWAY, DIRECT);
+  const du = ratio('upload', GATEWAY, DIRECT);
+  out.push({ what: 'gateway single-stream throughput / direct (download, upload)', goal: '≥ 0.6×', measured: `${x(dd)}, ${x(du)}`, met: check(Math.min(dd, du), (v) => v >= 0.6) });
+  const cd = ratio('download', BRIDGE_HTTP, PRIVOXY);
+  const cu = ratio('upload', BRIDGE_HTTP, PRIVOXY);
+  out.push({ what: 'bridge→gateway / Privoxy→Dante, HTTP CONNECT (download, upload)', goal: '≥ 1.0×', measured: `${x(cd)}, ${x(cu)}`, met: check(Math.min(cd, cu), (v) => v >= 1.0) });
+  const c1 = ratio('conn-c1', GATEWAY, DANTE);
+  const c64 = ratio('conn-c64', GATEWAY, DANTE);
+  out.push({ what: 'gateway connection setup rate / Dante (sequential, 64 at a time)', goal: '≥ 1.5×', measured: `${x(c1)}, ${x(c64)}`, met: check(Math.min(c1, c64), (v) => v >= 1.5) });
+  const added = med(s, 'conn-c1', GATEWAY, 'p50') - med(s, 'conn-c1', DIRECT, 'p50');
+  out.push({ what: 'gateway p50 latency added over direct, sequential', goal: '≤ 0.3 ms', measured: Number.isFinite(added) ? `${added.toFixed(3)} ms` : 'not measured', met: check(added, (v) => v <= 0.3) });
+  const idle = r.idle.get(GATEWAY);
+  const kib = idle ? idle.rssPerTunnel / 1024 : NaN;
+  out.push({ what: `gateway RSS per idle tunnel (${idle?.tunnels ?? 0} tunnels)`, goal: '≤ 4 KB', measured: Number.isFinite(kib) ? `${kib.toFixed(2)} KiB` : 'not measured', met: check(kib, (v) => v * 1024 <= 4000) });
+  return out;
+}
+
+function goalsTable(r: BenchResult): string {
+  return table(['goal', 'target', 'measured', 'met'], goals(r).map((g) => [g.what, g.goal, g.measured, g.met === undefined ? '—' : g.met ? 'yes' : 'NO']), ['l', 'l', 'r', 'l']);
+}
+
+function idleTable(r: BenchResult): string {
+  const rows = [...r.idle].map(([name, i]) => [i.error ? `${name} (failed after ${i.tunnels}: ${i.error})` : name, String(i.tunnels), (i.rssPerTunnel / 1024).toFixed(2), (i.pssPerTunnel / 1024).toFixed(2), String(i.processes), i.openSeconds.toFixed(1)]);
+  return table(['relay', 'tunnels', 'RSS KiB / tunnel', 'PSS KiB / tunnel', 'processes', 'seconds to open'], rows, ['l', 'r', 'r', 'r', 'r', 'r']);
 }
 
 function notes(r: BenchResult): string[] {
   const out: string[] = [];
   const cores = r.machine.logicalCores;
   if (cores < 4)
-    out.push(`This machine has ${cores} logical cores. Direct, two processes share them; through a relay, three do, and the relay's cores are taken from the client and the origin. A machine with more cores would show less of this competition in the ratios.`);
+    out.push(`This machine has ${cores} logical cores. Direct, two processes share them; through a relay, three or more do (the chains have two relay processes), and the relay's cores are taken from the client and the origin. A machine with more cores would show less of this competition in the ratios.`);
   for (const id of ['download', 'upload']) {
     const busy = (r.samples[id]?.[DIRECT] ?? []).map((s) => (s.cpu.client ?? 0) + (s.cpu.origin ?? 0));
     const m = busy.length ? median(busy) : 0;
     if (m > 0.85 * cores)
       out.push(`The direct ${id} kept ${m.toFixed(2)} of the ${cores} cores busy (one end reading and hashing on two threads, the other sending), so the machine, not the path, set its rate; the ${id} ratio measures the relay together with that competition. The relay's own cost is under CPU, in CPU seconds per GiB.`);
   }
+  for (const miss of r.missing) out.push(`Not measured: ${miss}.`);
   const [l1] = r.machine.load.split(' ').map(Number);
   if (l1 !== undefined && l1 > 0.5) out.push(`The load average was ${r.machine.load} when the run started: other work was running, and figures may be lower or noisier than on an idle machine.`);
+  return out;
+}
+
+function peerVersions(): string[] {
+  const out: string[] = [];
+  const r = spawnSync('dpkg-query', ['-W', '-f', '${Package} ${Version}\\n', 'dante-server', 'microsocks', 'privoxy'], { encoding: 'utf8' });
+  for (const line of (r.stdout ?? '').split('\n')) if (line.trim() && !line.endsWith(' ')) out.push(`peer: Debian ${line.trim()}`);
   return out;
 }
 
@@ -240,10 +376,12 @@ function parseArgs(argv: string[]): { cfg: BenchConfig; out: string | null } {
     else if (a === '--size') cfg.bulkBytes = int(a, argv[++i], 4096) * MiB;
     else if (a === '--conns') cfg.conns = int(a, argv[++i], 20000);
     else if (a === '--concurrency') cfg.concurrency = int(a, argv[++i], 512);
+    else if (a === '--streams') cfg.streams = int(a, argv[++i], 64);
+    else if (a === '--tunnels') cfg.idleTunnels = int(a, argv[++i], 100000);
     else if (a === '--out') out = argv[++i] ?? '';
     else if (a === '--no-write') out = null;
     else if (a === '--help') {
-      process.stdout.write('Usage: npm run bench [-- --quick] [--rounds N] [--size MIB] [--conns N] [--concurrency N] [--out FILE | --no-write]\n');
+      process.stdout.write('Usage: npm run bench [-- --quick] [--rounds N] [--size MIB] [--conns N] [--concurrency N] [--streams N] [--tunnels N] [--out FILE | --no-write]\n');
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
   }
@@ -254,18 +392,45 @@ function summary(r: BenchResult): string {
   return summaryTable(r.cases, r.targets, DIRECT, r.samples);
 }
 
+function versus(r: BenchResult): string {
+  const peers = PEERS.filter((p) => r.targets.includes(p));
+  return peers.length ? peerTable(r.cases, OURS.filter((o) => r.targets.includes(o)), peers, r.samples) : 'No peer ran (see Notes).';
+}
+
 async function main(): Promise<void> {
   const { cfg, out } = parseArgs(process.argv.slice(2));
   const m = machine();
   process.stderr.write(`dualsocks bench${cfg.quick ? ' (quick)' : ''}\n${machineLines(m).join('\n')}\n\n`);
   const r = await bench(cfg, (l) => process.stderr.write(`${l}\n`));
   const cost = relayCostTable(r.cases, r.targets.filter((t) => t !== DIRECT), r.samples);
-  process.stdout.write(`\nMedians of ${r.config.rounds} rounds (${r.seconds.toFixed(1)} s):\n\n${summary(r)}\n\nCPU, cores busy (client / origin / relay):\n\n${cpuTable(r.cases, r.targets, r.samples)}\n\nRelay CPU per unit of work:\n\n${cost}\n`);
-  for (const n of notes(r)) process.stdout.write(`\nnote: ${n}\n`);
+  const w = (t: string): boolean => process.stdout.write(t);
+  w(`\nMedians of ${r.config.rounds} rounds (${r.seconds.toFixed(1)} s):\n\n${summary(r)}\n\nAgainst the peers (ours / theirs):\n\n${versus(r)}\n\nIdle tunnels:\n\n${idleTable(r)}\n\nGoals of issue 6:\n\n${goalsTable(r)}\n\nCPU, cores busy:\n\n${cpuTable(r.cases, r.targets, r.samples)}\n\nRelay CPU per unit of work:\n\n${cost}\n`);
+  for (const n of notes(r)) w(`\nnote: ${n}\n`);
   if (out) {
     const command = cfg.quick ? 'npm run bench -- --quick' : 'npm run bench';
-    writeFileSync(out, benchmarksMarkdown({ machine: r.machine, command, rounds: cfg.rounds, method: method(r), summary: summary(r), cpu: cpuTable(r.cases, r.targets, r.samples), cost, perRound: roundsTable(r.cases, r.targets, r.samples), notes: notes(r), seconds: r.seconds }));
-    process.stdout.write(`\nwrote ${out}\n`);
+    const svgPath = join(dirname(out), `${basename(out, '.md').toLowerCase()}-throughput.svg`);
+    writeFileSync(svgPath, throughputSvg(r.cases, r.targets, DIRECT, r.samples, `Throughput through each relay as a ratio to direct TCP (medians of ${cfg.rounds} rounds, ${r.machine.logicalCores} cores)`));
+    writeFileSync(
+      out,
+      benchmarksMarkdown({
+        machine: r.machine,
+        command,
+        rounds: cfg.rounds,
+        peers: peerVersions(),
+        method: method(r),
+        goals: goalsTable(r),
+        summary: summary(r),
+        versus: versus(r),
+        idle: idleTable(r),
+        chart: basename(svgPath),
+        cpu: cpuTable(r.cases, r.targets, r.samples),
+        cost,
+        perRound: roundsTable(r.cases, r.targets, r.samples),
+        notes: notes(r),
+        seconds: r.seconds,
+      }),
+    );
+    w(`\nwrote ${out} and ${svgPath}\n`);
   }
 }
 
@@ -273,8 +438,8 @@ if (process.env.NODE_TEST_CONTEXT) {
   // `npm test` runs every file under dist/test/: there the bench is a smoke test of its own
   // machinery (every target relays checksummed data), with no figure asserted
   const { test } = await import('node:test');
-  test('bench --quick: every target carries checksummed transfers and echo connections', async (t) => {
-    const r = await bench({ ...QUICK, rounds: 1 }, () => {});
+  test('bench --quick: every target carries checksummed transfers, echo connections and idle tunnels', async (t) => {
+    const r = await bench({ ...QUICK, rounds: 1 }, (l) => l.startsWith('!!!') && t.diagnostic(l));
     t.diagnostic(`quick bench in ${r.seconds.toFixed(1)} s, figures not checked:`);
     for (const line of summary(r).split('\n')) t.diagnostic(line);
   });
