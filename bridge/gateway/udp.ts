@@ -5,12 +5,14 @@
 // Safer than Dante's default: replies are taken only from addresses this association sent to,
 // and datagrams only from the control connection's peer IP (and the port it announced; with
 // none announced, the first datagram fixes the port). Anything that does not fit is dropped
-// and counted, never thrown.
+// and counted, never thrown. Destinations that --upstream would carry are dropped: UDP is not
+// chained, and sending them from here would bypass the operator's route.
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { DualsocksError, RequestError } from '../../shared/errors.js';
 import { canonicalHost, familyOf, formatIp, parseIp, type Family, type Ip } from '../../shared/net/address.js';
 import { decodeUdpHeader, encodeUdpHeader } from '../../shared/socks5/codec.js';
 import { interleave } from '../upstream/direct.js';
+import { goesUpstream } from './chain.js';
 import type { RequestContext } from './server.js';
 
 /** Largest UDP payload per family (65535 minus IP and UDP headers, no jumbograms). */
@@ -60,7 +62,7 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
   const n = {
     datagramsUp: 0, bytesUp: 0, datagramsDown: 0, bytesDown: 0,
     droppedSource: 0, droppedMalformed: 0, droppedFrag: 0, droppedName: 0, droppedPolicy: 0,
-    droppedSize: 0, droppedSender: 0, droppedError: 0,
+    droppedSize: 0, droppedSender: 0, droppedError: 0, droppedUpstream: 0,
   };
   // RFC 1928: DST.ADDR/DST.PORT announce where the client will send from; 0 means "not known yet"
   let clientPort: number | undefined = request.port !== 0 ? request.port : undefined;
@@ -140,6 +142,11 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
     // no reassembly, as most servers: a fragment is dropped (RFC 1928 makes it optional)
     if (d.msg.frag !== 0) {
       n.droppedFrag++;
+      return;
+    }
+    // UDP is not chained: what --upstream would carry must not leave from here directly
+    if (goesUpstream(cfg, d.msg.host, d.msg.port)) {
+      n.droppedUpstream++;
       return;
     }
     lastActivity = Date.now();

@@ -175,3 +175,25 @@ describe('gateway UDP ASSOCIATE on loopback', () => {
     a.close();
   });
 });
+
+describe('gateway UDP ASSOCIATE with --upstream', () => {
+  test('destinations routed upstream are dropped, not sent directly (UDP is not chained)', async () => {
+    const echo = await startUdpEcho('127.0.0.1');
+    const rules = join(dir, 'upstream-rules.json');
+    writeFileSync(rules, JSON.stringify({ mode: 'listed', rules: [{ type: 'exact', pattern: 'far.test' }] }));
+    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1', '--upstream', 'socks5://127.0.0.1:9', '--upstream-rules', rules]);
+    try {
+      const a = await associate(gw.listening[0]!);
+      a.send('far.test', echo.port, 'routed upstream');
+      a.send('echo4.test', echo.port, 'direct by rule');
+      assert.equal((await a.receive()).data.toString(), 'direct by rule');
+      assert.ok(!echo.seen.some((x) => x.data.toString() === 'routed upstream'));
+      a.close();
+      const rec = await gw.waitRecord((r) => r.cmd === 'udp');
+      assert.equal(rec.droppedUpstream, 1);
+    } finally {
+      await gw.stop();
+      await echo.close();
+    }
+  });
+});
