@@ -9,6 +9,7 @@ import { BRIDGE_LISTEN_OPTIONS, BRIDGE_OPTIONS, bridgeConfig, type BridgeConfig 
 import { Bridge } from './local/server.js';
 import { GatewayPool } from './upstream/pool.js';
 import { Gateway } from './gateway/server.js';
+import { startWorkers } from './gateway/workers.js';
 import { hashPassword } from './gateway/users.js';
 import { policyCommand } from './policy.js';
 import { jsonLines, say } from './log.js';
@@ -41,6 +42,7 @@ async function gateway(argv: string[]): Promise<void> {
     return;
   }
   const cfg = gatewayConfig(argv);
+  if (startWorkers(cfg.workers, say)) return;
   const gw = new Gateway(cfg, jsonLines);
   const bound = await gw.listen();
   for (const b of bound) say(`dualsocks gateway ${VERSION} listening on ${joinHostPort(b.host, b.port)}${cfg.requireAuth ? ' (username/password)' : ''}`);

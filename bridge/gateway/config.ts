@@ -23,6 +23,7 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { key: 'bindTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time a BIND waits for its peer to connect (default 60)' },
   { key: 'idleTimeout', kind: 'seconds', arg: 'SECONDS', help: 'close a tunnel idle this long, 0 for never (default 3600)' },
   { key: 'maxConnections', kind: 'count', arg: 'N', help: 'connections served at once; more are refused cleanly (default 4096)' },
+  { key: 'workers', kind: 'count', arg: 'N', help: 'gateway processes sharing the listening addresses, e.g. one per core (default 1)' },
   { key: 'upstream', kind: 'list', arg: 'URL', help: 'reach destinations through this SOCKS5 gateway, socks5://user:pass@host:port; repeat for more hops, in order' },
   { key: 'upstreamRules', kind: 'string', arg: 'FILE', help: 'routing rules (JSON, as the bridge\'s --rules) choosing upstream (proxy) or direct per destination (default: all upstream)' },
   { key: 'quiet', kind: 'flag', help: 'do not print the per-connection log lines' },
@@ -53,6 +54,8 @@ export interface GatewayConfig {
   bindTimeoutMs: number;
   idleTimeoutMs: number;
   maxConnections: number;
+  /** Processes serving the same listeners (bridge/gateway/workers.ts). */
+  workers: number;
   quiet: boolean;
   /** Destination ports whose cross-family FTP control connections are translated; [] for none. */
   ftpPorts: number[];
@@ -154,6 +157,7 @@ export function gatewayConfigFrom(o: OptionValues): GatewayConfig {
     bindTimeoutMs: secs('bindTimeout', 60),
     idleTimeoutMs: secs('idleTimeout', 3600),
     maxConnections,
+    workers: Math.max(1, (o.workers as number | undefined) ?? 1),
     quiet: o.quiet === true,
     ftpPorts: ftpPorts(o),
     upstream: upstream.length > 0 ? upstream : undefined,

@@ -18,6 +18,8 @@ import { NameResolver } from './resolver.js';
 import { Users } from './users.js';
 
 const CMD_NAMES: Record<number, string> = { [CMD.CONNECT]: 'connect', [CMD.BIND]: 'bind', [CMD.UDP_ASSOCIATE]: 'udp' };
+// abort() without a reason builds a DOMException (with a stack) on every client close
+const CLIENT_CLOSED = Object.freeze(new Error('client closed'));
 
 /** What a command handler gets: the request, the client socket, and ways to answer. */
 export interface RequestContext {
@@ -90,7 +92,7 @@ export class Gateway {
     client.once('close', () => {
       this.stats.active--;
       this.sockets.delete(client);
-      aborter.abort();
+      aborter.abort(CLIENT_CLOSED);
       // after the reply, the handler logs the relay's outcome itself
       if (!granted) finish('ERR_CLIENT_CLOSED');
     });
