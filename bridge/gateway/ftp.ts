@@ -61,11 +61,17 @@ export function claimFtpData(ctx: RequestContext): Promise<void> | undefined {
   return undefined;
 }
 
-export function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8Array[]): Promise<void> {
+export async function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8Array[]): Promise<void> {
   const { client, gateway } = ctx;
   const cfg = gateway.config;
-  const clientIp = ipOf(client, 'remote')!;
-  const serverIp = ipOf(remote, 'remote')!;
+  const clientIp = ipOf(client, 'remote');
+  const serverIp = ipOf(remote, 'remote');
+  if (!clientIp || !serverIp) {
+    client.destroy();
+    remote.destroy();
+    ctx.finish('ok', { end: 'closed', ftp: 'translated' });
+    return;
+  }
   const t = new FtpTranslator({ clientIp, serverIp });
   const clientLines = new LineReader();
   const serverLines = new LineReader();
@@ -149,8 +155,13 @@ export function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8Array[
   const openListener = (id: number, side: 'client' | 'server'): void => {
     // one data connection pending at a time, as with a real server: a new PASV/PORT replaces it
     for (const old of listeners.keys()) closeListener(old);
-    const facing = side === 'client' ? client : remote;
-    const host = formatIp(ipOf(facing, 'local')!);
+    const local = ipOf(side === 'client' ? client : remote, 'local');
+    if (!local) {
+      // the socket is already gone (no address to listen on): refuse, never throw
+      queueMicrotask(() => apply(t.listenFailed(id)));
+      return;
+    }
+    const host = formatIp(local);
     const peer = side === 'client' ? clientIp : serverIp;
     const server = createServer({ allowHalfOpen: true, noDelay: true });
     const l: DataListener = { server, side, timer: setTimeout(() => closeListener(id), FTP_DATA_WAIT_MS) };
@@ -252,7 +263,7 @@ export function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8Array[
     }
   };
 
-  return new Promise((resolve) => {
+  return await new Promise<void>((resolve) => {
     let closed = 0;
     const onClose = (): void => {
       if (++closed < 2) {
