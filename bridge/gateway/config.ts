@@ -141,6 +141,9 @@ export function gatewayConfigFrom(o: OptionValues): GatewayConfig {
   if (maxConnections < 1) throw new ConfigError('maxConnections', 'must be at least 1');
   const upstream = ((o.upstream as string[] | undefined) ?? []).flatMap((u, i) => parseGatewayUrl(u, `upstream[${i}]`));
   if (o.upstreamRules !== undefined && upstream.length === 0) throw new ConfigError('upstreamRules', 'needs --upstream');
+  const workers = Math.max(1, (o.workers as number | undefined) ?? 1);
+  // a passive FTP data CONNECT must reach the process holding its control connection
+  if (workers > 1 && (o.ftp === true || o.ftpPort !== undefined)) throw new ConfigError('workers', 'FTP translation needs a single gateway process (--workers 1)');
   return {
     listen,
     listenIsDefault: !o.listen,
@@ -157,7 +160,7 @@ export function gatewayConfigFrom(o: OptionValues): GatewayConfig {
     bindTimeoutMs: secs('bindTimeout', 60),
     idleTimeoutMs: secs('idleTimeout', 3600),
     maxConnections,
-    workers: Math.max(1, (o.workers as number | undefined) ?? 1),
+    workers,
     quiet: o.quiet === true,
     ftpPorts: ftpPorts(o),
     upstream: upstream.length > 0 ? upstream : undefined,
