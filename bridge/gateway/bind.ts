@@ -142,6 +142,8 @@ export async function serveBind(ctx: RequestContext): Promise<void> {
     if (peer === null) {
       arrival.then((s) => s.destroy(), () => {});
       client.destroy();
+      // the listener is gone before the log line says so
+      await new Promise<void>((resolve) => server.close(() => resolve()));
       ctx.finish('ERR_CLIENT_CLOSED');
       return;
     }
