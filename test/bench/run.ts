@@ -388,7 +388,7 @@ function parseArgs(argv: string[]): { cfg: BenchConfig; out: string | null } {
   return { cfg, out };
 }
 
-function summary(r: BenchResult): string {
+export function summary(r: BenchResult): string {
   return summaryTable(r.cases, r.targets, DIRECT, r.samples);
 }
 
@@ -434,16 +434,7 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.env.NODE_TEST_CONTEXT) {
-  // `npm test` runs every file under dist/test/: there the bench is a smoke test of its own
-  // machinery (every target relays checksummed data), with no figure asserted
-  const { test } = await import('node:test');
-  test('bench --quick: every target carries checksummed transfers, echo connections and idle tunnels', async (t) => {
-    const r = await bench({ ...QUICK, rounds: 1 }, (l) => l.startsWith('!!!') && t.diagnostic(l));
-    t.diagnostic(`quick bench in ${r.seconds.toFixed(1)} s, figures not checked:`);
-    for (const line of summary(r).split('\n')) t.diagnostic(line);
-  });
-} else if (process.argv[1] && fileURLToPath(import.meta.url) === realpathSync(process.argv[1])) {
+if (process.argv[1] && fileURLToPath(import.meta.url) === realpathSync(process.argv[1])) {
   const stopOnSignal = (): void => {
     setTimeout(() => process.exit(130), 5000).unref();
     void stopAll().then(() => process.exit(130));
