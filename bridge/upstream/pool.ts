@@ -3,7 +3,7 @@
 // ones and fail over when a gateway cannot be reached. A gateway's own answer (its REP) is final
 // and passed on: another gateway would resolve the same name the same way.
 import type { Socket } from 'node:net';
-import { ConfigError, DualsocksError, RequestError } from '../../shared/errors.js';
+import { ConfigError, DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
 import { joinHostPort } from '../../shared/net/address.js';
 import { concatBytes, decodeMethodSelection, encodeGreeting, type Reply } from '../../shared/socks5/codec.js';
 import { CMD, METHOD } from '../../shared/socks5/constants.js';
@@ -172,7 +172,10 @@ export class GatewayPool {
   /** Opens a tunnel to host:port through one gateway, failing over while gateways are unreachable. */
   async open(host: string, port: number, cmd: number = CMD.CONNECT): Promise<Tunnel> {
     const errors: string[] = [];
-    for (const u of this.order(host)) {
+    // a chained gateway's last hop only takes datagrams from the hop before it, never from us
+    const candidates = this.order(host).filter((u) => cmd !== CMD.UDP_ASSOCIATE || u.hops.length === 1);
+    if (candidates.length === 0) throw new SocksProtocolError('ERR_SOCKS_COMMAND', 'UDP ASSOCIATE needs a single-hop gateway; every gateway here is a chain');
+    for (const u of candidates) {
       const started = performance.now();
       try {
         const { socket, reply } = await dialChain(u.hops, { cmd, host, port }, this.opts.connectTimeoutMs);

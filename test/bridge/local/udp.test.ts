@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { associate, closeAssociations, PYSOCKS_UDP, startUdpEcho, udpBind, type UdpEcho } from '../../helpers/udp.js';
 import { run, startCli, type Running } from '../../helpers/process.js';
+import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
+import { CMD, REP } from '../../../shared/socks5/constants.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-bridge-udp-'));
 const hostsFile = join(dir, 'hosts');
@@ -64,5 +66,21 @@ describe('bridge UDP ASSOCIATE', () => {
     const last = udpRecords().at(-1)!;
     assert.equal(last.end, 'closed');
     assert.equal(last.datagramsUp, 2);
+  });
+});
+
+describe('bridge UDP ASSOCIATE over a chained gateway', () => {
+  test('is refused with 0x07: the last hop would only take datagrams from the hop before it', async () => {
+    const g1 = await startCli(['gateway', '--listen', '127.0.0.1:0', '--allow', '127.0.0.1']);
+    const g2 = await startCli(['gateway', '--listen', '127.0.0.1:0']);
+    const bridge = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${g1.listening[0]!.port},socks5://127.0.0.1:${g2.listening[0]!.port}`]);
+    try {
+      await assert.rejects(
+        dialSocks5(bridge.listening[0]!, { cmd: CMD.UDP_ASSOCIATE, host: '0.0.0.0', port: 0 }, { timeoutMs: 5000 }),
+        (e: { rep: number }) => e.rep === REP.COMMAND_NOT_SUPPORTED,
+      );
+    } finally {
+      await Promise.all([bridge.stop(), g1.stop(), g2.stop()]);
+    }
   });
 });
