@@ -13,29 +13,9 @@ import {
 } from '../../../shared/socks5/codec.js';
 import { ATYP, CMD, METHOD, REP, REP_TEXT } from '../../../shared/socks5/constants.js';
 import { DualsocksError, ERRORS, RequestError, SocksProtocolError, type ErrorCode } from '../../../shared/errors.js';
+import { ascii, bytes, hex, prng, splits, trickle } from '../../helpers/bytes.js';
 
 // ---- helpers ----
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const bytes = (...b: number[]): Uint8Array => Uint8Array.from(b);
-const ascii = (s: string): Uint8Array => new TextEncoder().encode(s);
-const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
-
-function* splits(input: Uint8Array): Generator<Uint8Array[]> {
-  yield [input];
-  for (let i = 0; i <= input.length; i++) yield [input.subarray(0, i), input.subarray(i)];
-  yield [...input].map((b) => Uint8Array.of(b));
-}
 
 type Entry =
   | { type: 'send'; hex: string }
@@ -272,7 +252,7 @@ describe('Socks5ClientSession', () => {
         }
       }
       assert.ok(log.filter((e) => e.type === 'failed').length <= 1, where);
-      assert.deepEqual(drive(req, [...server].map((b) => Uint8Array.of(b))), log, where);
+      assert.deepEqual(drive(req, trickle(server)), log, where);
     }
   });
 });

@@ -26,23 +26,9 @@ import {
 import { parseIp } from '../../../shared/net/address.js';
 import { ATYP, CMD, METHOD, REP, REP_TEXT, SOCKS4_CD } from '../../../shared/socks5/constants.js';
 import { ConfigError, DualsocksError, ERRORS, isDualsocksError, RequestError, SocksProtocolError, type ErrorCode } from '../../../shared/errors.js';
+import { ascii, bytes, prng, splits } from '../../helpers/bytes.js';
 
 // ---- helpers ----
-
-/** mulberry32: a fixed seed makes every fuzz failure reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const bytes = (...b: number[]): Uint8Array => Uint8Array.from(b);
-const ascii = (s: string): Uint8Array => new TextEncoder().encode(s);
 
 type Decoder<T> = (buf: Uint8Array) => Decoded<T>;
 
@@ -59,18 +45,6 @@ function decodeChunks<T>(decode: Decoder<T>, chunks: Uint8Array[]): { result: De
   return { result: { status: 'need' }, needs };
 }
 
-/** Every two-way split, every three-way split on short inputs, and one byte at a time. */
-function* splits(input: Uint8Array): Generator<Uint8Array[]> {
-  yield [input];
-  for (let i = 0; i <= input.length; i++) yield [input.subarray(0, i), input.subarray(i)];
-  if (input.length <= 40) {
-    for (let i = 1; i < input.length; i++) {
-      for (let j = i + 1; j < input.length; j++) yield [input.subarray(0, i), input.subarray(i, j), input.subarray(j)];
-    }
-  }
-  yield [...input].map((b) => Uint8Array.of(b));
-}
-
 /** Comparable form: errors by code, rep and words (a log line must not depend on segmentation), not identity. */
 function view<T>(r: Decoded<T>): unknown {
   if (r.status === 'error') return { status: 'error', code: r.error.code, rep: r.error.rep, message: r.error.message };
@@ -79,7 +53,7 @@ function view<T>(r: Decoded<T>): unknown {
 
 function assertSplitInvariant<T>(decode: Decoder<T>, input: Uint8Array): Decoded<T> {
   const whole = decode(input);
-  for (const chunks of splits(input)) {
+  for (const chunks of splits(input, { threeWayUpTo: 40 })) {
     assert.deepEqual(view(decodeChunks(decode, chunks).result), view(whole), `split ${chunks.map((c) => c.length).join('+')}`);
   }
   return whole;
