@@ -105,6 +105,12 @@ export function pacProxyAddress(ctx: BridgeContext, req: IncomingMessage): { hos
 
 function servePac(ctx: BridgeContext, req: IncomingMessage, res: ServerResponse): void {
   if (req.method !== 'GET' && req.method !== 'HEAD') return methodNotAllowed(req, res, 'GET');
+  // browsers and operating systems fetch a PAC with no Sec-Fetch-* headers; a web page that
+  // loads it as a script could call FindProxyForURL and learn the user's routing rules
+  const site = header(req, 'sec-fetch-site');
+  if (site === 'cross-site' || site === 'same-site') {
+    return sendText(req, res, 403, `Forbidden. A ${site} request for the PAC file is refused: web pages may not read your routing rules.`, { 'Cross-Origin-Resource-Policy': 'same-origin' });
+  }
   const proxy = pacProxyAddress(ctx, req);
   let pac: string;
   try {
@@ -112,7 +118,7 @@ function servePac(ctx: BridgeContext, req: IncomingMessage, res: ServerResponse)
   } catch (e) {
     return sendText(req, res, 500, `The routing settings cannot be compiled into a PAC file: ${(e as Error).message}`);
   }
-  send(req, res, 200, 'application/x-ns-proxy-autoconfig', pac, { 'Cache-Control': 'no-cache' });
+  send(req, res, 200, 'application/x-ns-proxy-autoconfig', pac, { 'Cache-Control': 'no-cache', 'Cross-Origin-Resource-Policy': 'same-origin', 'X-Content-Type-Options': 'nosniff' });
 }
 
 function refuse(req: IncomingMessage, res: ServerResponse, why: string): void {

@@ -150,6 +150,18 @@ describe('bridge pages', () => {
       assert.ok(noHost.includes(`"SOCKS5 127.0.0.1:${port}; PROXY 127.0.0.1:${port}"`));
     });
 
+    test('a web page cannot load the PAC as a script to learn the routing rules', async () => {
+      for (const site of ['cross-site', 'same-site']) {
+        const r = await get(port, '/proxy.pac', { 'sec-fetch-site': site, 'sec-fetch-mode': 'no-cors', 'sec-fetch-dest': 'script' });
+        assert.equal(r.status, 403, site);
+        assert.match(r.body, /routing rules/);
+        assert.doesNotMatch(r.body, /FindProxyForURL/);
+      }
+      const ok = await get(port, '/proxy.pac', {});
+      assert.equal(ok.status, 200);
+      assert.equal(ok.headers['cross-origin-resource-policy'], 'same-origin');
+    });
+
     test('curl fetches the PAC; a non-GET method is refused in words', async () => {
       const r = await run('curl', ['-sS', '-i', `http://127.0.0.1:${port}/proxy.pac?x=1`]);
       assert.equal(r.code, 0, r.stderr);
