@@ -168,24 +168,34 @@ async function waitFor(what: string, timeoutMs: number, probe: () => Promise<boo
   }
 }
 
-export async function createTopology(): Promise<Topology> {
-  const id = `ds${process.pid % 10000}-${seq++}`;
-  const ns = Object.fromEntries(ROLES.map((r) => [r, `${id}-${r}`])) as Record<Role, string>;
+// ---- Building blocks shared by both topologies ----
+
+/** A set of namespaces under one id, with its scratch dir, its children and its cleanup. */
+interface Lab<R extends string> {
+  id: string;
+  ns: Record<R, string>;
+  dir: string;
+  children: ChildProcess[];
+  cleanupSync(): void;
+  /** Starts a long-running child inside `role`, its output appended to `dir/logName`. */
+  spawnIn(role: R, logName: string, cmd: string, args: string[]): ChildProcess;
+}
+
+function openLab<R extends string>(prefix: string, roles: readonly R[]): Lab<R> {
+  const id = `${prefix}${process.pid % 10000}-${seq++}`;
+  const ns = Object.fromEntries(roles.map((r) => [r, `${id}-${r}`])) as Record<R, string>;
   const dir = mkdtempSync(join(tmpdir(), `${id}-`));
   const children: ChildProcess[] = [];
-
   const cleanupSync = (): void => {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-    for (const r of ROLES) removeNamespaceSync(ns[r]);
+    for (const r of roles) removeNamespaceSync(ns[r]);
     rmSync(dir, { recursive: true, force: true });
   };
   // A crashed earlier run with the same pid may have left these behind.
-  for (const r of ROLES) removeNamespaceSync(ns[r]);
+  for (const r of roles) removeNamespaceSync(ns[r]);
   hookExit();
   live.set(id, cleanupSync);
-
-  const inNs = (role: Role, cmd: string, ...args: string[]): Promise<string> => must(cmd, args, ns[role]);
-  const spawnIn = (role: Role, logName: string, cmd: string, args: string[]): ChildProcess => {
+  const spawnIn = (role: R, logName: string, cmd: string, args: string[]): ChildProcess => {
     const fd = openSync(join(dir, logName), 'a');
     const child = spawn('ip', ['netns', 'exec', ns[role], cmd, ...args], { stdio: ['ignore', fd, fd] });
     closeSync(fd);
@@ -193,61 +203,160 @@ export async function createTopology(): Promise<Topology> {
     children.push(child);
     return child;
   };
+  return { id, ns, dir, children, cleanupSync, spawnIn };
+}
 
+/** Runs `build`; if it throws, the lab is torn down before the error goes on. */
+async function buildLab<R extends string, T>(lab: Lab<R>, build: () => Promise<T>): Promise<T> {
   try {
-    for (const r of ROLES) {
-      // Per-namespace /etc files: the hosts file never names the test hosts.
-      mkdirSync(`/etc/netns/${ns[r]}`, { recursive: true });
-      writeFileSync(`/etc/netns/${ns[r]}/hosts`, '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n');
-      const resolver = r === 'c6' ? '::1' : '127.0.0.1';
-      // gw has nothing on :53, so its system resolver fails fast instead of leaking anywhere.
-      writeFileSync(`/etc/netns/${ns[r]}/resolv.conf`, `nameserver ${resolver}\noptions timeout:1 attempts:1\n`);
-      await must('ip', ['netns', 'add', ns[r]]);
-    }
-    for (const r of ROLES) {
-      const v4only = r === 'c4' || r === 's4';
-      // Set before the veths exist, so "default" covers them.
-      const sysctls = ['net.ipv4.ip_forward=0', 'net.ipv6.conf.all.forwarding=0', 'net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_ra=0'];
-      if (v4only) sysctls.push('net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
-      await inNs(r, 'sysctl', '-q', '-w', ...sysctls);
-      await inNs(r, 'ip', 'link', 'set', 'lo', 'up');
-    }
-    for (const peer of ['c4', 'c6', 's4', 's6'] as const) {
-      // Created directly inside the namespaces: nothing ever appears in the host namespace.
-      await must('ip', ['-n', ns.gw, 'link', 'add', `to-${peer}`, 'type', 'veth', 'peer', 'name', 'to-gw', 'netns', ns[peer]]);
-      const plen = PREFIX[peer];
-      await must('ip', ['-n', ns.gw, 'addr', 'add', `${ADDR.gw[peer]}/${plen}`, 'dev', `to-${peer}`, ...(peer.endsWith('6') ? ['nodad'] : [])]);
-      await must('ip', ['-n', ns[peer], 'addr', 'add', `${ADDR[peer]}/${plen}`, 'dev', 'to-gw', ...(peer.endsWith('6') ? ['nodad'] : [])]);
-      await must('ip', ['-n', ns.gw, 'link', 'set', `to-${peer}`, 'up']);
-      await must('ip', ['-n', ns[peer], 'link', 'set', 'to-gw', 'up']);
-    }
+    return await build();
+  } catch (err) {
+    lab.cleanupSync();
+    live.delete(lab.id);
+    throw err;
+  }
+}
+
+/**
+ * Creates each namespace with its own /etc files (the hosts file never names the test hosts; the
+ * resolver is ::1 for `v6Resolver` roles, else 127.0.0.1), forwarding off, IPv6 off in `v4Only`.
+ */
+async function addNamespaces<R extends string>(lab: Lab<R>, roles: readonly R[], v6Resolver: readonly R[], v4Only: readonly R[]): Promise<void> {
+  for (const r of roles) {
+    const ns = lab.ns[r];
+    mkdirSync(`/etc/netns/${ns}`, { recursive: true });
+    writeFileSync(`/etc/netns/${ns}/hosts`, '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n');
+    const resolver = v6Resolver.includes(r) ? '::1' : '127.0.0.1';
+    // A namespace with nothing on :53 has a system resolver that fails fast instead of leaking anywhere.
+    writeFileSync(`/etc/netns/${ns}/resolv.conf`, `nameserver ${resolver}\noptions timeout:1 attempts:1\n`);
+    await must('ip', ['netns', 'add', ns]);
+    // Set before the veths exist, so "default" covers them.
+    const sysctls = ['net.ipv4.ip_forward=0', 'net.ipv6.conf.all.forwarding=0', 'net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_ra=0'];
+    if (v4Only.includes(r)) sysctls.push('net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
+    await must('sysctl', ['-q', '-w', ...sysctls], ns);
+    await must('ip', ['link', 'set', 'lo', 'up'], ns);
+  }
+}
+
+/**
+ * A veth between two namespaces (`to-b` in a, `to-a` in b) with one or more [a's, b's, prefix
+ * length] address pairs on it. Created directly inside the namespaces: nothing ever appears in
+ * the host namespace.
+ */
+async function link<R extends string>(lab: Lab<R>, a: R, b: R, pairs: [string, string, number][]): Promise<void> {
+  const { ns } = lab;
+  const nodad = (addr: string): string[] => (addr.includes(':') ? ['nodad'] : []);
+  await must('ip', ['-n', ns[a], 'link', 'add', `to-${b}`, 'type', 'veth', 'peer', 'name', `to-${a}`, 'netns', ns[b]]);
+  for (const [aa, bb, plen] of pairs) {
+    await must('ip', ['-n', ns[a], 'addr', 'add', `${aa}/${plen}`, 'dev', `to-${b}`, ...nodad(aa)]);
+    await must('ip', ['-n', ns[b], 'addr', 'add', `${bb}/${plen}`, 'dev', `to-${a}`, ...nodad(bb)]);
+  }
+  await must('ip', ['-n', ns[a], 'link', 'set', `to-${b}`, 'up']);
+  await must('ip', ['-n', ns[b], 'link', 'set', `to-${a}`, 'up']);
+}
+
+/** A dnsmasq in `role` that answers NXDOMAIN for every name (but `extra`) and logs every query to dir/dns-ROLE.log. */
+function startResolver<R extends string>(lab: Lab<R>, role: R, listen: string, port: number, extra: string[] = []): ChildProcess {
+  return lab.spawnIn(role, `dnsmasq-${role}.out`, 'dnsmasq', [
+    '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--no-poll',
+    '--log-queries', `--log-facility=${join(lab.dir, `dns-${role}.log`)}`, '--user=root',
+    `--listen-address=${listen}`, '--bind-interfaces', `--port=${port}`, `--pid-file=${join(lab.dir, `dnsmasq-${role}.pid`)}`,
+    '--address=/#/', ...extra,
+  ]);
+}
+
+/**
+ * In s4 and s6, an HTTP server on `addr[s]`:HTTP_PORT serving a distinct index.html and a random
+ * blob.bin, and with `sha`, the SHA_PORT checksum server.
+ */
+function startServers<R extends string>(lab: Lab<R | Server>, addr: Record<Server, string>, sha: boolean): { index: Record<Server, string>; blobSha256: Record<Server, string> } {
+  const index = { s4: `<h1>s4: IPv4-only server ${addr.s4} (${lab.id})</h1>\n`, s6: `<h1>s6: IPv6-only server ${addr.s6} (${lab.id})</h1>\n` };
+  const blobSha256 = {} as Record<Server, string>;
+  for (const s of ['s4', 's6'] as const) {
+    const www = join(lab.dir, `www-${s}`);
+    mkdirSync(www);
+    writeFileSync(join(www, 'index.html'), index[s]);
+    const blob = randomBytes(BLOB_SIZE);
+    writeFileSync(join(www, 'blob.bin'), blob);
+    blobSha256[s] = createHash('sha256').update(blob).digest('hex');
+    lab.spawnIn(s, `http-${s}.out`, '/usr/bin/python3', ['-m', 'http.server', '--bind', addr[s], String(HTTP_PORT), '--directory', www]);
+    if (sha) lab.spawnIn(s, `sha-${s}.out`, '/usr/bin/python3', ['-c', SHA_SERVER, addr[s], String(SHA_PORT)]);
+  }
+  return { index, blobSha256 };
+}
+
+async function listeningOn<R extends string>(lab: Lab<R>, role: R, proto: '-t' | '-u', port: number): Promise<boolean> {
+  return (await run('ss', ['-Hln', proto, 'sport', '=', `:${port}`], { netns: lab.ns[role] })).stdout.length > 0;
+}
+
+/** Waits for each resolver ([role, port]) in turn, then for the servers startServers() started. */
+async function waitReady<R extends string>(lab: Lab<R | Server>, resolvers: [R, number][], addr: Record<Server, string>, sha: boolean): Promise<void> {
+  for (const [role, port] of resolvers) await waitFor(`dnsmasq in ${role}`, 10000, () => listeningOn(lab, role, '-u', port));
+  for (const s of ['s4', 's6'] as const) {
+    const url = `http://${s === 's6' ? `[${addr.s6}]` : addr.s4}:${HTTP_PORT}/index.html`;
+    if (sha) await waitFor(`sha server in ${s}`, 15000, () => listeningOn(lab, s, '-t', SHA_PORT));
+    await waitFor(`HTTP server in ${s}`, 15000, async () => (await run('curl', ['-sf', '-o', '/dev/null', '--max-time', '2', url], { netns: lab.ns[s] })).code === 0);
+  }
+}
+
+/** What both topologies hand to the tests, over a finished lab. */
+function labHandle<R extends string>(lab: Lab<R>, hostsFile: string, servers: { index: Record<Server, string>; blobSha256: Record<Server, string> }) {
+  const { id, ns, dir, children } = lab;
+  let destroyed = false;
+  return {
+    ns,
+    dir,
+    hostsFile,
+    index: servers.index,
+    blobSha256: servers.blobSha256,
+    exec: (role: R, cmd: string, args: string[], opts: { input?: string | Buffer; timeoutMs?: number } = {}): Promise<ExecResult> => run(cmd, args, { ...opts, netns: ns[role] }),
+    async connectProbe(role: R, host: string, port: number, timeoutMs = 3000): Promise<string> {
+      const script = `const s=require('net').connect({host:process.argv[1],port:+process.argv[2],timeout:+process.argv[3]});
+s.on('connect',()=>{console.log('connected');s.destroy()});s.on('timeout',()=>{console.log('ETIMEDOUT');s.destroy()});
+s.on('error',e=>console.log(e.code))`;
+      const r = await run(process.execPath, ['-e', script, host, String(port), String(timeoutMs)], { netns: ns[role] });
+      return r.stdout.toString().trim() || `exit ${r.code}: ${r.stderr}`;
+    },
+    queriesFor(role: R, name: string): number {
+      const file = join(dir, `dns-${role}.log`);
+      if (!existsSync(file)) return 0;
+      const want = name.toLowerCase().replace(/\.$/, '');
+      return readFileSync(file, 'utf8').split('\n').filter((l) => {
+        const m = /query\[[^\]]+\] (\S+) from /.exec(l);
+        return m !== null && m[1]!.toLowerCase().replace(/\.$/, '') === want;
+      }).length;
+    },
+    async destroy(): Promise<void> {
+      if (destroyed) return;
+      destroyed = true;
+      await Promise.all(children.map((c) => new Promise<void>((resolve) => {
+        if (c.exitCode !== null || c.signalCode !== null) return resolve();
+        const timer = setTimeout(() => c.kill('SIGKILL'), 5000);
+        c.once('exit', () => { clearTimeout(timer); resolve(); });
+        c.kill('SIGTERM');
+      })));
+      lab.cleanupSync();
+      live.delete(id);
+    },
+  };
+}
+
+// ---- One gateway ----
+
+export async function createTopology(): Promise<Topology> {
+  const lab = openLab('ds', ROLES);
+  const { ns, dir } = lab;
+  return buildLab(lab, async () => {
+    await addNamespaces(lab, ROLES, ['c6'], ['c4', 's4']);
+    for (const peer of ['c4', 'c6', 's4', 's6'] as const) await link(lab, 'gw', peer, [[ADDR.gw[peer], ADDR[peer], PREFIX[peer]]]);
     await must('ip', ['-n', ns.gw, 'route', 'add', `${BLACKHOLE_V4}/32`, 'via', ADDR.s4, 'dev', 'to-s4']);
     await must('ip', ['-n', ns.gw, '-6', 'route', 'add', `${BLACKHOLE_V6}/128`, 'via', ADDR.s6, 'dev', 'to-s6']);
 
     // Resolvers: clients' know nothing (NXDOMAIN for every name) and log every query.
-    const dnsmasq = (role: 'c4' | 'c6' | 'gw', listen: string, port: number, extra: string[]): ChildProcess =>
-      spawnIn(role, `dnsmasq-${role}.out`, 'dnsmasq', [
-        '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--no-poll',
-        '--log-queries', `--log-facility=${join(dir, `dns-${role}.log`)}`, '--user=root',
-        `--listen-address=${listen}`, '--bind-interfaces', `--port=${port}`, `--pid-file=${join(dir, `dnsmasq-${role}.pid`)}`,
-        '--address=/#/', ...extra,
-      ]);
-    dnsmasq('c4', '127.0.0.1', 53, []);
-    dnsmasq('c6', '::1', 53, []);
-    dnsmasq('gw', GW_DNS.host, GW_DNS.port, [`--host-record=${NAMES.dnsOnly},${ADDR.s6}`]);
-
-    const index = { s4: `<h1>s4: IPv4-only server ${ADDR.s4} (${id})</h1>\n`, s6: `<h1>s6: IPv6-only server ${ADDR.s6} (${id})</h1>\n` };
-    const blobSha256 = {} as Record<Server, string>;
-    for (const s of ['s4', 's6'] as const) {
-      const www = join(dir, `www-${s}`);
-      mkdirSync(www);
-      writeFileSync(join(www, 'index.html'), index[s]);
-      const blob = randomBytes(BLOB_SIZE);
-      writeFileSync(join(www, 'blob.bin'), blob);
-      blobSha256[s] = createHash('sha256').update(blob).digest('hex');
-      spawnIn(s, `http-${s}.out`, '/usr/bin/python3', ['-m', 'http.server', '--bind', ADDR[s], String(HTTP_PORT), '--directory', www]);
-      spawnIn(s, `sha-${s}.out`, '/usr/bin/python3', ['-c', SHA_SERVER, ADDR[s], String(SHA_PORT)]);
-    }
+    startResolver(lab, 'c4', '127.0.0.1', 53);
+    startResolver(lab, 'c6', '::1', 53);
+    startResolver(lab, 'gw', GW_DNS.host, GW_DNS.port, [`--host-record=${NAMES.dnsOnly},${ADDR.s6}`]);
+    const servers = startServers(lab, ADDR, true);
 
     const hostsFile = join(dir, 'gateway-hosts');
     writeFileSync(hostsFile, [
@@ -260,59 +369,9 @@ export async function createTopology(): Promise<Topology> {
       '',
     ].join('\n'));
 
-    const listeningOn = async (role: Role, proto: '-t' | '-u', port: number): Promise<boolean> =>
-      (await run('ss', ['-Hln', proto, 'sport', '=', `:${port}`], { netns: ns[role] })).stdout.length > 0;
-    await waitFor('dnsmasq in c4', 10000, () => listeningOn('c4', '-u', 53));
-    await waitFor('dnsmasq in c6', 10000, () => listeningOn('c6', '-u', 53));
-    await waitFor('dnsmasq in gw', 10000, () => listeningOn('gw', '-u', GW_DNS.port));
-    for (const s of ['s4', 's6'] as const) {
-      const url = `http://${s === 's6' ? `[${ADDR.s6}]` : ADDR.s4}:${HTTP_PORT}/index.html`;
-      await waitFor(`sha server in ${s}`, 15000, () => listeningOn(s, '-t', SHA_PORT));
-      await waitFor(`HTTP server in ${s}`, 15000, async () => (await run('curl', ['-sf', '-o', '/dev/null', '--max-time', '2', url], { netns: ns[s] })).code === 0);
-    }
-
-    let destroyed = false;
-    return {
-      ns,
-      dir,
-      hostsFile,
-      index,
-      blobSha256,
-      exec: (role, cmd, args, opts = {}) => run(cmd, args, { ...opts, netns: ns[role] }),
-      async connectProbe(role, host, port, timeoutMs = 3000) {
-        const script = `const s=require('net').connect({host:process.argv[1],port:+process.argv[2],timeout:+process.argv[3]});
-s.on('connect',()=>{console.log('connected');s.destroy()});s.on('timeout',()=>{console.log('ETIMEDOUT');s.destroy()});
-s.on('error',e=>console.log(e.code))`;
-        const r = await run(process.execPath, ['-e', script, host, String(port), String(timeoutMs)], { netns: ns[role] });
-        return r.stdout.toString().trim() || `exit ${r.code}: ${r.stderr}`;
-      },
-      queriesFor(role, name) {
-        const file = join(dir, `dns-${role}.log`);
-        if (!existsSync(file)) return 0;
-        const want = name.toLowerCase().replace(/\.$/, '');
-        return readFileSync(file, 'utf8').split('\n').filter((l) => {
-          const m = /query\[[^\]]+\] (\S+) from /.exec(l);
-          return m !== null && m[1]!.toLowerCase().replace(/\.$/, '') === want;
-        }).length;
-      },
-      async destroy() {
-        if (destroyed) return;
-        destroyed = true;
-        await Promise.all(children.map((c) => new Promise<void>((resolve) => {
-          if (c.exitCode !== null || c.signalCode !== null) return resolve();
-          const timer = setTimeout(() => c.kill('SIGKILL'), 5000);
-          c.once('exit', () => { clearTimeout(timer); resolve(); });
-          c.kill('SIGTERM');
-        })));
-        cleanupSync();
-        live.delete(id);
-      },
-    };
-  } catch (err) {
-    cleanupSync();
-    live.delete(id);
-    throw err;
-  }
+    await waitReady(lab, [['c4', 53], ['c6', 53], ['gw', GW_DNS.port]], ADDR, true);
+    return labHandle(lab, hostsFile, servers);
+  });
 }
 
 // ---- Two chained gateways (RFC 3089 §4, types E–L) ----
@@ -355,132 +414,24 @@ export interface ChainTopology {
 }
 
 export async function createChainTopology(): Promise<ChainTopology> {
-  const id = `dc${process.pid % 10000}-${seq++}`;
-  const ns = Object.fromEntries(CHAIN_ROLES.map((r) => [r, `${id}-${r}`])) as Record<ChainRole, string>;
-  const dir = mkdtempSync(join(tmpdir(), `${id}-`));
-  const children: ChildProcess[] = [];
-  const cleanupSync = (): void => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-    for (const r of CHAIN_ROLES) removeNamespaceSync(ns[r]);
-    rmSync(dir, { recursive: true, force: true });
-  };
-  for (const r of CHAIN_ROLES) removeNamespaceSync(ns[r]);
-  hookExit();
-  live.set(id, cleanupSync);
-  const spawnIn = (role: ChainRole, logName: string, cmd: string, args: string[]): ChildProcess => {
-    const fd = openSync(join(dir, logName), 'a');
-    const child = spawn('ip', ['netns', 'exec', ns[role], cmd, ...args], { stdio: ['ignore', fd, fd] });
-    closeSync(fd);
-    child.on('error', () => {});
-    children.push(child);
-    return child;
-  };
-  const v6 = (a: string): string[] => (a.includes(':') ? ['nodad'] : []);
-  /** A veth between two namespaces with one or more address pairs on it. */
-  const link = async (a: ChainRole, b: ChainRole, pairs: [string, string, number][]): Promise<void> => {
-    await must('ip', ['-n', ns[a], 'link', 'add', `to-${b}`, 'type', 'veth', 'peer', 'name', `to-${a}`, 'netns', ns[b]]);
-    for (const [aa, bb, plen] of pairs) {
-      await must('ip', ['-n', ns[a], 'addr', 'add', `${aa}/${plen}`, 'dev', `to-${b}`, ...v6(aa)]);
-      await must('ip', ['-n', ns[b], 'addr', 'add', `${bb}/${plen}`, 'dev', `to-${a}`, ...v6(bb)]);
-    }
-    await must('ip', ['-n', ns[a], 'link', 'set', `to-${b}`, 'up']);
-    await must('ip', ['-n', ns[b], 'link', 'set', `to-${a}`, 'up']);
-  };
-
-  try {
-    for (const r of CHAIN_ROLES) {
-      mkdirSync(`/etc/netns/${ns[r]}`, { recursive: true });
-      writeFileSync(`/etc/netns/${ns[r]}/hosts`, '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n');
-      const resolver = r === 'c6' || r === 's6' ? '::1' : '127.0.0.1';
-      writeFileSync(`/etc/netns/${ns[r]}/resolv.conf`, `nameserver ${resolver}\noptions timeout:1 attempts:1\n`);
-      await must('ip', ['netns', 'add', ns[r]]);
-      const sysctls = ['net.ipv4.ip_forward=0', 'net.ipv6.conf.all.forwarding=0', 'net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_ra=0'];
-      if (r === 'c4' || r === 's4') sysctls.push('net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
-      await must('sysctl', ['-q', '-w', ...sysctls], ns[r]);
-      await must('ip', ['link', 'set', 'lo', 'up'], ns[r]);
-    }
+  const lab = openLab('dc', CHAIN_ROLES);
+  return buildLab(lab, async () => {
+    await addNamespaces(lab, CHAIN_ROLES, ['c6', 's6'], ['c4', 's4']);
     const A = CHAIN_ADDR;
-    await link('g1', 'c4', [[A.g1.c4, A.c4, 26]]);
-    await link('g1', 'c6', [[A.g1.c6, A.c6, 64]]);
-    await link('g1', 'g2', [[A.g1.g2v4, A.g2.g1v4, 26], [A.g1.g2v6, A.g2.g1v6, 64]]);
-    await link('g2', 's4', [[A.g2.s4, A.s4, 26]]);
-    await link('g2', 's6', [[A.g2.s6, A.s6, 64]]);
+    await link(lab, 'g1', 'c4', [[A.g1.c4, A.c4, 26]]);
+    await link(lab, 'g1', 'c6', [[A.g1.c6, A.c6, 64]]);
+    await link(lab, 'g1', 'g2', [[A.g1.g2v4, A.g2.g1v4, 26], [A.g1.g2v6, A.g2.g1v6, 64]]);
+    await link(lab, 'g2', 's4', [[A.g2.s4, A.s4, 26]]);
+    await link(lab, 'g2', 's6', [[A.g2.s6, A.s6, 64]]);
 
-    const dnsmasq = (role: 'c4' | 'c6' | 'g1', listen: string, port: number): ChildProcess =>
-      spawnIn(role, `dnsmasq-${role}.out`, 'dnsmasq', [
-        '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--no-poll',
-        '--log-queries', `--log-facility=${join(dir, `dns-${role}.log`)}`, '--user=root',
-        `--listen-address=${listen}`, '--bind-interfaces', `--port=${port}`, `--pid-file=${join(dir, `dnsmasq-${role}.pid`)}`,
-        '--address=/#/',
-      ]);
-    dnsmasq('c4', '127.0.0.1', 53);
-    dnsmasq('c6', '::1', 53);
-    dnsmasq('g1', G1_DNS.host, G1_DNS.port);
-
-    const index = { s4: `<h1>s4: IPv4-only server ${A.s4} (${id})</h1>\n`, s6: `<h1>s6: IPv6-only server ${A.s6} (${id})</h1>\n` };
-    const blobSha256 = {} as Record<Server, string>;
-    for (const s of ['s4', 's6'] as const) {
-      const www = join(dir, `www-${s}`);
-      mkdirSync(www);
-      writeFileSync(join(www, 'index.html'), index[s]);
-      const blob = randomBytes(BLOB_SIZE);
-      writeFileSync(join(www, 'blob.bin'), blob);
-      blobSha256[s] = createHash('sha256').update(blob).digest('hex');
-      spawnIn(s, `http-${s}.out`, '/usr/bin/python3', ['-m', 'http.server', '--bind', A[s], String(HTTP_PORT), '--directory', www]);
-    }
-    const hostsFile = join(dir, 'g2-hosts');
+    startResolver(lab, 'c4', '127.0.0.1', 53);
+    startResolver(lab, 'c6', '::1', 53);
+    startResolver(lab, 'g1', G1_DNS.host, G1_DNS.port);
+    const servers = startServers(lab, A, false);
+    const hostsFile = join(lab.dir, 'g2-hosts');
     writeFileSync(hostsFile, `${A.s4}\t${NAMES.v4only}\n${A.s6}\t${NAMES.v6only}\n`);
 
-    const listeningOn = async (role: ChainRole, proto: '-t' | '-u', port: number): Promise<boolean> =>
-      (await run('ss', ['-Hln', proto, 'sport', '=', `:${port}`], { netns: ns[role] })).stdout.length > 0;
-    await waitFor('dnsmasq in c4', 10000, () => listeningOn('c4', '-u', 53));
-    await waitFor('dnsmasq in c6', 10000, () => listeningOn('c6', '-u', 53));
-    await waitFor('dnsmasq in g1', 10000, () => listeningOn('g1', '-u', G1_DNS.port));
-    for (const s of ['s4', 's6'] as const) {
-      const url = `http://${s === 's6' ? `[${A.s6}]` : A.s4}:${HTTP_PORT}/index.html`;
-      await waitFor(`HTTP server in ${s}`, 15000, async () => (await run('curl', ['-sf', '-o', '/dev/null', '--max-time', '2', url], { netns: ns[s] })).code === 0);
-    }
-
-    let destroyed = false;
-    return {
-      ns,
-      dir,
-      hostsFile,
-      index,
-      blobSha256,
-      exec: (role, cmd, args, opts = {}) => run(cmd, args, { ...opts, netns: ns[role] }),
-      async connectProbe(role, host, port, timeoutMs = 3000) {
-        const script = `const s=require('net').connect({host:process.argv[1],port:+process.argv[2],timeout:+process.argv[3]});
-s.on('connect',()=>{console.log('connected');s.destroy()});s.on('timeout',()=>{console.log('ETIMEDOUT');s.destroy()});
-s.on('error',e=>console.log(e.code))`;
-        const r = await run(process.execPath, ['-e', script, host, String(port), String(timeoutMs)], { netns: ns[role] });
-        return r.stdout.toString().trim() || `exit ${r.code}: ${r.stderr}`;
-      },
-      queriesFor(role, name) {
-        const file = join(dir, `dns-${role}.log`);
-        if (!existsSync(file)) return 0;
-        const want = name.toLowerCase().replace(/\.$/, '');
-        return readFileSync(file, 'utf8').split('\n').filter((l) => {
-          const m = /query\[[^\]]+\] (\S+) from /.exec(l);
-          return m !== null && m[1]!.toLowerCase().replace(/\.$/, '') === want;
-        }).length;
-      },
-      async destroy() {
-        if (destroyed) return;
-        destroyed = true;
-        await Promise.all(children.map((c) => new Promise<void>((resolve) => {
-          if (c.exitCode !== null || c.signalCode !== null) return resolve();
-          const timer = setTimeout(() => c.kill('SIGKILL'), 5000);
-          c.once('exit', () => { clearTimeout(timer); resolve(); });
-          c.kill('SIGTERM');
-        })));
-        cleanupSync();
-        live.delete(id);
-      },
-    };
-  } catch (err) {
-    cleanupSync();
-    live.delete(id);
-    throw err;
-  }
+    await waitReady(lab, [['c4', 53], ['c6', 53], ['g1', G1_DNS.port]], A, false);
+    return labHandle(lab, hostsFile, servers);
+  });
 }
