@@ -114,7 +114,10 @@ async function init(): Promise<void> {
   });
   $('import-btn').addEventListener('click', () => $('import').click());
   $('import').addEventListener('change', () => {
-    const f = $('import').files?.[0];
+    const input = $('import');
+    const f = input.files?.[0];
+    // Cleared, so picking the same file again (after fixing it) fires change again.
+    input.value = '';
     if (f) void importJson(f);
   });
   document.body.setAttribute('data-ready', '1');
