@@ -8,8 +8,9 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { rootNetns } from '../helpers/env.js';
-import { CLI, startCli, type Running } from '../helpers/process.js';
-import { createTopology, run, ADDR, NAMES, type Topology } from './netns.js';
+import { type Running } from '../helpers/process.js';
+import { createTopology, ADDR, NAMES, type Topology } from './netns.js';
+import { makeUsersFile, startGateway } from './fixtures.js';
 
 const skip = rootNetns();
 const USER = 'alice';
@@ -56,10 +57,8 @@ test('BIND: IPv4-only client, IPv6-only peer by a gateway-only name', { skip }, 
   const topo: Topology = await createTopology();
   let gw: Running | undefined;
   try {
-    const pw = await run(process.execPath, [CLI, 'passwd', USER], { input: `${PASS}\n` });
-    const usersFile = join(topo.dir, 'users');
-    writeFileSync(usersFile, pw.stdout);
-    gw = await startCli(['gateway', '--listen', `0.0.0.0:${PORT}`, '--users', usersFile, '--hosts', topo.hostsFile, '--dns', 'none', '--bind-timeout', '20'], { netns: topo.ns.gw });
+    const usersFile = await makeUsersFile(topo.dir, USER, PASS);
+    gw = await startGateway(topo.ns.gw, [`0.0.0.0:${PORT}`], ['--users', usersFile, '--hosts', topo.hostsFile, '--dns', 'none', '--bind-timeout', '20']);
 
     const script = join(topo.dir, 'bind-client.cjs');
     writeFileSync(script, CLIENT);

@@ -12,8 +12,9 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { parseIp } from '../../shared/net/address.js';
 import { rootNetns } from '../helpers/env.js';
-import { CLI, startCli, type Running } from '../helpers/process.js';
-import { createTopology, run, ADDR, NAMES, GW_DNS, BLOB_SIZE, HTTP_PORT, SHA_PORT, type Server, type Topology } from './netns.js';
+import { startCli, type Running } from '../helpers/process.js';
+import { createTopology, ADDR, NAMES, GW_DNS, BLOB_SIZE, HTTP_PORT, SHA_PORT, type Server, type Topology } from './netns.js';
+import { anyAddress, makeUsersFile, startGateway } from './fixtures.js';
 
 const skip = rootNetns();
 const USER = 'alice';
@@ -101,20 +102,10 @@ test('bridge in single-family client namespaces: the other family by a name only
   const topo: Topology = await createTopology();
   const running: Running[] = [];
   try {
-    const pw = await run(process.execPath, [CLI, 'passwd', USER], { input: `${PASS}\n` });
-    assert.equal(pw.code, 0, pw.stderr);
-    const usersFile = join(topo.dir, 'users');
-    writeFileSync(usersFile, pw.stdout);
-
-    const startGateway = async (port: number): Promise<Running> => {
-      const g = await startCli(
-        ['gateway', '--listen', `0.0.0.0:${port}`, '--listen', `[::]:${port}`, '--users', usersFile, '--hosts', topo.hostsFile, '--dns', `${GW_DNS.host}:${GW_DNS.port}`, '--connect-timeout', '5'],
-        { netns: topo.ns.gw, expectListeners: 2 },
-      );
-      running.push(g);
-      return g;
-    };
-    const gw = await startGateway(GW_PORT);
+    const usersFile = await makeUsersFile(topo.dir, USER, PASS);
+    const startGw = (port: number): Promise<Running> =>
+      startGateway(topo.ns.gw, anyAddress(port), ['--users', usersFile, '--hosts', topo.hostsFile, '--dns', `${GW_DNS.host}:${GW_DNS.port}`, '--connect-timeout', '5'], running);
+    const gw = await startGw(GW_PORT);
 
     /** Starts a bridge inside `client` on an ephemeral loopback port; returns it and "host:port" to give curl. */
     const startBridge = async (c: (typeof CASES)[number], gateways: string[], extra: string[] = []): Promise<{ bridge: Running; proxy: string; host: string; port: number }> => {
@@ -214,7 +205,7 @@ test('bridge in single-family client namespaces: the other family by a name only
 
     await t.test('failover: a dead gateway listed first, and a live one stopped mid-test', async (st) => {
       const c = CASES[0];
-      const gw2 = await startGateway(GW2_PORT);
+      const gw2 = await startGw(GW2_PORT);
       const dead = gatewayUrl(c.gwHost, DEAD_PORT);
       // health checks only at start-up, so the stopped gateway is found out by a new connection
       const { proxy } = await startBridge(c, [dead, gatewayUrl(c.gwHost, GW_PORT), gatewayUrl(c.gwHost, GW2_PORT)], ['--health-interval', '3600']);

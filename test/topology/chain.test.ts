@@ -5,11 +5,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { rootNetns } from '../helpers/env.js';
-import { CLI, startCli, type Running } from '../helpers/process.js';
-import { createChainTopology, run, CHAIN_ADDR as A, G1_DNS, NAMES, HTTP_PORT, BLOB_SIZE, type ChainTopology } from './netns.js';
+import { type Running } from '../helpers/process.js';
+import { createChainTopology, CHAIN_ADDR as A, G1_DNS, NAMES, HTTP_PORT, BLOB_SIZE, type ChainTopology } from './netns.js';
+import { anyAddress, makeUsersFile, startGateway } from './fixtures.js';
 
 const skip = rootNetns();
 const USER = 'alice';
@@ -36,25 +35,13 @@ test('chained gateways: types E–L across address families in network namespace
   const topo: ChainTopology = await createChainTopology();
   const running: Running[] = [];
   try {
-    const pw = await run(process.execPath, [CLI, 'passwd', USER], { input: `${PASS}\n` });
-    assert.equal(pw.code, 0, pw.stderr);
-    const usersFile = join(topo.dir, 'users');
-    writeFileSync(usersFile, pw.stdout);
-
-    const g2 = await startCli(
-      ['gateway', '--listen', `${A.g2.g1v4}:${PORT}`, '--listen', `[${A.g2.g1v6}]:${PORT}`, '--users', usersFile, '--hosts', topo.hostsFile, '--dns', 'none', '--connect-timeout', '2'],
-      { netns: topo.ns.g2, expectListeners: 2 },
-    );
-    running.push(g2);
+    const usersFile = await makeUsersFile(topo.dir, USER, PASS);
+    const g2 = await startGateway(topo.ns.g2, [`${A.g2.g1v4}:${PORT}`, `[${A.g2.g1v6}]:${PORT}`], ['--users', usersFile, '--hosts', topo.hostsFile, '--dns', 'none', '--connect-timeout', '2'], running);
     const g1: Record<4 | 6, Running> = {} as Record<4 | 6, Running>;
     for (const y of [4, 6] as const) {
       const g2Host = y === 4 ? A.g2.g1v4 : `[${A.g2.g1v6}]`;
-      g1[y] = await startCli(
-        ['gateway', '--listen', `0.0.0.0:${g1Port(y)}`, '--listen', `[::]:${g1Port(y)}`, '--users', usersFile,
-          '--dns', `${G1_DNS.host}:${G1_DNS.port}`, '--connect-timeout', '5', '--upstream', `socks5://${USER}:${PASS}@${g2Host}:${PORT}`],
-        { netns: topo.ns.g1, expectListeners: 2 },
-      );
-      running.push(g1[y]);
+      g1[y] = await startGateway(topo.ns.g1, anyAddress(g1Port(y)),
+        ['--users', usersFile, '--dns', `${G1_DNS.host}:${G1_DNS.port}`, '--connect-timeout', '5', '--upstream', `socks5://${USER}:${PASS}@${g2Host}:${PORT}`], running);
     }
 
     await t.test('topology: g1 has no route to the servers, clients none to g2', async () => {

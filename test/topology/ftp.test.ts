@@ -10,8 +10,9 @@ import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync } from 'nod
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { haveCommand, requireCapability, rootNetns } from '../helpers/env.js';
-import { CLI, startCli, type Running } from '../helpers/process.js';
-import { createTopology, run, ADDR, NAMES, GW_DNS, type Topology } from './netns.js';
+import { type Running } from '../helpers/process.js';
+import { createTopology, ADDR, NAMES, GW_DNS, type Topology } from './netns.js';
+import { anyAddress, makeUsersFile, startGateway } from './fixtures.js';
 
 const skip =
   rootNetns() ||
@@ -130,10 +131,7 @@ test('FTP translation across address families in network namespaces', { skip }, 
   const running: Running[] = [];
   const servers: ChildProcess[] = [];
   try {
-    const pw = await run(process.execPath, [CLI, 'passwd', USER], { input: `${PASS}\n` });
-    assert.equal(pw.code, 0, pw.stderr);
-    const usersFile = join(topo.dir, 'users');
-    writeFileSync(usersFile, pw.stdout);
+    const usersFile = await makeUsersFile(topo.dir, USER, PASS);
 
     // pyftpdlib with -D logs every command it receives: the proof of what the gateway sent
     const fileSha = {} as Record<Server, string>;
@@ -160,10 +158,8 @@ test('FTP translation across address families in network namespaces', { skip }, 
     }
 
     const common = ['--users', usersFile, '--hosts', topo.hostsFile, '--dns', `${GW_DNS.host}:${GW_DNS.port}`];
-    const gw = await startCli(['gateway', '--listen', `0.0.0.0:${PORT}`, '--listen', `[::]:${PORT}`, '--ftp', ...common], { netns: topo.ns.gw, expectListeners: 2 });
-    running.push(gw);
-    const plain = await startCli(['gateway', '--listen', `0.0.0.0:${PLAIN_PORT}`, '--listen', `[::]:${PLAIN_PORT}`, ...common], { netns: topo.ns.gw, expectListeners: 2 });
-    running.push(plain);
+    const gw = await startGateway(topo.ns.gw, anyAddress(PORT), ['--ftp', ...common], running);
+    const plain = await startGateway(topo.ns.gw, anyAddress(PLAIN_PORT), common, running);
 
     /** The first log record after the first `before` that satisfies `pred` (records come as connections end). */
     const recordAfter = async (g: Running, before: number, pred: (r: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> => {

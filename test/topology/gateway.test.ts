@@ -4,12 +4,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { rootNetns } from '../helpers/env.js';
-import { CLI, startCli, type Running } from '../helpers/process.js';
-import { createTopology, run, ADDR, NAMES, HTTP_PORT, SHA_PORT, GW_DNS, BLOB_SIZE, UNROUTED_V4, UNROUTED_V6, BLACKHOLE_V4, BLACKHOLE_V6, type Topology } from './netns.js';
+import { type Running } from '../helpers/process.js';
+import { createTopology, ADDR, NAMES, HTTP_PORT, SHA_PORT, GW_DNS, BLOB_SIZE, UNROUTED_V4, UNROUTED_V6, BLACKHOLE_V4, BLACKHOLE_V6, type Topology } from './netns.js';
+import { anyAddress, makeUsersFile, startGateway } from './fixtures.js';
 
 const skip = rootNetns();
 const USER = 'alice';
@@ -53,18 +54,13 @@ test('gateway across address families in network namespaces', { skip }, async (t
   const topo: Topology = await createTopology();
   const running: Running[] = [];
   try {
-    const pw = await run(process.execPath, [CLI, 'passwd', USER], { input: `${PASS}\n` });
-    assert.equal(pw.code, 0, pw.stderr);
-    assert.match(pw.stdout.toString(), new RegExp(`^${USER}:\\S+\\n$`));
-    const usersFile = join(topo.dir, 'users');
-    writeFileSync(usersFile, pw.stdout);
+    const usersFile = await makeUsersFile(topo.dir, USER, PASS);
+    assert.match(readFileSync(usersFile, 'utf8'), new RegExp(`^${USER}:\\S+\\n$`));
 
     const common = ['--users', usersFile, '--hosts', topo.hostsFile, '--dns', `${GW_DNS.host}:${GW_DNS.port}`, '--connect-timeout', '1'];
-    const gw = await startCli(['gateway', '--listen', `0.0.0.0:${PORT}`, '--listen', `[::]:${PORT}`, ...common], { netns: topo.ns.gw, expectListeners: 2 });
-    running.push(gw);
+    const gw = await startGateway(topo.ns.gw, anyAddress(PORT), common, running);
     assert.deepEqual(gw.listening, [{ host: '0.0.0.0', port: PORT }, { host: '::', port: PORT }]);
-    const gw4 = await startCli(['gateway', '--listen', `0.0.0.0:${PREFER_V4_PORT}`, '--listen', `[::]:${PREFER_V4_PORT}`, '--prefer', 'ipv4', ...common], { netns: topo.ns.gw, expectListeners: 2 });
-    running.push(gw4);
+    const gw4 = await startGateway(topo.ns.gw, anyAddress(PREFER_V4_PORT), ['--prefer', 'ipv4', ...common], running);
 
     /** One curl through the gateway, and the gateway's log record of that connection. */
     const curl = async (client: Client, url: string, opts: { gateway?: Running; port?: number; pass?: string } = {}) => {
