@@ -6,7 +6,11 @@
 // closures made per tunnel: with thousands of idle tunnels open, what each one costs is the
 // two sockets and one small state object (pipe() made about a dozen closures and its own state
 // per direction).
+// Where the addon in bridge/native/ is built and loads (Linux), the tunnel is handed to it
+// instead: its splice(2) loop moves the bytes in the kernel, with the same half-close,
+// backpressure and idle-timeout behaviour; JavaScript stays the fallback.
 import type { Socket } from 'node:net';
+import { nativeRelay } from './native/loader.js';
 
 export interface RelayResult {
   /** Bytes from the client side to the remote side, and back. */
@@ -83,7 +87,16 @@ function wire(s: RelaySocket, peer: Socket, t: Tunnel): void {
   s.once('end', onEnd);
 }
 
-export function relay(client: Socket, remote: Socket, opts: { idleTimeoutMs: number }): Promise<RelayResult> {
+export function relay(client: Socket, remote: Socket, opts: { idleTimeoutMs: number; native?: boolean }): Promise<RelayResult> {
+  if (opts.native !== false) {
+    const n = nativeRelay(client, remote, opts.idleTimeoutMs);
+    if (n) return n;
+  }
+  return relayJs(client, remote, opts);
+}
+
+/** The JavaScript relay, whatever the addon's state. */
+export function relayJs(client: Socket, remote: Socket, opts: { idleTimeoutMs: number }): Promise<RelayResult> {
   return new Promise((resolve) => {
     const t: Tunnel = { client, remote, end: 'closed', closed: 0, resolve };
     const c = client as RelaySocket;

@@ -1,0 +1,172 @@
+// Loads the optional splice(2) relay (bridge/native/splice_relay.c, built by `npm ci` through
+// node-gyp when a toolchain is there) and hands tunnels to it. Anything that stops it — no
+// addon, not Linux, DUALSOCKS_NATIVE_RELAY=0, a socket that is not a plain connected TCP socket
+// or has a write still pending in Node — leaves the tunnel to the JavaScript relay in bridge/relay.ts.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeResult {
+  up: number;
+  down: number;
+  end: string;
+}
+
+interface Addon {
+  init(onDone: (id: number, up: number, down: number, end: string) => void): number;
+  add(fdClient: number, fdRemote: number, idleMs: number): number;
+  cancel(id: number): void;
+}
+
+interface Handle {
+  fd?: number;
+  reading?: boolean;
+  readStop?: () => number;
+}
+
+interface NativeTunnel {
+  id: number;
+  client: Socket;
+  remote: Socket;
+  /** Bytes JavaScript relayed or wrote before the hand-over (the SOCKS reply, early data). */
+  up0: number;
+  down0: number;
+  cancelled: boolean;
+  resolve: (r: NativeResult) => void;
+}
+
+const kTunnel = Symbol('native relay tunnel');
+type NativeSocket = Socket & { [kTunnel]?: NativeTunnel; _handle?: Handle | null };
+
+const tunnels = new Map<number, NativeTunnel>();
+let addon: Addon | null | undefined;
+let loadError = '';
+let pipeSize = 0;
+
+/** Tunnels handed to the addon, and tunnels the addon could have taken but JavaScript kept (a write pending). */
+export const nativeStats = { handedOver: 0, declined: 0 };
+
+function candidates(): string[] {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const rel = join('build', 'Release', 'splice_relay.node');
+  // dist/bridge/native/loader.js -> bridge/native/build; or next to the source when run from it
+  return [join(here, '..', '..', '..', 'bridge', 'native', rel), join(here, rel)];
+}
+
+function load(): Addon | null {
+  if (addon !== undefined) return addon;
+  addon = null;
+  if (process.platform !== 'linux') loadError = 'not Linux';
+  else if (process.env.DUALSOCKS_NATIVE_RELAY === '0') loadError = 'disabled by DUALSOCKS_NATIVE_RELAY=0';
+  else {
+    const path = candidates().find((p) => existsSync(p));
+    if (!path) loadError = 'addon not built (node-gyp rebuild -C bridge/native)';
+    else {
+      try {
+        const a = createRequire(import.meta.url)(path) as Addon;
+        pipeSize = a.init(onDone);
+        addon = a;
+      } catch (e) {
+        loadError = `addon failed to load: ${(e as Error).message}`;
+      }
+    }
+  }
+  return addon;
+}
+
+/** Whether tunnels can go native, and if not why. */
+export function nativeRelayStatus(): { available: boolean; reason: string; pipeSize: number } {
+  const a = load();
+  return { available: a !== null, reason: a ? 'ok' : loadError, pipeSize };
+}
+
+function onDone(id: number, up: number, down: number, end: string): void {
+  const t = tunnels.get(id);
+  if (!t) return;
+  tunnels.delete(id);
+  const result = { up: t.up0 + up, down: t.down0 + down, end };
+  let closed = 0;
+  const onClose = (): void => {
+    if (++closed === 2) t.resolve(result);
+  };
+  for (const s of [t.client, t.remote] as NativeSocket[]) {
+    delete s[kTunnel];
+    // own property set at hand-over: the prototype's destroy() is back
+    delete (s as { destroy?: unknown }).destroy;
+    if (s.closed) onClose();
+    else s.once('close', onClose);
+    s.destroy();
+  }
+}
+
+/** Stands in for socket.destroy() while the addon owns the descriptor: closing it under the loop would be unsafe. */
+function destroyWhileNative(this: NativeSocket): NativeSocket {
+  const t = this[kTunnel];
+  if (t && !t.cancelled) {
+    t.cancelled = true;
+    addon!.cancel(t.id);
+  }
+  return this;
+}
+
+/** A connected TCP socket, open both ways, with no write pending in Node. */
+function handOverable(s: NativeSocket): boolean {
+  const h = s._handle;
+  if (!h || typeof h.fd !== 'number' || h.fd < 0 || typeof h.readStop !== 'function') return false;
+  const rs = (s as unknown as { _readableState?: { ended?: boolean } })._readableState;
+  return !s.destroyed && !s.connecting && !rs?.ended && !s.readableEnded && !s.writableEnded && s.writableLength === 0;
+}
+
+/** Bytes Node has already read from `from` (a server's banner, a client's early data) go to `to` first. */
+function flushRead(from: Socket, to: Socket): void {
+  while (from.readableLength > 0) {
+    const chunk = from.read() as Buffer | null;
+    if (chunk === null) break;
+    to.write(chunk);
+  }
+}
+
+// Nothing can land in the readable buffer between handOverable() and this: reads are delivered
+// by the event loop, and both run in one synchronous turn.
+function stopReading(s: NativeSocket): number {
+  const h = s._handle!;
+  s.pause();
+  if (h.reading !== false) {
+    h.reading = false;
+    h.readStop!();
+  }
+  return h.fd!;
+}
+
+/**
+ * Relays client <-> remote in the addon, or returns undefined (sockets untouched) when it cannot.
+ */
+export function nativeRelay(client: Socket, remote: Socket, idleTimeoutMs: number): Promise<NativeResult> | undefined {
+  const a = load();
+  if (!a) return undefined;
+  const c = client as NativeSocket;
+  const r = remote as NativeSocket;
+  if (!handOverable(c) || !handOverable(r)) {
+    nativeStats.declined++;
+    return undefined;
+  }
+  flushRead(c, r);
+  flushRead(r, c);
+  // what was flushed is normally written at once; if not, JavaScript relays the rest
+  if (c.writableLength > 0 || r.writableLength > 0 || c.readableLength > 0 || r.readableLength > 0) {
+    nativeStats.declined++;
+    return undefined;
+  }
+  nativeStats.handedOver++;
+  return new Promise((resolve) => {
+    const id = a.add(stopReading(c), stopReading(r), idleTimeoutMs > 0 ? idleTimeoutMs : 0);
+    const t: NativeTunnel = { id, client, remote, up0: remote.bytesWritten, down0: remote.bytesRead, cancelled: false, resolve };
+    tunnels.set(id, t);
+    for (const s of [c, r]) {
+      s[kTunnel] = t;
+      s.destroy = destroyWhileNative as Socket['destroy'];
+    }
+  });
+}
