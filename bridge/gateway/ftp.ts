@@ -78,6 +78,7 @@ export async function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8
   const listeners = new Map<number, DataListener>();
   const dataSockets = new Set<Socket>();
   const stats = { ftpData: 0, ftpDataUp: 0, ftpDataDown: 0 };
+  const transfers = new Set<Promise<unknown>>();
   let end = 'closed';
   let done = false;
   let serverBlocked = false;
@@ -223,7 +224,10 @@ export async function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8
     const early = dctx.succeed({ host: formatIp(ipOf(dialed, 'local') ?? target.ip), port: dialed.localPort ?? 0 });
     for (const chunk of early) dialed.write(chunk);
     stats.ftpData++;
-    const r = await relay(dctx.client, dialed, { idleTimeoutMs: cfg.idleTimeoutMs });
+    const relaying = relay(dctx.client, dialed, { idleTimeoutMs: cfg.idleTimeoutMs });
+    transfers.add(relaying);
+    const r = await relaying;
+    transfers.delete(relaying);
     stats.ftpDataUp += r.up;
     stats.ftpDataDown += r.down;
     dctx.finish('ok', { bytesUp: r.up, bytesDown: r.down, end: r.end });
@@ -242,9 +246,12 @@ export async function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8
         stats.ftpData++;
         // relay()'s "client" is the FTP client's side either way, so up/down keep their meaning
         const [c, s] = side === 'client' ? [accepted, dialed] : [dialed, accepted];
-        void relay(c, s, { idleTimeoutMs: cfg.idleTimeoutMs }).then((r) => {
+        const relaying = relay(c, s, { idleTimeoutMs: cfg.idleTimeoutMs });
+        transfers.add(relaying);
+        void relaying.then((r) => {
           stats.ftpDataUp += r.up;
           stats.ftpDataDown += r.down;
+          transfers.delete(relaying);
         });
       },
       () => accepted.destroy(),
@@ -274,8 +281,12 @@ export async function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8
       for (const id of [...listeners.keys()]) closeListener(id);
       // the control connection's end ends its transfers too
       for (const s of dataSockets) s.destroy();
-      ctx.finish('ok', { bytesUp: remote.bytesWritten, bytesDown: remote.bytesRead, end, ftp: 'translated', ...stats });
-      resolve();
+      // a relay reports its byte counts when it ends, which may be just after this (the native one
+      // reports from its own thread): the control connection's line waits for them
+      void Promise.allSettled([...transfers]).then(() => {
+        ctx.finish('ok', { bytesUp: remote.bytesWritten, bytesDown: remote.bytesRead, end, ftp: 'translated', ...stats });
+        resolve();
+      });
     };
     const onError = (e: NodeJS.ErrnoException): void => shutdown(e.code ?? 'error');
     client.on('error', onError);
