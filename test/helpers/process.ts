@@ -28,6 +28,12 @@ export async function startCli(args: string[], opts: { netns?: string; expectLis
   const cmd = opts.netns ? 'ip' : process.execPath;
   const argv = opts.netns ? ['netns', 'exec', opts.netns, process.execPath, CLI, ...args] : [CLI, ...args];
   const proc = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+  // a test file that ends early (failure, runner timeout) must not leave its servers running
+  const reap = (): void => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+  };
+  process.once('exit', reap);
+  proc.once('exit', () => process.off('exit', reap));
   const stdout: string[] = [];
   const stderr: string[] = [];
   const listening: { host: string; port: number }[] = [];
