@@ -70,7 +70,8 @@ export const DEFAULT_GATEWAY_LISTEN: HostPort[] = [
   { host: '::1', port: 1081 },
 ];
 
-function listenAddresses(key: string, items: string[]): HostPort[] {
+/** Listen addresses from HOST:PORT texts; errors name `key`. Shared with the bridge. */
+export function listenAddresses(key: string, items: string[]): HostPort[] {
   return items.map((text) => {
     const hp = splitHostPort(text);
     if (!hp) throw new ConfigError(key, `"${text}" is not HOST:PORT (put IPv6 in brackets: [::]:1081)`);
@@ -79,7 +80,8 @@ function listenAddresses(key: string, items: string[]): HostPort[] {
   });
 }
 
-function cidrs(key: string, items: string[]): CidrSet {
+/** A CIDR set from texts; errors name `key`. Shared with the bridge. */
+export function cidrs(key: string, items: string[]): CidrSet {
   for (const c of items) if (!parseCidr(c)) throw new ConfigError(key, `"${c}" is not an address or CIDR`);
   return new CidrSet(items);
 }

@@ -1,9 +1,9 @@
 // The bridge's settings: one table for flags and JSON keys.
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../../shared/errors.js';
-import { CidrSet, parseCidr, parseIp, splitHostPort } from '../../shared/net/address.js';
+import { type CidrSet, splitHostPort } from '../../shared/net/address.js';
 import { DEFAULT_SETTINGS, parseSettings, type Settings } from '../../shared/rules/index.js';
-import { isLoopbackListen, type HostPort } from '../gateway/config.js';
+import { cidrs, isLoopbackListen, listenAddresses, type HostPort } from '../gateway/config.js';
 import { type OptionSpec, type OptionValues } from '../options.js';
 import { parseGatewayUrl, type Balance } from '../upstream/pool.js';
 import type { Hop } from '../upstream/socks5.js';
@@ -61,18 +61,8 @@ function pacProxy(text: string): HostPort {
 
 /** Builds the config from parsed options; `gateways` may come from elsewhere (dualsocks start). */
 export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig {
-  const listen = o.listen
-    ? (o.listen as string[]).map((text) => {
-        const hp = splitHostPort(text);
-        if (!hp || (!parseIp(hp.host) && hp.host !== 'localhost')) throw new ConfigError('listen', `"${text}" is not IP:PORT (IPv6 in brackets)`);
-        return { host: hp.host === 'localhost' ? '127.0.0.1' : hp.host, port: hp.port };
-      })
-    : DEFAULT_BRIDGE_LISTEN;
-  let clients: CidrSet | undefined;
-  if (o.clients) {
-    for (const c of o.clients as string[]) if (!parseCidr(c)) throw new ConfigError('clients', `"${c}" is not an address or CIDR`);
-    clients = new CidrSet(o.clients as string[]);
-  }
+  const listen = o.listen ? listenAddresses('listen', o.listen as string[]) : DEFAULT_BRIDGE_LISTEN;
+  const clients = o.clients ? cidrs('clients', o.clients as string[]) : undefined;
   const exposed = listen.filter((l) => !isLoopbackListen(l));
   if (exposed.length > 0 && !clients) {
     throw new ConfigError('listen', `${exposed.map((l) => l.host).join(', ')} is not loopback: give --clients CIDR so the bridge is not an open proxy`);
