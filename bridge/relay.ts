@@ -8,9 +8,33 @@
 // per direction).
 // Where the addon in bridge/native/ is built and loads (Linux), the tunnel is handed to it
 // instead: its splice(2) loop moves the bytes in the kernel, with the same half-close,
-// backpressure and idle-timeout behaviour; JavaScript stays the fallback.
+// backpressure and idle-timeout behaviour; JavaScript stays the fallback. Given a RelayGroup, the
+// addon's tunnel releases both sockets at once (see nativeRelay), which is what keeps 10,000 idle
+// tunnels small; the group is then the way to end them.
 import type { Socket } from 'node:net';
-import { nativeRelay } from './native/loader.js';
+import { nativeRelay, NativeTunnels } from './native/loader.js';
+
+/** The tunnels one server relays, so that closing the server ends them all. */
+export class RelayGroup {
+  readonly native = new NativeTunnels();
+  private readonly js = new Set<Socket>();
+
+  /** Tunnels in progress. */
+  get size(): number {
+    return this.native.size + this.js.size;
+  }
+
+  track(client: Socket): void {
+    this.js.add(client);
+    client.once('close', () => this.js.delete(client));
+  }
+
+  closeAll(): void {
+    this.native.cancelAll();
+    // destroying one side of a JavaScript tunnel ends both
+    for (const s of this.js) s.destroy();
+  }
+}
 
 export interface RelayResult {
   /** Bytes from the client side to the remote side, and back. */
@@ -87,11 +111,21 @@ function wire(s: RelaySocket, peer: Socket, t: Tunnel): void {
   s.once('end', onEnd);
 }
 
-export function relay(client: Socket, remote: Socket, opts: { idleTimeoutMs: number; native?: boolean }): Promise<RelayResult> {
+export interface RelayOptions {
+  idleTimeoutMs: number;
+  /** false: JavaScript even where the addon is there. */
+  native?: boolean;
+  /** Lets the addon release the sockets; the owner ends the tunnels with group.closeAll(). */
+  group?: RelayGroup;
+}
+
+/** Never rejects: every end, errors included, resolves with the byte counts and the reason. */
+export function relay(client: Socket, remote: Socket, opts: RelayOptions): Promise<RelayResult> {
   if (opts.native !== false) {
-    const n = nativeRelay(client, remote, opts.idleTimeoutMs);
+    const n = nativeRelay(client, remote, opts.idleTimeoutMs, opts.group?.native);
     if (n) return n;
   }
+  opts.group?.track(client);
   return relayJs(client, remote, opts);
 }
 

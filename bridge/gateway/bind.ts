@@ -153,7 +153,7 @@ export async function serveBind(ctx: RequestContext): Promise<void> {
     record.address = peerHost;
     ctx.reply(REP.SUCCEEDED, { host: peerHost, port: peer.remotePort ?? 0 });
     for (const chunk of held) peer.write(chunk);
-    const r = await relay(client, peer, { idleTimeoutMs: cfg.idleTimeoutMs });
+    const r = await relay(client, peer, { idleTimeoutMs: cfg.idleTimeoutMs, group: ctx.gateway.relays });
     ctx.finish('ok', { bytesUp: r.up, bytesDown: r.down, end: r.end });
   } finally {
     server.close();

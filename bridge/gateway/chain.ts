@@ -11,10 +11,10 @@
 import { DualsocksError, RequestError } from '../../shared/errors.js';
 import { decide } from '../../shared/rules/index.js';
 import { CMD, REP } from '../../shared/socks5/constants.js';
-import { relay } from '../relay.js';
 import { dialChain, redactedUrl } from '../upstream/pool.js';
 import { bindSecondReply, type Socks5Dial } from '../upstream/socks5.js';
 import { whileHoldingClient } from './bind.js';
+import { relayToEnd } from './connect.js';
 import type { GatewayConfig } from './config.js';
 import type { RequestContext } from './server.js';
 
@@ -67,6 +67,5 @@ export async function serveUpstream(ctx: RequestContext): Promise<void> {
     ctx.reply(REP.SUCCEEDED, { host: second.reply.host, port: second.reply.port });
   }
   for (const chunk of early) dial.socket.write(chunk);
-  const r = await relay(ctx.client, dial.socket, { idleTimeoutMs: cfg.idleTimeoutMs });
-  ctx.finish('ok', { bytesUp: r.up, bytesDown: r.down, end: r.end });
+  relayToEnd(ctx, dial.socket);
 }

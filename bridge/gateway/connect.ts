@@ -1,6 +1,7 @@
 // CONNECT: resolve at the gateway, check policy on every address, Happy Eyeballs, then relay.
 // BND.ADDR in the reply is the outbound socket's own address, so the client learns which
 // family reached the destination.
+import type { Socket } from 'node:net';
 import { canonicalHost, familyOf, formatIp } from '../../shared/net/address.js';
 import { relay } from '../relay.js';
 import { dialDirect } from '../upstream/direct.js';
@@ -30,6 +31,16 @@ export async function serveConnect(ctx: RequestContext): Promise<void> {
   const early = ctx.succeed({ host: canonicalHost(remote.localAddress ?? '0.0.0.0'), port: remote.localPort ?? 0 });
   if (ftpTranslates(cfg, ctx.client, address, request.port)) return serveFtp(ctx, remote, early);
   for (const chunk of early) remote.write(chunk);
-  const r = await relay(ctx.client, remote, { idleTimeoutMs: cfg.idleTimeoutMs });
-  ctx.finish('ok', { bytesUp: r.up, bytesDown: r.down, end: r.end });
+  relayToEnd(ctx, remote);
+}
+
+/**
+ * Relays to the end and logs it, without the handler waiting: what the relay's end needs is
+ * only `finish`, so an idle tunnel keeps neither the request context nor the sockets alive.
+ */
+export function relayToEnd(ctx: RequestContext, remote: Socket): void {
+  const { finish } = ctx;
+  void relay(ctx.client, remote, { idleTimeoutMs: ctx.gateway.config.idleTimeoutMs, group: ctx.gateway.relays }).then((r) =>
+    finish('ok', { bytesUp: r.up, bytesDown: r.down, end: r.end }),
+  );
 }

@@ -10,6 +10,8 @@ import { CMD, METHOD } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
 import { closeAll, listenAll } from '../listen.js';
 import type { LogRecord, Logger } from '../log.js';
+import { releasedToNative } from '../native/loader.js';
+import { RelayGroup } from '../relay.js';
 import type { GatewayConfig, HostPort } from './config.js';
 import { serveBind } from './bind.js';
 import { serveConnect } from './connect.js';
@@ -44,8 +46,47 @@ export interface GatewayStats {
   failed: number;
 }
 
+/**
+ * A connection's log line and its place in the counts. Kept apart from the handshake's state
+ * (the socket, the session, the closures) so that a tunnel the native relay took over holds
+ * only this until it ends.
+ */
+class Conn {
+  private logged = false;
+  private counted = true;
+
+  constructor(
+    private readonly gateway: Gateway,
+    readonly record: LogRecord,
+    private readonly started: number,
+  ) {}
+
+  /** Leaves the active count (once). */
+  release(): void {
+    if (!this.counted) return;
+    this.counted = false;
+    this.gateway.stats.active--;
+  }
+
+  /** Logs the outcome (once) and leaves the active count. */
+  finish(result: string, extra: LogRecord = {}): void {
+    this.release();
+    if (this.logged) return;
+    this.logged = true;
+    const { record, gateway } = this;
+    Object.assign(record, extra, { result, durationMs: Date.now() - this.started });
+    if (result === 'ok') gateway.stats.succeeded++;
+    else gateway.stats.failed++;
+    // a peer that left before asking for anything (health checks, scanners) is not worth a line
+    const asked = record.cmd !== undefined || record.user !== undefined;
+    if (!gateway.config.quiet && (asked || result !== 'ERR_CLIENT_CLOSED')) gateway.log(record);
+  }
+}
+
 export class Gateway {
   readonly resolver: NameResolver;
+  /** Tunnels being relayed; close() ends them. */
+  readonly relays = new RelayGroup();
   readonly users: Users | undefined;
   readonly stats: GatewayStats = { accepted: 0, active: 0, succeeded: 0, failed: 0 };
   private readonly servers: Server[] = [];
@@ -66,6 +107,7 @@ export class Gateway {
   }
 
   close(): Promise<void> {
+    this.relays.closeAll();
     return closeAll(this.servers, this.sockets);
   }
 
@@ -76,23 +118,16 @@ export class Gateway {
     this.sockets.add(client);
     const clientHost = canonicalHost(client.remoteAddress ?? '');
     const record: LogRecord = { client: clientHost, clientPort: client.remotePort };
-    let logged = false;
-    const finish = (result: string, extra: LogRecord = {}): void => {
-      if (logged) return;
-      logged = true;
-      Object.assign(record, extra, { result, durationMs: Date.now() - started });
-      if (result === 'ok') this.stats.succeeded++;
-      else this.stats.failed++;
-      // a peer that left before asking for anything (health checks, scanners) is not worth a line
-      const asked = record.cmd !== undefined || record.user !== undefined;
-      if (!this.config.quiet && (asked || result !== 'ERR_CLIENT_CLOSED')) this.log(record);
-    };
+    const conn = new Conn(this, record, started);
+    const finish = conn.finish.bind(conn);
     const aborter = new AbortController();
     let granted = false;
     client.once('close', () => {
-      this.stats.active--;
       this.sockets.delete(client);
       aborter.abort(CLIENT_CLOSED);
+      // the native relay carries on with the connection: its end finishes it
+      if (releasedToNative(client)) return;
+      conn.release();
       // after the reply, the handler logs the relay's outcome itself
       if (!granted) finish('ERR_CLIENT_CLOSED');
     });

@@ -28,8 +28,9 @@ interface Handle {
 
 interface NativeTunnel {
   id: number;
-  client: Socket;
-  remote: Socket;
+  /** The sockets, while JavaScript keeps them open alongside the addon; null once released. */
+  client: Socket | null;
+  remote: Socket | null;
   /** Bytes JavaScript relayed or wrote before the hand-over (the SOCKS reply, early data). */
   up0: number;
   down0: number;
@@ -37,10 +38,35 @@ interface NativeTunnel {
   resolve: (r: NativeResult) => void;
 }
 
+/** Cancels tunnels whose sockets were released: nothing is left in JavaScript to destroy. */
+export class NativeTunnels {
+  private readonly ids = new Set<number>();
+  add(id: number): void {
+    this.ids.add(id);
+  }
+  delete(id: number): void {
+    this.ids.delete(id);
+  }
+  get size(): number {
+    return this.ids.size;
+  }
+  cancelAll(): void {
+    for (const id of this.ids) cancel(id);
+    this.ids.clear();
+  }
+}
+
 const kTunnel = Symbol('native relay tunnel');
-type NativeSocket = Socket & { [kTunnel]?: NativeTunnel; _handle?: Handle | null };
+const kReleased = Symbol('handed to the native relay');
+type NativeSocket = Socket & { [kTunnel]?: NativeTunnel; [kReleased]?: boolean; _handle?: Handle | null };
+
+/** Whether this socket was closed because the addon took its connection over (its 'close' is not the end). */
+export function releasedToNative(s: Socket): boolean {
+  return (s as NativeSocket)[kReleased] === true;
+}
 
 const tunnels = new Map<number, NativeTunnel>();
+const groups = new Map<number, NativeTunnels>();
 let addon: Addon | null | undefined;
 let loadError = '';
 let pipeSize = 0;
@@ -82,11 +108,25 @@ export function nativeRelayStatus(): { available: boolean; reason: string; pipeS
   return { available: a !== null, reason: a ? 'ok' : loadError, pipeSize };
 }
 
+function cancel(id: number): void {
+  const t = tunnels.get(id);
+  if (t && !t.cancelled) {
+    t.cancelled = true;
+    addon!.cancel(id);
+  }
+}
+
 function onDone(id: number, up: number, down: number, end: string): void {
   const t = tunnels.get(id);
   if (!t) return;
   tunnels.delete(id);
+  groups.get(id)?.delete(id);
+  groups.delete(id);
   const result = { up: t.up0 + up, down: t.down0 + down, end };
+  if (!t.client || !t.remote) {
+    t.resolve(result);
+    return;
+  }
   let closed = 0;
   const onClose = (): void => {
     if (++closed === 2) t.resolve(result);
@@ -104,10 +144,7 @@ function onDone(id: number, up: number, down: number, end: string): void {
 /** Stands in for socket.destroy() while the addon owns the descriptor: closing it under the loop would be unsafe. */
 function destroyWhileNative(this: NativeSocket): NativeSocket {
   const t = this[kTunnel];
-  if (t && !t.cancelled) {
-    t.cancelled = true;
-    addon!.cancel(t.id);
-  }
+  if (t) cancel(t.id);
   return this;
 }
 
@@ -142,8 +179,11 @@ function stopReading(s: NativeSocket): number {
 
 /**
  * Relays client <-> remote in the addon, or returns undefined (sockets untouched) when it cannot.
+ * With `release`, both sockets are destroyed once the addon holds its own descriptors, so an idle
+ * tunnel keeps nothing alive in JavaScript; `release` is then how the owner cancels it.
+ * Without, the sockets stay open (paused) until the end and destroy() on either cancels it.
  */
-export function nativeRelay(client: Socket, remote: Socket, idleTimeoutMs: number): Promise<NativeResult> | undefined {
+export function nativeRelay(client: Socket, remote: Socket, idleTimeoutMs: number, release?: NativeTunnels): Promise<NativeResult> | undefined {
   const a = load();
   if (!a) return undefined;
   const c = client as NativeSocket;
@@ -159,11 +199,30 @@ export function nativeRelay(client: Socket, remote: Socket, idleTimeoutMs: numbe
     nativeStats.declined++;
     return undefined;
   }
+  let id: number;
+  try {
+    id = a.add(c._handle!.fd!, r._handle!.fd!, idleTimeoutMs > 0 ? idleTimeoutMs : 0);
+  } catch {
+    // out of descriptors for the duplicates: JavaScript relays this one
+    nativeStats.declined++;
+    return undefined;
+  }
+  stopReading(c);
+  stopReading(r);
   nativeStats.handedOver++;
   return new Promise((resolve) => {
-    const id = a.add(stopReading(c), stopReading(r), idleTimeoutMs > 0 ? idleTimeoutMs : 0);
     const t: NativeTunnel = { id, client, remote, up0: remote.bytesWritten, down0: remote.bytesRead, cancelled: false, resolve };
     tunnels.set(id, t);
+    if (release) {
+      t.client = t.remote = null;
+      release.add(id);
+      groups.set(id, release);
+      for (const s of [c, r]) {
+        s[kReleased] = true;
+        s.destroy();
+      }
+      return;
+    }
     for (const s of [c, r]) {
       s[kTunnel] = t;
       s.destroy = destroyWhileNative as Socket['destroy'];

@@ -1,8 +1,10 @@
 // Native fast path for bridge/relay.ts (Linux only): moves the bytes of many tunnels between
 // pairs of connected TCP sockets with splice(2), socket -> pipe -> socket, on ONE background
 // thread running an epoll loop over all tunnels. Node stops reading the two sockets and hands
-// their descriptors over; the thread reports each tunnel's end (byte counts and reason) back
-// through a threadsafe function, after which JavaScript closes the sockets.
+// over duplicates of their descriptors, which the thread owns and closes; it reports each
+// tunnel's end (byte counts and reason) back through a threadsafe function. JavaScript may
+// close its own descriptors at once (and free the sockets: an idle tunnel then costs only
+// its small record here) or keep them until the end.
 //
 // Per direction: edge-triggered readiness flags, a pipe taken from a pool only while bytes are
 // in flight (an idle tunnel holds no pipe, so thousands of idle tunnels cost two descriptors
@@ -143,6 +145,8 @@ static void finish(tunnel_t *t, const char *end) {
   epoll_ctl(g_ep, EPOLL_CTL_DEL, t->fb, NULL);
   pipe_put(&t->up);
   pipe_put(&t->down);
+  close(t->fa);
+  close(t->fb);
   t->prev->next = t->next;
   t->next->prev = t->prev;
   g_tab[t->id] = NULL;
@@ -425,7 +429,8 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   return r;
 }
 
-// add(fdClient, fdRemote, idleMs) -> id. The loop owns both descriptors until onDone(id).
+// add(fdClient, fdRemote, idleMs) -> id. The loop relays on duplicates of both descriptors and
+// closes them at the end, before onDone(id); the caller's own descriptors stay the caller's.
 static napi_value js_add(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -436,22 +441,34 @@ static napi_value js_add(napi_env env, napi_callback_info info) {
   if (napi_get_value_int32(env, argv[0], &fa) != napi_ok || napi_get_value_int32(env, argv[1], &fb) != napi_ok ||
       napi_get_value_double(env, argv[2], &idle) != napi_ok || fa < 0 || fb < 0)
     THROW("add(fdClient, fdRemote, idleMs)");
+  int da = fcntl(fa, F_DUPFD_CLOEXEC, 0);
+  int db = da < 0 ? -1 : fcntl(fb, F_DUPFD_CLOEXEC, 0);
+  if (db < 0) {
+    int e = errno;
+    if (da >= 0) close(da);
+    napi_throw_error(env, code_name(e), "cannot duplicate the tunnel's descriptors");
+    return NULL;
+  }
   tunnel_t *t = calloc(1, sizeof *t);
   ctl_t *c = calloc(1, sizeof *c);
-  if (!t || !c) THROW("out of memory");
+  if (!t || !c) {
+    free(t);
+    free(c);
+    close(da);
+    close(db);
+    THROW("out of memory");
+  }
   t->id = g_free_n ? g_free_ids[--g_free_n] : g_next_id++;
-  t->fa = fa;
-  t->fb = fb;
+  t->fa = da;
+  t->fb = db;
   t->idle_ms = idle > 0 ? (uint64_t)idle : 0;
   dir_t *ds[2] = {&t->up, &t->down};
   for (int i = 0; i < 2; i++) {
     ds[i]->pr = ds[i]->pw = -1;
     ds[i]->in_ready = ds[i]->out_ready = 1;
   }
-  t->up.src = fa;
-  t->up.dst = fb;
-  t->down.src = fb;
-  t->down.dst = fa;
+  t->up.src = t->down.dst = da;
+  t->up.dst = t->down.src = db;
   if (g_active++ == 0) napi_ref_threadsafe_function(env, g_tsfn);
   c->kind = 0;
   c->t = t;

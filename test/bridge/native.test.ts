@@ -1,13 +1,14 @@
 // The splice(2) relay in bridge/native/ on its own, and the JavaScript relay beside it with the
 // same checks: byte-exact both ways at once, half-close, backpressure, idle timeout, an early
-// destroy(). The native suite is skipped on a machine that cannot build the addon, and fails
+// destroy(), and the native relay once more with the sockets released at hand-over (what the
+// gateway does), ended from outside through its RelayGroup. The native suites are skipped on a machine that cannot build the addon, and fails
 // under CI=true, where the toolchain is there and the addon must have built.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
-import { nativeRelayStatus, nativeStats } from '../../bridge/native/loader.js';
-import { relay, relayJs, type RelayResult } from '../../bridge/relay.js';
+import { nativeRelayStatus, nativeStats, releasedToNative } from '../../bridge/native/loader.js';
+import { relay, RelayGroup, relayJs, type RelayResult } from '../../bridge/relay.js';
 import { requireCapability } from '../helpers/env.js';
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
@@ -72,7 +73,15 @@ async function path(run: RelayFn, idleTimeoutMs = 0): Promise<Path> {
   };
 }
 
-function suite(name: string, run: RelayFn, skip: false | string): void {
+/** How a server ends a tunnel from outside when it shuts down. */
+interface Shutdown {
+  what: string;
+  run(p: Path): void;
+}
+// what the gateway's close() does to every client socket
+const DESTROY: Shutdown = { what: 'destroying a socket from outside', run: (p) => p.cs.destroy() };
+
+function suite(name: string, run: RelayFn, skip: false | string, shutdown: Shutdown = DESTROY): void {
   describe(name, { skip }, () => {
     test('32 MiB each way at once arrive byte-exact, and the counts add up', async () => {
       const p = await path(run);
@@ -162,7 +171,7 @@ function suite(name: string, run: RelayFn, skip: false | string): void {
       }
     });
 
-    test('destroying a socket from outside (server shutdown) ends the relay and closes both', async () => {
+    test(`${shutdown.what} (server shutdown) ends the relay and closes both`, async () => {
       const p = await path(run);
       try {
         // the client is allowHalfOpen: it sees the FIN (or a reset), not a close of its own
@@ -173,7 +182,7 @@ function suite(name: string, run: RelayFn, skip: false | string): void {
         p.client.resume();
         p.origin.write('before');
         await new Promise((r) => setTimeout(r, 50));
-        p.cs.destroy(); // what the gateway's close() does to every client socket
+        shutdown.run(p);
         await p.result;
         await clientEnded;
         assert.ok(p.cs.destroyed && p.rs.destroyed);
@@ -194,6 +203,24 @@ suite('native splice relay', (c, r, o) => {
   return p;
 }, skipNative);
 suite('JavaScript relay', relayJs, false);
+
+const group = new RelayGroup();
+suite(
+  'native splice relay, sockets released',
+  (c, r, o) => {
+    const before = nativeStats.handedOver;
+    const p = relay(c, r, { ...o, group });
+    assert.equal(nativeStats.handedOver, before + 1, 'the tunnel went to the addon');
+    // nothing of the tunnel is left in JavaScript but its promise: the addon holds duplicates
+    assert.ok(c.destroyed && r.destroyed, 'both sockets destroyed at the hand-over');
+    assert.ok(releasedToNative(c) && releasedToNative(r));
+    assert.equal(group.size, 1);
+    void p.then(() => assert.equal(group.size, 0, 'the group forgets an ended tunnel'));
+    return p;
+  },
+  skipNative,
+  { what: 'RelayGroup.closeAll()', run: () => group.closeAll() },
+);
 
 describe('native relay hand-over', { skip: skipNative }, () => {
   test('bytes Node already read are passed on before the hand-over', async () => {

@@ -263,7 +263,7 @@ describe('gateway limits', () => {
     }
   });
 
-  test('connection cap refuses cleanly with 0x01', async () => {
+  test('connection cap refuses cleanly with 0x01, and a tunnel that ended frees its place', async () => {
     const origin = await startOrigin('127.0.0.1', 16);
     const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--max-connections', '1', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']);
     const port = gw.listening[0]!.port;
@@ -273,8 +273,12 @@ describe('gateway limits', () => {
         dialSocks5({ host: '127.0.0.1', port }, { host: 'web.test', port: origin.port }, { timeoutMs: 5000 }),
         (e: { rep: number }) => e.rep === REP.GENERAL_FAILURE,
       );
-      first.socket.destroy();
       await gw.waitRecord((r) => r.result === 'ERR_CONNECTION_CAP');
+      // the relay (the native one where built) gives its place back when the tunnel ends
+      first.socket.destroy();
+      await gw.waitRecord((r) => r.result === 'ok');
+      const third = await dialSocks5({ host: '127.0.0.1', port }, { host: 'web.test', port: origin.port }, { timeoutMs: 5000 });
+      third.socket.destroy();
     } finally {
       await gw.stop();
       await origin.close();
