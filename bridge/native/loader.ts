@@ -16,7 +16,7 @@ export interface NativeResult {
 
 interface Addon {
   init(onDone: (id: number, up: number, down: number, end: string) => void): number;
-  add(fdClient: number, fdRemote: number, idleMs: number): number;
+  add(fdClient: number, fdRemote: number, idleMs: number, release: boolean): number;
   cancel(id: number): void;
 }
 
@@ -201,9 +201,9 @@ export function nativeRelay(client: Socket, remote: Socket, idleTimeoutMs: numbe
   }
   let id: number;
   try {
-    id = a.add(c._handle!.fd!, r._handle!.fd!, idleTimeoutMs > 0 ? idleTimeoutMs : 0);
+    id = a.add(c._handle!.fd!, r._handle!.fd!, idleTimeoutMs > 0 ? idleTimeoutMs : 0, release !== undefined);
   } catch {
-    // out of descriptors for the duplicates: JavaScript relays this one
+    // no descriptors left for the duplicates: JavaScript relays this one
     nativeStats.declined++;
     return undefined;
   }

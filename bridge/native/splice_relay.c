@@ -1,10 +1,10 @@
 // Native fast path for bridge/relay.ts (Linux only): moves the bytes of many tunnels between
 // pairs of connected TCP sockets with splice(2), socket -> pipe -> socket, on ONE background
 // thread running an epoll loop over all tunnels. Node stops reading the two sockets and hands
-// over duplicates of their descriptors, which the thread owns and closes; it reports each
-// tunnel's end (byte counts and reason) back through a threadsafe function. JavaScript may
-// close its own descriptors at once (and free the sockets: an idle tunnel then costs only
-// its small record here) or keep them until the end.
+// their descriptors over; the thread reports each tunnel's end (byte counts and reason) back
+// through a threadsafe function. Either JavaScript keeps the sockets and closes them after the
+// end, or (release) the thread works on duplicates that it closes itself, so that JavaScript
+// can free the sockets at once and an idle tunnel costs only its small record here.
 //
 // Per direction: edge-triggered readiness flags, a pipe taken from a pool only while bytes are
 // in flight (an idle tunnel holds no pipe, so thousands of idle tunnels cost two descriptors
@@ -44,7 +44,7 @@ typedef struct tunnel {
   int fa, fb;           // a = client, b = remote
   dir_t up, down;       // up: a -> b, down: b -> a
   uint64_t idle_ms, last;
-  uint8_t finished, queued;
+  uint8_t finished, queued, owned;  // owned: fa/fb are our duplicates, closed at the end
   struct tunnel *prev, *next;   // all live tunnels (idle sweep)
   struct tunnel *rnext;         // ready list (burst limit hit)
   struct tunnel *dnext;         // finished, to free at the end of the loop turn
@@ -145,8 +145,10 @@ static void finish(tunnel_t *t, const char *end) {
   epoll_ctl(g_ep, EPOLL_CTL_DEL, t->fb, NULL);
   pipe_put(&t->up);
   pipe_put(&t->down);
-  close(t->fa);
-  close(t->fb);
+  if (t->owned) {
+    close(t->fa);
+    close(t->fb);
+  }
   t->prev->next = t->next;
   t->next->prev = t->prev;
   g_tab[t->id] = NULL;
@@ -429,20 +431,22 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   return r;
 }
 
-// add(fdClient, fdRemote, idleMs) -> id. The loop relays on duplicates of both descriptors and
-// closes them at the end, before onDone(id); the caller's own descriptors stay the caller's.
+// add(fdClient, fdRemote, idleMs, release) -> id. Without release the loop uses both descriptors
+// until onDone(id), and the caller closes them after it. With release it relays on duplicates
+// that it closes itself before onDone(id); the caller may close its own at once.
 static napi_value js_add(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (!g_started) THROW("not started");
   int32_t fa, fb;
   double idle;
-  if (napi_get_value_int32(env, argv[0], &fa) != napi_ok || napi_get_value_int32(env, argv[1], &fb) != napi_ok ||
-      napi_get_value_double(env, argv[2], &idle) != napi_ok || fa < 0 || fb < 0)
-    THROW("add(fdClient, fdRemote, idleMs)");
-  int da = fcntl(fa, F_DUPFD_CLOEXEC, 0);
-  int db = da < 0 ? -1 : fcntl(fb, F_DUPFD_CLOEXEC, 0);
+  bool release = false;
+  if (argc < 4 || napi_get_value_int32(env, argv[0], &fa) != napi_ok || napi_get_value_int32(env, argv[1], &fb) != napi_ok ||
+      napi_get_value_double(env, argv[2], &idle) != napi_ok || napi_get_value_bool(env, argv[3], &release) != napi_ok || fa < 0 || fb < 0)
+    THROW("add(fdClient, fdRemote, idleMs, release)");
+  int da = release ? fcntl(fa, F_DUPFD_CLOEXEC, 0) : fa;
+  int db = da < 0 ? -1 : release ? fcntl(fb, F_DUPFD_CLOEXEC, 0) : fb;
   if (db < 0) {
     int e = errno;
     if (da >= 0) close(da);
@@ -454,10 +458,13 @@ static napi_value js_add(napi_env env, napi_callback_info info) {
   if (!t || !c) {
     free(t);
     free(c);
-    close(da);
-    close(db);
+    if (release) {
+      close(da);
+      close(db);
+    }
     THROW("out of memory");
   }
+  t->owned = release;
   t->id = g_free_n ? g_free_ids[--g_free_n] : g_next_id++;
   t->fa = da;
   t->fb = db;

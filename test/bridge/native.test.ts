@@ -5,6 +5,7 @@
 // under CI=true, where the toolchain is there and the addon must have built.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { nativeRelayStatus, nativeStats, releasedToNative } from '../../bridge/native/loader.js';
@@ -222,7 +223,30 @@ suite(
   { what: 'RelayGroup.closeAll()', run: () => group.closeAll() },
 );
 
+const openFds = (): number => readdirSync('/proc/self/fd').length;
+
 describe('native relay hand-over', { skip: skipNative }, () => {
+  test('a tunnel costs its two descriptors, released or not (10,000 tunnels must fit the limit)', async () => {
+    for (const release of [undefined, new RelayGroup()]) {
+      let before = 0;
+      let during = 0;
+      const p = await path((c, r, o) => {
+        before = openFds();
+        const res = relay(c, r, { ...o, group: release });
+        during = openFds();
+        return res;
+      });
+      try {
+        assert.equal(during, before, release ? 'released: the duplicates replace the sockets own' : 'kept: no duplicates');
+        p.client.end();
+        p.origin.end();
+        await p.result;
+      } finally {
+        p.close();
+      }
+    }
+  });
+
   test('bytes Node already read are passed on before the hand-over', async () => {
     const p = await path((c, r, o) => {
       c.unshift(Buffer.from('early'));
