@@ -1,6 +1,7 @@
 // Turns the samples of every round into tables (Markdown, also readable in a terminal) and the
 // BENCHMARKS.md document, with the machine they were measured on.
 import { cpus, freemem, loadavg, release, totalmem, type as osType } from 'node:os';
+import { nativeRelayStatus } from '../../bridge/native/loader.js';
 import { median } from './measure.js';
 
 export interface Machine {
@@ -12,6 +13,8 @@ export interface Machine {
   node: string;
   date: string;
   load: string;
+  /** Which relay our processes use: the splice(2) addon or JavaScript, and why. */
+  relay: string;
 }
 
 export function machine(): Machine {
@@ -25,7 +28,14 @@ export function machine(): Machine {
     node: process.version,
     date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
     load: loadavg().map((l) => l.toFixed(2)).join(' '),
+    relay: relayLine(),
   };
+}
+
+// our processes load the same addon this one does, with the same environment
+function relayLine(): string {
+  const n = nativeRelayStatus();
+  return n.available ? `native splice(2) addon, pipes of ${n.pipeSize / 1024} KiB` : `JavaScript (native relay: ${n.reason})`;
 }
 
 export interface Metric {
@@ -191,6 +201,7 @@ export function machineLines(m: Machine): string[] {
     `- Node.js: ${m.node}`,
     `- date: ${m.date}`,
     `- load average at start (1/5/15 min): ${m.load}`,
+    `- dualsocks relay: ${m.relay}`,
   ];
 }
 
