@@ -1,7 +1,8 @@
 // The peers from Debian the bench compares with, started on 127.0.0.1 with a generated config:
 // Dante (danted, package dante-server), microsocks and Privoxy (chained to a Dante of its own).
-// The bench never installs anything (.ci/run or the operator does); a missing peer is reported
-// loudly and the run goes on without it. Also: process trees, their CPU time and memory from
+// A peer that is not installed is installed from Debian with apt-get when the bench runs as root
+// (npm run bench -- --no-install: never); one that still is not there is reported loudly and the
+// run goes on without it. Also: process trees, their CPU time and memory from
 // /proc, and raising descriptor limits with prlimit(1), for our processes and the peers alike.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -186,6 +187,61 @@ async function spawnDaemon(name: string, cmd: string, args: string[], port: numb
     await new Promise((r) => setTimeout(r, 50));
   }
   return { host: '127.0.0.1', port, pids: [proc.pid!], stop };
+}
+
+/** The peers' commands and the Debian packages that have them. */
+export const PEER_PACKAGES = [
+  { cmd: 'danted', pkg: 'dante-server' },
+  { cmd: 'microsocks', pkg: 'microsocks' },
+  { cmd: 'privoxy', pkg: 'privoxy' },
+];
+
+/** Debian packages of the peers whose commands are not on this machine. */
+export function missingPeerPackages(): string[] {
+  return PEER_PACKAGES.filter((p) => !which(p.cmd)).map((p) => p.pkg);
+}
+
+function daemonPids(): Set<number> {
+  const r = spawnSync('pgrep', ['-x', PEER_PACKAGES.map((p) => p.cmd).join('|')], { encoding: 'utf8' });
+  return new Set((r.stdout ?? '').split('\n').filter(Boolean).map(Number));
+}
+
+function aptGet(args: string[]): { ok: boolean; last: string } {
+  const r = spawnSync('apt-get', args, { encoding: 'utf8', timeout: 600_000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  const lines = `${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n');
+  return { ok: r.status === 0, last: r.error ? r.error.message : (lines[lines.length - 1] ?? `exit ${r.status}`) };
+}
+
+/**
+ * Installs the missing peers with apt-get (root only), and says what it did or why it could not.
+ * Package scripts may start the peers as system services; those are stopped again (the bench
+ * starts its own, with its own configuration), and services that ran before are left alone.
+ */
+export function installMissingPeers(say: (line: string) => void): void {
+  const pkgs = missingPeerPackages();
+  if (pkgs.length === 0) return;
+  if (!isRoot || !which('apt-get')) {
+    say(`!!! peers not installed: ${pkgs.join(' ')}; not root with apt-get here, so install them with: sudo apt-get install ${pkgs.join(' ')}`);
+    return;
+  }
+  say(`installing the missing peers from Debian: apt-get install -y ${pkgs.join(' ')}`);
+  const before = daemonPids();
+  let r = aptGet(['install', '-y', '--no-install-recommends', ...pkgs]);
+  if (!r.ok) {
+    // a fresh machine has no package lists yet
+    aptGet(['update']);
+    r = aptGet(['install', '-y', '--no-install-recommends', ...pkgs]);
+  }
+  for (const pid of daemonPids()) {
+    if (before.has(pid)) continue;
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      // gone already
+    }
+  }
+  if (!r.ok) say(`!!! apt-get install ${pkgs.join(' ')} failed: ${r.last}`);
+  else say(`installed ${pkgs.join(' ')}`);
 }
 
 function missing(peer: string, cmd: string, pkg: string): string {

@@ -4,7 +4,8 @@
 // machine (other load, thermal limits) spreads over all targets; the figures are medians.
 //   npm run bench                full run, writes BENCHMARKS.md
 //   npm run bench -- --quick     a few-second smoke run (also BENCH_QUICK=1), writes nothing
-// Options: --rounds N, --size MIB, --conns N, --concurrency N, --streams N, --tunnels N, --out FILE, --no-write.
+// Options: --rounds N, --size MIB, --conns N, --concurrency N, --streams N, --tunnels N, --out FILE, --no-write,
+// --no-install (a missing peer is otherwise installed with apt-get when run as root).
 // Processes: this one is the client; the origin servers run in a child (origin.ts); each
 // SOCKS5 target is its own process. Only 127.0.0.1 is used, and every wait has a deadline.
 import { spawnSync } from 'node:child_process';
@@ -17,7 +18,7 @@ import { Sha256Worker } from './hasher.js';
 import { bulkDownload, bulkUpload, connections, cpuMark, cpuShare, idleTunnels, median, parallelDownload, quantile, type IdleResult } from './measure.js';
 import { startOrigin, type Origin } from './origin.js';
 import { patternBytes, periodFor, streamDigest } from './pattern.js';
-import { nofileOf, raiseNofile } from './peers.js';
+import { installMissingPeers, nofileOf, raiseNofile } from './peers.js';
 import { benchmarksMarkdown, cpuTable, machine, machineLines, med, peerTable, relayCostTable, roundsTable, summaryTable, table, throughputSvg, type CaseInfo, type Machine, type Sample, type Samples } from './report.js';
 import {
   BRIDGE_HTTP,
@@ -360,10 +361,11 @@ function peerVersions(): string[] {
   return out;
 }
 
-function parseArgs(argv: string[]): { cfg: BenchConfig; out: string | null } {
+function parseArgs(argv: string[]): { cfg: BenchConfig; out: string | null; install: boolean } {
   const quick = argv.includes('--quick') || process.env.BENCH_QUICK === '1';
   const cfg = { ...(quick ? QUICK : FULL) };
   let out: string | null = quick ? null : fileURLToPath(new URL('../../../BENCHMARKS.md', import.meta.url));
+  let install = true;
   const int = (flag: string, v: string | undefined, max: number): number => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`${flag} takes an integer from 1 to ${max}`);
@@ -380,12 +382,13 @@ function parseArgs(argv: string[]): { cfg: BenchConfig; out: string | null } {
     else if (a === '--tunnels') cfg.idleTunnels = int(a, argv[++i], 100000);
     else if (a === '--out') out = argv[++i] ?? '';
     else if (a === '--no-write') out = null;
+    else if (a === '--no-install') install = false;
     else if (a === '--help') {
-      process.stdout.write('Usage: npm run bench [-- --quick] [--rounds N] [--size MIB] [--conns N] [--concurrency N] [--streams N] [--tunnels N] [--out FILE | --no-write]\n');
+      process.stdout.write('Usage: npm run bench [-- --quick] [--rounds N] [--size MIB] [--conns N] [--concurrency N] [--streams N] [--tunnels N] [--out FILE | --no-write] [--no-install]\n');
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
   }
-  return { cfg, out };
+  return { cfg, out, install };
 }
 
 export function summary(r: BenchResult): string {
@@ -398,7 +401,8 @@ function versus(r: BenchResult): string {
 }
 
 async function main(): Promise<void> {
-  const { cfg, out } = parseArgs(process.argv.slice(2));
+  const { cfg, out, install } = parseArgs(process.argv.slice(2));
+  if (install) installMissingPeers((l) => process.stderr.write(`${l}\n`));
   const m = machine();
   process.stderr.write(`dualsocks bench${cfg.quick ? ' (quick)' : ''}\n${machineLines(m).join('\n')}\n\n`);
   const r = await bench(cfg, (l) => process.stderr.write(`${l}\n`));
