@@ -159,7 +159,7 @@ function canConnect(port: number): Promise<boolean> {
 }
 
 /** Spawns `cmd` (under prlimit when it can raise the limit) and waits until `port` accepts. */
-async function spawnDaemon(name: string, cmd: string, args: string[], port: number, nofile: number, cleanup: () => void, timeoutMs = 15000): Promise<Daemon> {
+export async function spawnDaemon(name: string, cmd: string, args: string[], port: number, nofile: number, cleanup: () => void, timeoutMs = 15000): Promise<Daemon> {
   const limited = nofile > 0 && isRoot && which('prlimit');
   const proc: ChildProcess = limited ? spawn('prlimit', [`--nofile=${nofile}:${nofile}`, '--', cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'] }) : spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -189,11 +189,13 @@ async function spawnDaemon(name: string, cmd: string, args: string[], port: numb
   return { host: '127.0.0.1', port, pids: [proc.pid!], stop };
 }
 
-/** The peers' commands and the Debian packages that have them. */
+/** The peers' commands (and the tools of the iperf3 figures) and the Debian packages that have them. */
 export const PEER_PACKAGES = [
   { cmd: 'danted', pkg: 'dante-server' },
   { cmd: 'microsocks', pkg: 'microsocks' },
   { cmd: 'privoxy', pkg: 'privoxy' },
+  { cmd: 'iperf3', pkg: 'iperf3' },
+  { cmd: 'proxychains4', pkg: 'proxychains4' },
 ];
 
 /** Debian packages of the peers whose commands are not on this machine. */

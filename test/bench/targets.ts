@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dialSocks5 } from '../../bridge/upstream/socks5.js';
 import { startCli, type Running } from '../helpers/process.js';
+import type { Proxy } from './iperf.js';
 import { processTree, raiseNofile, startDante, startMicrosocks, startPrivoxy, type Daemon } from './peers.js';
 
 export interface HostPort {
@@ -21,6 +22,8 @@ export interface Route {
   /** The processes doing the relaying (their descendants count too). */
   pids: number[];
   dial(dst: HostPort, timeoutMs: number): Promise<Socket>;
+  /** The same route as proxychains reaches it (iperf3), or null for direct. */
+  proxy: Proxy | null;
   stop(): Promise<void>;
 }
 
@@ -108,17 +111,17 @@ export async function dialHttpConnect(proxy: HostPort, dst: HostPort, timeoutMs:
 
 export const directTarget: Target = {
   name: DIRECT,
-  start: async () => ({ name: DIRECT, pids: [], dial: tcp, stop: async () => {} }),
+  start: async () => ({ name: DIRECT, pids: [], dial: tcp, proxy: null, stop: async () => {} }),
 };
 
 function socks5Route(name: string, hop: HostPort, pids: number[], stop: () => Promise<void>): Route {
-  return { name, pids, dial: async (dst, timeoutMs) => (await dialSocks5(hop, dst, { timeoutMs })).socket, stop };
+  return { name, pids, dial: async (dst, timeoutMs) => (await dialSocks5(hop, dst, { timeoutMs })).socket, proxy: { scheme: 'socks5', ...hop }, stop };
 }
 
 function daemonRoute(name: string, d: Daemon, dial: 'socks5' | 'http'): Route {
   const hop = { host: d.host, port: d.port };
   if (dial === 'socks5') return socks5Route(name, hop, d.pids, d.stop);
-  return { name, pids: d.pids, dial: (dst, timeoutMs) => dialHttpConnect(hop, dst, timeoutMs), stop: d.stop };
+  return { name, pids: d.pids, dial: (dst, timeoutMs) => dialHttpConnect(hop, dst, timeoutMs), proxy: { scheme: 'http', ...hop }, stop: d.stop };
 }
 
 /** Our CLI, its descriptor limit then raised with `prlimit`, so it may hold 10,000 tunnels. */
@@ -172,7 +175,7 @@ function bridgeTarget(name: string, dial: 'socks5' | 'http'): Target {
       };
       const pids = [br.proc.pid!, gw.proc.pid!];
       if (dial === 'socks5') return socks5Route(name, b, pids, stop);
-      return { name, pids, dial: (dst, timeoutMs) => dialHttpConnect(b, dst, timeoutMs), stop };
+      return { name, pids, dial: (dst, timeoutMs) => dialHttpConnect(b, dst, timeoutMs), proxy: { scheme: 'http', host: b.host, port: b.port }, stop };
     },
   };
 }
@@ -211,6 +214,7 @@ export const privoxyTarget: Target = {
       name: PRIVOXY,
       pids: [...p.pids, ...dante.pids],
       dial: (dst, timeoutMs) => dialHttpConnect(p, dst, timeoutMs),
+      proxy: { scheme: 'http', host: p.host, port: p.port },
       stop: async () => {
         await p.stop();
         await dante.stop();
