@@ -10,6 +10,8 @@ import { SocksClient } from 'socks';
 import { decodeReply, encodeGreeting, encodeRequest } from '../../../shared/socks5/codec.js';
 import { CMD, METHOD, REP } from '../../../shared/socks5/constants.js';
 import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
+import { gatewayConfig } from '../../../bridge/gateway/config.js';
+import { Gateway } from '../../../bridge/gateway/server.js';
 import { readAll, sha256, startOrigin, startTcp, type Origin } from '../../helpers/origin.js';
 import { run, startCli, type Running } from '../../helpers/process.js';
 
@@ -329,5 +331,39 @@ describe('gateway limits', () => {
     assert.match(typo.stderr, /allowprivate: unknown key .*did you mean "allowPrivate"/);
     const enc = encodeRequest({ cmd: CMD.CONNECT, host: 'example.org', port: 1 });
     assert.equal(enc[3], 3, 'names travel as DOMAINNAME');
+  });
+});
+
+describe('gateway in process (what `dualsocks start` runs)', () => {
+  test('close() ends tunnels the relay holds, also those whose sockets it released', { timeout: 20_000 }, async () => {
+    const held = await startTcp('127.0.0.1', (s) => s.resume());
+    const records: Record<string, unknown>[] = [];
+    let logged!: () => void;
+    const firstLine = new Promise<void>((r) => (logged = r));
+    const gw = new Gateway(gatewayConfig(['--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']), (r) => {
+      records.push(r);
+      logged();
+    });
+    try {
+      const [bound] = await gw.listen();
+      const { socket } = await dialSocks5({ host: '127.0.0.1', port: bound!.port }, { host: 'web.test', port: held.port }, { timeoutMs: 5000 });
+      socket.write('x');
+      socket.resume();
+      // half-open capable: the gateway's close arrives as our end
+      const ended = new Promise((r) => socket.once('end', r).once('close', r));
+      // the tunnel is open and counted, whoever relays it
+      assert.equal(gw.stats.active, 1);
+      await gw.close();
+      await ended;
+      socket.destroy();
+      await firstLine;
+      assert.equal(gw.stats.active, 0);
+      assert.equal(records.length, 1);
+      assert.equal(records[0]!.result, 'ok');
+      assert.equal(records[0]!.bytesUp, 1);
+    } finally {
+      await gw.close();
+      await held.close();
+    }
   });
 });
