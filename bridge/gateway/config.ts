@@ -14,6 +14,7 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { key: 'noAuth', kind: 'flag', help: 'serve without authentication even on a non-loopback address' },
   { key: 'hosts', kind: 'string', arg: 'FILE', help: 'hosts(5) file of static names, looked up before DNS' },
   { key: 'dns', kind: 'list', arg: 'SERVER[:PORT]', help: 'resolver to ask instead of the system one, repeatable; "none" for hosts file only' },
+  { key: 'dnsCache', kind: 'seconds', arg: 'SECONDS', help: 'keep resolved names this long at most (their TTL with --dns), 0 for no cache (default 60)' },
   { key: 'prefer', kind: 'string', arg: 'ipv6|ipv4', choices: ['ipv6', 'ipv4'], help: 'family tried first by Happy Eyeballs (default ipv6)' },
   { key: 'allow', kind: 'list', arg: 'CIDR', help: 'destination range to allow although it is loopback/private/link-local…, repeatable' },
   { key: 'allowPrivate', kind: 'flag', help: 'allow every loopback, private, link-local, unique-local and multicast destination' },
@@ -45,6 +46,8 @@ export interface GatewayConfig {
   hostsFile?: string | undefined;
   /** undefined: system resolver; []: hosts file only. */
   dns?: HostPort[] | undefined;
+  /** Longest time a resolved name is kept; 0: no cache. */
+  dnsCacheSeconds: number;
   prefer: 'ipv6' | 'ipv4';
   allow: CidrSet;
   allowPrivate: boolean;
@@ -153,6 +156,7 @@ export function gatewayConfigFrom(o: OptionValues): GatewayConfig {
     requireAuth: usersFile !== undefined,
     hostsFile: o.hosts as string | undefined,
     dns,
+    dnsCacheSeconds: (o.dnsCache as number | undefined) ?? 60,
     prefer: (o.prefer as 'ipv6' | 'ipv4' | undefined) ?? 'ipv6',
     allow: cidrs('allow', (o.allow as string[] | undefined) ?? []),
     allowPrivate: o.allowPrivate === true,

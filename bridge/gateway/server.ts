@@ -97,7 +97,7 @@ export class Gateway {
     readonly log: Logger,
   ) {
     this.users = config.usersFile ? Users.fromFile(config.usersFile) : undefined;
-    this.resolver = new NameResolver({ hostsFile: config.hostsFile, dns: config.dns });
+    this.resolver = new NameResolver({ hostsFile: config.hostsFile, dns: config.dns, cacheSeconds: config.dnsCacheSeconds });
   }
 
   async listen(): Promise<HostPort[]> {

@@ -146,6 +146,16 @@ test('gateway across address families in network namespaces', { skip }, async (t
       assert.ok(topo.queriesFor('gw', NAMES.dnsOnly) > 0);
     });
 
+    await t.test('--dns answers are kept for their TTL: the same name again asks the resolver nothing', async () => {
+      const before = topo.queriesFor('gw', NAMES.dnsOnly);
+      for (let i = 0; i < 3; i++) {
+        const r = await curl('c4', `http://${NAMES.dnsOnly}/index.html`);
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stdout.toString(), topo.index.s6);
+      }
+      assert.equal(topo.queriesFor('gw', NAMES.dnsOnly), before);
+    });
+
     await t.test('REP 0x04: unknown name (NXDOMAIN from --dns)', async () => {
       const r = await curl('c6', `http://${NAMES.unknown}/`);
       assert.notEqual(r.code, 0);

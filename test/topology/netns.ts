@@ -355,7 +355,8 @@ export async function createTopology(): Promise<Topology> {
     // Resolvers: clients' know nothing (NXDOMAIN for every name) and log every query.
     startResolver(lab, 'c4', '127.0.0.1', 53);
     startResolver(lab, 'c6', '::1', 53);
-    startResolver(lab, 'gw', GW_DNS.host, GW_DNS.port, [`--host-record=${NAMES.dnsOnly},${ADDR.s6}`]);
+    // a TTL, so that the gateway's cache has something to keep
+    startResolver(lab, 'gw', GW_DNS.host, GW_DNS.port, [`--host-record=${NAMES.dnsOnly},${ADDR.s6}`, '--local-ttl=300']);
     const servers = startServers(lab, ADDR, true);
 
     const hostsFile = join(dir, 'gateway-hosts');
