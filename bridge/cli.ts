@@ -52,6 +52,10 @@ async function gateway(argv: string[]): Promise<void> {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+  // as daemons do (Dante too): re-read the files, keep serving
+  process.on('SIGHUP', () => {
+    for (const line of gw.reload()) say(`dualsocks gateway: SIGHUP: ${line}`);
+  });
 }
 
 const START_GATEWAY_KEYS = ['hosts', 'dns', 'prefer', 'allow', 'allowPrivate', 'quiet'];
@@ -86,6 +90,7 @@ async function bridge(argv: string[]): Promise<void> {
   }
   const b = await runBridge(bridgeConfig(parseOptions(argv, BRIDGE_OPTIONS)));
   onStop(() => b.close());
+  process.on('SIGHUP', () => say(`dualsocks bridge: SIGHUP: ${b.reload()}`));
 }
 
 async function start(argv: string[]): Promise<void> {

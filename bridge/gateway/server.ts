@@ -84,10 +84,11 @@ class Conn {
 }
 
 export class Gateway {
-  readonly resolver: NameResolver;
+  /** Both replaced by reload(); a request in progress keeps the ones it started with. */
+  resolver: NameResolver;
   /** Tunnels being relayed; close() ends them. */
   readonly relays = new RelayGroup();
-  readonly users: Users | undefined;
+  users: Users | undefined;
   readonly stats: GatewayStats = { accepted: 0, active: 0, succeeded: 0, failed: 0 };
   private readonly servers: Server[] = [];
   private readonly sockets = new Set<Socket>();
@@ -104,6 +105,31 @@ export class Gateway {
     const { servers, bound } = await listenAll(this.config.listen, (s) => this.accept(s), { defaults: this.config.listenIsDefault });
     this.servers.push(...servers);
     return bound;
+  }
+
+  /**
+   * SIGHUP: re-reads --users and --hosts (and starts a new DNS cache); connections already
+   * granted are not touched. A file that does not parse leaves its table as it was. Returns
+   * what to say.
+   */
+  reload(): string[] {
+    const { config } = this;
+    const said: string[] = [];
+    if (config.usersFile) {
+      try {
+        this.users = Users.fromFile(config.usersFile);
+        said.push(`users reloaded from ${config.usersFile} (${this.users.size})`);
+      } catch (e) {
+        said.push(`--users not reloaded, the previous users stay: ${(e as Error).message}`);
+      }
+    }
+    try {
+      this.resolver = new NameResolver({ hostsFile: config.hostsFile, dns: config.dns, cacheSeconds: config.dnsCacheSeconds });
+      said.push(config.hostsFile ? `hosts reloaded from ${config.hostsFile}, DNS cache emptied` : 'DNS cache emptied');
+    } catch (e) {
+      said.push(`--hosts not reloaded, the previous names stay: ${(e as Error).message}`);
+    }
+    return said;
   }
 
   close(): Promise<void> {

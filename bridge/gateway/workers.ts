@@ -7,7 +7,8 @@ import cluster, { type Worker } from 'node:cluster';
 
 /**
  * In the primary with `workers` > 1: forks the workers (each runs the same command line and
- * returns false here, so it goes on to serve), stops them on SIGTERM/SIGINT, and returns true.
+ * returns false here, so it goes on to serve), stops them on SIGTERM/SIGINT, passes SIGHUP on,
+ * and returns true.
  * With `workers` ≤ 1, or in a worker, returns false: serve in this process.
  */
 export function startWorkers(workers: number, say: (line: string) => void): boolean {
@@ -34,5 +35,9 @@ export function startWorkers(workers: number, say: (line: string) => void): bool
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+  // each worker re-reads its files
+  process.on('SIGHUP', () => {
+    for (const w of alive) w.process.kill('SIGHUP');
+  });
   return true;
 }

@@ -32,6 +32,8 @@ export interface BridgeConfig {
   gateways: Hop[][];
   balance: Balance;
   rules: Settings;
+  /** Where `rules` came from (--rules), re-read on SIGHUP. */
+  rulesFile?: string | undefined;
   pacProxy?: HostPort | undefined;
   connectTimeoutMs: number;
   idleTimeoutMs: number;
@@ -43,7 +45,7 @@ export const DEFAULT_BRIDGE_LISTEN: HostPort[] = [
   { host: '::1', port: 1080 },
 ];
 
-function readRules(path: string): Settings {
+export function readRules(path: string): Settings {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -77,6 +79,7 @@ export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig 
     gateways: gw,
     balance: (o.balance as Balance | undefined) ?? 'round-robin',
     rules: o.rules ? readRules(o.rules as string) : DEFAULT_SETTINGS,
+    rulesFile: o.rules as string | undefined,
     pacProxy: o.pacProxy ? pacProxy(o.pacProxy as string) : undefined,
     connectTimeoutMs: secs('connectTimeout', 10),
     idleTimeoutMs: secs('idleTimeout', 3600),

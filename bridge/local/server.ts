@@ -10,7 +10,7 @@ import { relay } from '../relay.js';
 import { closeAll, listenAll, type HostPort } from '../listen.js';
 import { connectTcp } from '../upstream/direct.js';
 import type { GatewayPool, Tunnel } from '../upstream/pool.js';
-import type { BridgeConfig } from './config.js';
+import { readRules, type BridgeConfig } from './config.js';
 import type { BridgeContext } from './context.js';
 import { createHttpFrontend } from './http.js';
 import { serveSocks4, serveSocks5 } from './socks.js';
@@ -67,6 +67,22 @@ export class Bridge {
     this.ctx.port = bound[0]?.port ?? this.ctx.port;
     this.state.listen = bound.map((b) => joinHostPort(b.host, b.port));
     return bound;
+  }
+
+  /**
+   * SIGHUP: re-reads the --rules file; new connections and the PAC file follow it, open tunnels
+   * stay as they are. A file that does not parse leaves the rules as they were. Returns what to say.
+   */
+  reload(): string {
+    const file = this.config.rulesFile;
+    if (!file) return 'nothing to reload (no --rules file)';
+    try {
+      this.settings = readRules(file);
+    } catch (e) {
+      return `--rules not reloaded, the previous rules stay: ${(e as Error).message}`;
+    }
+    this.state.rules = this.settings;
+    return `rules reloaded from ${file} (mode ${this.settings.mode})`;
   }
 
   async close(): Promise<void> {

@@ -252,6 +252,47 @@ describe('gateway with username/password', () => {
   });
 });
 
+describe('gateway reload on SIGHUP', () => {
+  test('re-reads --users and --hosts; a file that does not parse keeps the previous table and says why', async () => {
+    const origin = await startOrigin('127.0.0.1', 1024);
+    const users = join(dir, 'reload-users');
+    const hosts = join(dir, 'reload-hosts');
+    const passwd = async (user: string): Promise<Buffer> => (await run(process.execPath, [join(import.meta.dirname, '../../../bridge/cli.js'), 'passwd', user], { input: 'pw\n' })).stdout;
+    writeFileSync(users, await passwd('alice'));
+    writeFileSync(hosts, '127.0.0.1 old.test\n');
+    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--users', users, '--hosts', hosts, '--dns', 'none', '--allow', '127.0.0.1']);
+    const fetch = (user: string, name: string): Promise<{ code: number | null; body: Buffer; stderr: string }> =>
+      curl(['--proxy', `socks5h://${user}:pw@127.0.0.1:${gw.listening[0]!.port}`, `http://${name}:${origin.port}/`]);
+    try {
+      assert.equal((await fetch('alice', 'old.test')).code, 0);
+      assert.notEqual((await fetch('bob', 'old.test')).code, 0);
+      writeFileSync(users, await passwd('bob'));
+      writeFileSync(hosts, '127.0.0.1 new.test\n');
+      gw.proc.kill('SIGHUP');
+      await gw.waitStderr(/SIGHUP: users reloaded .*\(1\)/);
+      await gw.waitStderr(/SIGHUP: hosts reloaded/);
+      const bob = await fetch('bob', 'new.test');
+      assert.equal(bob.code, 0, bob.stderr);
+      assert.equal(bob.body.toString(), 'hello from origin');
+      assert.notEqual((await fetch('alice', 'new.test')).code, 0, 'a user taken out is refused');
+      const gone = await fetch('bob', 'old.test');
+      assert.notEqual(gone.code, 0, 'a name taken out of the hosts file is gone');
+      assert.match(gone.stderr, /\(4\)/, 'REP 0x04');
+      await gw.waitRecord((r) => r.host === 'old.test' && r.result === 'ERR_NAME_NOT_FOUND');
+      // a broken file: the previous users stay, and the operator is told which key failed
+      writeFileSync(users, 'bob:not-a-hash\n');
+      gw.proc.kill('SIGHUP');
+      const said = await gw.waitStderr(/SIGHUP: --users not reloaded/);
+      assert.match(said, /users: /);
+      assert.equal((await fetch('bob', 'new.test')).code, 0, 'still served with the previous users');
+      assert.equal(gw.proc.exitCode, null, 'still running');
+    } finally {
+      await gw.stop();
+      await origin.close();
+    }
+  });
+});
+
 describe('gateway limits', () => {
   test('handshake timeout closes a silent client', async () => {
     const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--handshake-timeout', '0.3']);

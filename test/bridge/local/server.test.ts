@@ -69,3 +69,31 @@ describe('dualsocks start (bridge with an in-process gateway)', () => {
     assert.equal(await find('http://[2001:db8::1]/', '2001:db8::1'), 'SOCKS5 proxy.example:3128; PROXY proxy.example:3128');
   });
 });
+
+describe('dualsocks bridge reloads --rules on SIGHUP', () => {
+  test('the PAC follows the new file; a file that does not parse keeps the previous rules', async () => {
+    const rules = join(dir, 'reload-rules.json');
+    writeFileSync(rules, JSON.stringify({ mode: 'all', bypass: [] }));
+    // the gateway need not answer: only the rules are looked at
+    const b = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', 'socks5://127.0.0.1:9', '--rules', rules, '--health-interval', '3600']);
+    const qjs = await QuickJS.create();
+    const route = async (url: string, host: string): Promise<string> => {
+      const pac = (await run('curl', ['-sS', `http://127.0.0.1:${b.listening[0]!.port}/proxy.pac`])).stdout.toString();
+      return createPacResolver(qjs, pac)(url, host);
+    };
+    try {
+      assert.match(await route('http://example.com/', 'example.com'), /^SOCKS5 /);
+      writeFileSync(rules, JSON.stringify({ mode: 'all', bypass: ['example.com'] }));
+      b.proc.kill('SIGHUP');
+      await b.waitStderr(/SIGHUP: rules reloaded from /);
+      assert.equal(await route('http://example.com/', 'example.com'), 'DIRECT');
+      writeFileSync(rules, '{ "mode": ');
+      b.proc.kill('SIGHUP');
+      assert.match(await b.waitStderr(/SIGHUP: --rules not reloaded/), /not valid JSON/);
+      assert.equal(await route('http://example.com/', 'example.com'), 'DIRECT', 'the previous rules stay');
+      assert.equal(b.proc.exitCode, null, 'still running');
+    } finally {
+      await b.stop();
+    }
+  });
+});
