@@ -238,8 +238,10 @@ function forward(ctx: BridgeContext, agent: Agent, req: IncomingMessage, res: Se
   const done = ctx.state.opened('http');
   res.once('close', done);
   const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined;
-  const headers = withVia(endToEndHeaders(req.rawHeaders));
-  if (req.headers.host === undefined) headers.unshift('Host', target.port === 80 ? authority.replace(/:80$/, '') : authority);
+  // RFC 9112 §3.2.2: a proxy ignores the Host a client sent with an absolute-form target and
+  // sends the target's own authority, so the origin serves the site the URI names
+  const headers = withVia(endToEndHeaders(req.rawHeaders).filter((_, i, all) => all[i - (i % 2)]!.toLowerCase() !== 'host'));
+  headers.unshift('Host', target.port === 80 ? authority.replace(/:80$/, '') : authority);
   // the client's chunked framing was removed with Transfer-Encoding; Node re-chunks only when told
   if (hasBody && req.headers['content-length'] === undefined) headers.push('Transfer-Encoding', 'chunked');
   const label = joinHostPort(target.host, target.port);

@@ -251,7 +251,7 @@ describe('HTTP proxy through a real gateway', () => {
     assert.deepEqual([b.sha256, b.method, b.te], [sha256(body), 'PUT', 'chunked']);
   });
 
-  test('hop-by-hop headers are stripped both ways; Via is added; Host is kept', async () => {
+  test("hop-by-hop headers are stripped both ways; Via is added; Host is the target URI's", async () => {
     const req =
       `GET http://web.test:${origin.port}/echo-headers HTTP/1.1\r\n` +
       `Host: web.test:${origin.port}\r\n` +
@@ -264,6 +264,10 @@ describe('HTTP proxy through a real gateway', () => {
     assert.equal(seen['x-kept'], 'yes');
     assert.equal(seen.via, '1.0 client-side, 1.1 dualsocks');
     assert.equal(seen.host, `web.test:${origin.port}`);
+    // RFC 9112 §3.2.2: a Host that disagrees with the absolute-form target is replaced, not passed on
+    const mismatched = parseResponse(await rawExchange(bridge.port, `GET http://web.test:${origin.port}/echo-headers HTTP/1.1\r\nHost: other.example\r\nhost: third.example\r\nConnection: close\r\n\r\n`));
+    assert.equal(mismatched.status, 200);
+    assert.equal((JSON.parse(mismatched.body) as Record<string, string>).host, `web.test:${origin.port}`);
 
     const back = parseResponse(await rawExchange(bridge.port, `GET http://web.test:${upload.port}/hop-response HTTP/1.1\r\nHost: web.test:${upload.port}\r\nConnection: close\r\n\r\n`));
     assert.equal(back.status, 200);
