@@ -64,6 +64,7 @@ const START_OPTIONS = [...BRIDGE_LISTEN_OPTIONS, ...GATEWAY_OPTIONS.filter((o) =
 async function runBridge(cfg: BridgeConfig): Promise<Bridge> {
   const pool = new GatewayPool(cfg.gateways, { balance: cfg.balance, connectTimeoutMs: cfg.connectTimeoutMs, healthIntervalMs: cfg.healthIntervalMs });
   const bridge = new Bridge(cfg, pool, VERSION);
+  if (!cfg.quiet) bridge.state.log = jsonLines;
   const bound = await bridge.listen();
   pool.startHealthChecks();
   for (const b of bound) say(`dualsocks bridge ${VERSION} listening on ${joinHostPort(b.host, b.port)}`);
@@ -104,7 +105,8 @@ async function start(argv: string[]): Promise<void> {
   const [inner] = await gw.listen();
   say(`dualsocks gateway ${VERSION} in process on ${joinHostPort(inner!.host, inner!.port)}`);
   const { hosts: _h, dns: _d, prefer: _p, allow: _a, allowPrivate: _ap, quiet: _q, ...bridgeOpts } = o;
-  const b = await runBridge(bridgeConfig(bridgeOpts, [[{ host: inner!.host, port: inner!.port }]]));
+  // --quiet silences both parts
+  const b = await runBridge(bridgeConfig({ ...bridgeOpts, quiet: o.quiet }, [[{ host: inner!.host, port: inner!.port }]]));
   onStop(async () => {
     await b.close();
     await gw.close();

@@ -22,6 +22,7 @@ export const BRIDGE_OPTIONS: OptionSpec[] = [
   { key: 'gateway', kind: 'list', arg: 'URL', help: 'socks5://user:pass@host:port, repeatable; hops of one chain joined by commas' },
   { key: 'balance', kind: 'string', arg: 'round-robin|sticky', choices: ['round-robin', 'sticky'], help: 'how new connections are spread over gateways (default round-robin)' },
   { key: 'healthInterval', kind: 'seconds', arg: 'SECONDS', help: 'gateway health check period (default 10)' },
+  { key: 'quiet', kind: 'flag', help: 'do not print the per-connection log lines' },
 ];
 
 export interface BridgeConfig {
@@ -38,6 +39,8 @@ export interface BridgeConfig {
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   healthIntervalMs: number;
+  /** No per-connection log lines. */
+  quiet: boolean;
 }
 
 export const DEFAULT_BRIDGE_LISTEN: HostPort[] = [
@@ -84,5 +87,6 @@ export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig 
     connectTimeoutMs: secs('connectTimeout', 10),
     idleTimeoutMs: secs('idleTimeout', 3600),
     healthIntervalMs: Math.max(1000, secs('healthInterval', 10)),
+    quiet: o.quiet === true,
   };
 }

@@ -2,6 +2,7 @@
 // gateway pool), the state to report into, and the settings.
 import type { Socket } from 'node:net';
 import type { Settings } from '../../shared/rules/index.js';
+import type { RelayResult } from '../relay.js';
 import type { Tunnel } from '../upstream/pool.js';
 import type { BridgeState, Inbound } from './state.js';
 
@@ -12,7 +13,7 @@ export interface BridgeContext {
   /** Opens a UDP ASSOCIATE control connection at a gateway; its reply names the gateway's relay. */
   associate?(): Promise<Tunnel>;
   /** Relays until both sides close; counts nothing itself. */
-  relay(client: Socket, remote: Socket): Promise<void>;
+  relay(client: Socket, remote: Socket): Promise<RelayResult>;
   rules(): Settings;
   /** The port the bridge listens on (for PAC output when the Host header has none). */
   port: number;

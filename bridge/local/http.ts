@@ -236,7 +236,13 @@ function clientErrorWords(err: NodeJS.ErrnoException & { rawPacket?: Buffer }): 
 
 function forward(ctx: BridgeContext, agent: Agent, req: IncomingMessage, res: ServerResponse, target: Target, authority: string, path: string): void {
   const done = ctx.state.opened('http');
-  res.once('close', done);
+  const line = ctx.state.begin('http', req.socket, target.host, target.port, { method: req.method });
+  // set where a failure page is sent; otherwise the origin's status decides
+  let failed: string | undefined;
+  res.once('close', () => {
+    done();
+    ctx.state.finish(line, { status: res.statusCode, result: failed ?? (res.writableFinished ? 'ok' : 'ERR_CLIENT_CLOSED') });
+  });
   const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined;
   // RFC 9112 §3.2.2: a proxy ignores the Host a client sent with an absolute-form target and
   // sends the target's own authority, so the origin serves the site the URI names
@@ -267,6 +273,7 @@ function forward(ctx: BridgeContext, agent: Agent, req: IncomingMessage, res: Se
         // a status line or header Node will not send on
         pres.destroy();
         const f = forwardFailure(Object.assign(new Error((e as Error).message), { code: 'HPE_INVALID_RESPONSE' }));
+        failed = f.code;
         textResponse(res, f.httpStatus, failureBody(f, label, e), failureHeaders(f), f.reason);
         return;
       }
@@ -286,6 +293,7 @@ function forward(ctx: BridgeContext, agent: Agent, req: IncomingMessage, res: Se
         return;
       }
       const f = forwardFailure(err);
+      failed = f.code;
       if (!req.complete) {
         // the rest of the request body would be read as the next request
         res.setHeader('Connection', 'close');
@@ -322,6 +330,7 @@ async function tunnelConnect(ctx: BridgeContext, req: IncomingMessage, socket: S
     return;
   }
   const done = ctx.state.opened('connect');
+  const line = ctx.state.begin('connect', socket, target.host, target.port);
   try {
     let tunnel;
     try {
@@ -329,17 +338,19 @@ async function tunnelConnect(ctx: BridgeContext, req: IncomingMessage, socket: S
     } catch (err) {
       const f = describeFailure(err);
       ctx.state.record('connect', target.host, target.port, { error: { code: f.code } });
+      ctx.state.finish(line, { result: f.code, status: f.httpStatus });
       rawResponse(socket, f.httpStatus, f.reason, failureBody(f, joinHostPort(target.host, target.port), err), failureHeaders(f));
       return;
     }
     ctx.state.record('connect', target.host, target.port, { tunnel });
     if (socket.destroyed) {
       tunnel.socket.destroy();
+      ctx.state.finish(line, { result: 'ERR_CLIENT_CLOSED' });
       return;
     }
     socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     if (head.length > 0) tunnel.socket.write(head);
-    await ctx.relay(socket, tunnel.socket);
+    ctx.state.finish(line, { tunnel, relayed: await ctx.relay(socket, tunnel.socket) });
   } finally {
     done();
   }

@@ -38,9 +38,7 @@ export class Bridge {
       open: (host, port, via) => this.open(host, port, via),
       // 0.0.0.0:0: our port toward the gateway is fixed by our first datagram
       associate: () => this.pool.open('0.0.0.0', 0, CMD.UDP_ASSOCIATE),
-      relay: async (client, remote) => {
-        await relay(client, remote, { idleTimeoutMs: config.idleTimeoutMs });
-      },
+      relay: (client, remote) => relay(client, remote, { idleTimeoutMs: config.idleTimeoutMs }),
       rules: () => this.settings,
       port: config.listen[0]?.port ?? 1080,
       pacProxy: config.pacProxy,

@@ -26,22 +26,26 @@ async function tunnelFor(
   port: number,
   answer: (bound: { host: string; port: number } | DualsocksError) => Uint8Array[],
 ): Promise<void> {
+  const line = ctx.state.begin(via, client, host, port);
   let tunnel;
   try {
     tunnel = await ctx.open(host, port, via);
   } catch (e) {
     const err = asError(e);
     ctx.state.record(via, host, port, { error: err });
+    // rep: the gateway's own reply code when it refused
+    ctx.state.finish(line, { result: err.code, rep: err.rep });
     if (!client.destroyed) answer(err);
     return;
   }
   ctx.state.record(via, host, port, { tunnel });
   if (client.destroyed) {
     tunnel.socket.destroy();
+    ctx.state.finish(line, { result: 'ERR_CLIENT_CLOSED' });
     return;
   }
   for (const chunk of answer(tunnel.reply)) tunnel.socket.write(chunk);
-  await ctx.relay(client, tunnel.socket);
+  ctx.state.finish(line, { tunnel, relayed: await ctx.relay(client, tunnel.socket) });
 }
 
 export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: NodeJS.Timeout): void {

@@ -1,8 +1,11 @@
 // What the bridge knows about itself: counters, open connections and the recent destinations
 // with the family the gateway reached each over (from BND.ADDR). Served by GET /api/status.
-import { parseIp, familyOf } from '../../shared/net/address.js';
+import type { Socket } from 'node:net';
+import { canonicalHost, familyOf, joinHostPort, parseIp } from '../../shared/net/address.js';
 import type { Settings } from '../../shared/rules/index.js';
+import { silent, type LogRecord, type Logger } from '../log.js';
 import type { GatewayHealth, GatewayPool, Tunnel } from '../upstream/pool.js';
+import type { RelayResult } from '../relay.js';
 
 export type Inbound = 'http' | 'connect' | 'socks5' | 'socks4';
 
@@ -38,6 +41,8 @@ export class BridgeState {
   readonly byInbound: Record<Inbound, number> = { http: 0, connect: 0, socks5: 0, socks4: 0 };
   private readonly recent: RecentDestination[] = [];
   listen: string[] = [];
+  /** Where the per-connection lines go (stdout as JSON, or nowhere with --quiet). */
+  log: Logger = silent;
 
   constructor(
     readonly version: string,
@@ -74,6 +79,25 @@ export class BridgeState {
       result: tunnel ? 'ok' : (outcome as { error: { code: string } }).error.code,
     });
     if (this.recent.length > RECENT_MAX) this.recent.splice(0, this.recent.length - RECENT_MAX);
+  }
+
+  /**
+   * The start of a connection's log line: how it came in, from where, to what. Taken when the
+   * request is known (the client's address is gone once its socket is).
+   */
+  begin(via: Inbound, client: Socket, host: string, port: number, extra: LogRecord = {}): { rec: LogRecord; started: number } {
+    return { rec: { inbound: via, client: canonicalHost(client.remoteAddress ?? ''), clientPort: client.remotePort, host, port, ...extra }, started: Date.now() };
+  }
+
+  /** Prints the line of a finished connection: the gateway, BND and bytes of its tunnel, or how it ended. */
+  finish(line: { rec: LogRecord; started: number }, outcome: { tunnel: Tunnel; relayed: RelayResult } | LogRecord): void {
+    const rec: LogRecord = { ...line.rec };
+    if ('tunnel' in outcome && 'relayed' in outcome) {
+      const { tunnel, relayed } = outcome as { tunnel: Tunnel; relayed: RelayResult };
+      Object.assign(rec, { gateway: tunnel.gateway, bound: joinHostPort(tunnel.reply.host, tunnel.reply.port), result: 'ok', bytesUp: relayed.up, bytesDown: relayed.down, end: relayed.end });
+    } else Object.assign(rec, outcome);
+    rec.durationMs = Date.now() - line.started;
+    this.log(rec);
   }
 
   snapshot(): StatusSnapshot {

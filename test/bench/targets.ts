@@ -161,7 +161,7 @@ function bridgeTarget(name: string, dial: 'socks5' | 'http'): Target {
       writeFileSync(rules, JSON.stringify({ mode: 'all', bypass: [] }));
       let br: Running;
       try {
-        br = await startOurs(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://${g.host}:${g.port}`, '--rules', rules, '--health-interval', '3600'], opts.nofile);
+        br = await startOurs(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://${g.host}:${g.port}`, '--rules', rules, '--health-interval', '3600', '--quiet'], opts.nofile);
       } catch (e) {
         await gw.stop();
         throw e;

@@ -41,9 +41,7 @@ async function startBridge(gatewayPort: number): Promise<TestBridge> {
   const ctx: BridgeContext = {
     state,
     open: (host, port) => pool.open(host, port),
-    relay: async (c, r) => {
-      await relay(c, r, { idleTimeoutMs: 0 });
-    },
+    relay: (c, r) => relay(c, r, { idleTimeoutMs: 0 }),
     rules: () => DEFAULT_SETTINGS,
     port: 0,
   };

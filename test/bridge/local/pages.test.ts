@@ -69,9 +69,7 @@ describe('bridge pages', () => {
     ctx = {
       state,
       open: (host, p) => pool.open(host, p),
-      relay: async (c, r) => {
-        await relay(c, r, { idleTimeoutMs: 0 });
-      },
+      relay: (c, r) => relay(c, r, { idleTimeoutMs: 0 }),
       rules: () => settings,
       port: 0,
     };

@@ -45,7 +45,7 @@ describe('dualsocks start (bridge with an in-process gateway)', () => {
       assert.equal(sha256(r.stdout), origin.blobSha256, proxy.join(' '));
     }
     // the in-process gateway logs each connection with the name it resolved
-    const rec = await bridge.waitRecord((x) => x.host === 'web.test' && x.result === 'ok');
+    const rec = await bridge.waitRecord((x) => x.host === 'web.test' && x.result === 'ok' && x.inbound === undefined);
     assert.equal(rec.address, '127.0.0.1');
   });
 
@@ -56,6 +56,34 @@ describe('dualsocks start (bridge with an in-process gateway)', () => {
     assert.match(answer, /^HTTP\/1\.1 400 /);
     const r = await run('curl', ['-sS', '-x', `http://127.0.0.1:${port}`, `http://web.test:${origin.port}/`]);
     assert.equal(r.stdout.toString(), 'hello from origin');
+  });
+
+  test('one JSON line per finished connection: how it came in, the gateway and BND, bytes, result', async () => {
+    const via = `127.0.0.1:${port}`;
+    assert.equal((await run('curl', ['-sS', '-x', `http://${via}`, `http://web.test:${origin.port}/`])).code, 0);
+    assert.equal((await run('curl', ['-sS', '-p', '-x', `http://${via}`, `http://web.test:${origin.port}/`])).code, 0);
+    assert.equal((await run('curl', ['-sS', '--socks5-hostname', via, `http://web.test:${origin.port}/`])).code, 0);
+    assert.notEqual((await run('curl', ['-sS', '--socks5-hostname', via, 'http://unknown.test/'])).code, 0);
+    const http = await bridge.waitRecord((r) => r.inbound === 'http' && r.host === 'web.test');
+    assert.equal(http.method, 'GET');
+    assert.equal(http.status, 200);
+    assert.equal(http.result, 'ok');
+    assert.equal(http.client, '127.0.0.1');
+    for (const inbound of ['connect', 'socks5']) {
+      const r = await bridge.waitRecord((x) => x.inbound === inbound && x.host === 'web.test');
+      assert.equal(r.result, 'ok');
+      assert.equal(r.port, origin.port);
+      assert.match(String(r.gateway), /^socks5:\/\/127\.0\.0\.1:\d+$/);
+      assert.match(String(r.bound), /^127\.0\.0\.1:\d+$/, 'BND from the gateway');
+      assert.ok(Number(r.bytesDown) > 'hello from origin'.length, 'the response came back through the tunnel');
+      assert.ok(Number(r.bytesUp) > 0);
+    }
+    const failed = await bridge.waitRecord((r) => r.inbound === 'socks5' && r.host === 'unknown.test');
+    assert.equal(failed.result, 'ERR_SOCKS_REPLY', 'the gateway refused');
+    assert.equal(failed.rep, 4, "the gateway's reply: name not found");
+    // the in-process gateway logs its own line for the same request (resolved address, family)
+    const gw = await bridge.waitRecord((r) => r.inbound === undefined && r.host === 'web.test' && r.cmd === 'connect');
+    assert.equal(gw.address, '127.0.0.1');
   });
 
   test('the PAC names the configured proxy address and never a type that resolves locally', async () => {
