@@ -4,7 +4,7 @@
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import type { Socket } from 'node:net';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
-import { canonicalHost, familyOf, formatIp, parseIp } from '../../shared/net/address.js';
+import { canonicalHost, familyOf, formatIp, joinHostPort, parseIp } from '../../shared/net/address.js';
 import { decodeUdpHeader, type Request } from '../../shared/socks5/codec.js';
 import type { Tunnel } from '../upstream/pool.js';
 import type { BridgeContext } from './context.js';
@@ -38,6 +38,7 @@ export async function serveUdpAssociate(
   request: Pick<Request, 'host' | 'port'>,
   answer: (bound: { host: string; port: number } | DualsocksError) => void,
 ): Promise<void> {
+  const line = ctx.state.begin('socks5', client, request.host, request.port, { cmd: 'udp' });
   const localRaw = client.localAddress ?? '127.0.0.1';
   const local = parseIp(ipKey(localRaw));
   const peerIp = ipKey(client.remoteAddress ?? '');
@@ -58,6 +59,7 @@ export async function serveUdpAssociate(
     tunnel?.socket.destroy();
     toGateway?.close();
     const err = e instanceof DualsocksError ? e : new RequestError('ERR_CONNECT_FAILED', String(e));
+    ctx.state.finish(line, { result: err.code, rep: err.rep });
     if (!client.destroyed) answer(err);
     return;
   }
@@ -66,9 +68,12 @@ export async function serveUdpAssociate(
   let clientPort: number | undefined = request.port !== 0 ? request.port : undefined;
   let clientHost = peerIp;
   let ended = false;
+  const n = { datagramsUp: 0, datagramsDown: 0, bytesUp: 0, bytesDown: 0 };
   const end = (): void => {
     if (ended) return;
     ended = true;
+    const relayed = relayAddress(tunnel);
+    ctx.state.finish(line, { gateway: tunnel.gateway, bound: joinHostPort(relayed.host, relayed.port), result: 'ok', ...n });
     for (const s of [up, down]) {
       try {
         s.close();
@@ -87,10 +92,15 @@ export async function serveUdpAssociate(
     if (d.status !== 'ok' || d.msg.frag !== 0) return;
     clientPort ??= rinfo.port;
     clientHost = rinfo.address;
+    n.datagramsUp++;
+    n.bytesUp += msg.length;
     up.send(msg);
   });
   up.on('message', (msg: Buffer) => {
-    if (clientPort !== undefined) down.send(msg, clientPort, clientHost);
+    if (clientPort === undefined) return;
+    n.datagramsDown++;
+    n.bytesDown += msg.length;
+    down.send(msg, clientPort, clientHost);
   });
   for (const s of [up, down]) s.on('error', () => {});
   gw.on('data', () => {});

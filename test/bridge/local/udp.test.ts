@@ -46,6 +46,12 @@ describe('bridge UDP ASSOCIATE', () => {
     // the gateway got the name: the bridge passed the header on without resolving it
     const rec = await gw.waitRecord((x) => x.cmd === 'udp' && x.datagramsUp === 2 && x.datagramsDown === 2);
     assert.equal(rec.result, 'ok');
+    // and the bridge logs its side of each association when it ends
+    const mine = await bridge.waitRecord((x) => x.inbound === 'socks5' && x.cmd === 'udp' && x.datagramsUp === 2);
+    assert.equal(mine.result, 'ok');
+    assert.equal(mine.datagramsDown, 2);
+    assert.ok(Number(mine.bytesDown) > 0);
+    assert.match(String(mine.gateway), /^socks5:\/\/127\.0\.0\.1:/);
   });
 
   test('the socks package through the bridge; another local port is not relayed; closing the client ends the gateway association', async () => {
