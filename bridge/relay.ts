@@ -148,3 +148,37 @@ export function relayJs(client: Socket, remote: Socket, opts: { idleTimeoutMs: n
     r.resume();
   });
 }
+
+/** Client bytes held while a BIND waits for its peer; beyond this the client is paused. */
+const HOLD_LIMIT = 64 * 1024;
+
+/**
+ * Waits for `wait` while reading and holding what the client sends meanwhile (so a client that
+ * leaves is noticed at once); null when the client left first (its end, or `signal`). `held`
+ * gets the client's bytes, to be sent on once the tunnel is there.
+ */
+export async function holdWhile<T>(client: Socket, held: Uint8Array[], wait: Promise<T>, signal?: AbortSignal): Promise<T | null> {
+  let heldBytes = held.reduce((n, c) => n + c.length, 0);
+  const onData = (chunk: Buffer): void => {
+    held.push(chunk);
+    heldBytes += chunk.length;
+    if (heldBytes > HOLD_LIMIT) client.pause();
+  };
+  let onGone = (): void => {};
+  const gone = new Promise<null>((resolve) => (onGone = () => resolve(null)));
+  wait.catch(() => {}); // observed by the race; a late rejection after the client left is moot
+  client.on('data', onData);
+  client.once('end', onGone);
+  client.once('close', onGone);
+  signal?.addEventListener('abort', onGone);
+  client.resume();
+  try {
+    return await Promise.race([wait, gone]);
+  } finally {
+    client.off('data', onData);
+    client.off('end', onGone);
+    client.off('close', onGone);
+    signal?.removeEventListener('abort', onGone);
+    client.pause();
+  }
+}

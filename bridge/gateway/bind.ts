@@ -9,13 +9,12 @@ import { RequestError } from '../../shared/errors.js';
 import { canonicalHost, familyOf, formatIp, parseIp, type Family, type Ip } from '../../shared/net/address.js';
 import { specialClass } from '../../shared/net/policy.js';
 import { REP } from '../../shared/socks5/constants.js';
-import { relay } from '../relay.js';
+import { holdWhile, relay } from '../relay.js';
 import { errnoToError, interleave } from '../upstream/direct.js';
 import { goesUpstream, serveUpstream } from './chain.js';
 import type { RequestContext } from './server.js';
 
 // Client bytes held while no peer is there yet; beyond this the client is paused.
-const WAIT_BUFFER_LIMIT = 64 * 1024;
 
 const sameIp = (a: Ip, b: Ip): boolean => a.every((x, i) => x === b[i]);
 
@@ -59,33 +58,9 @@ function listenOn(host: string): Promise<Server> {
   });
 }
 
-/**
- * Waits for `wait` while reading and holding what the client sends meanwhile (so a client that
- * leaves is noticed at once); null when the client left first. `held` gets the client's bytes.
- */
-export async function whileHoldingClient<T>(ctx: RequestContext, held: Uint8Array[], wait: Promise<T>): Promise<T | null> {
-  const { client } = ctx;
-  let heldBytes = held.reduce((n, c) => n + c.length, 0);
-  const onData = (chunk: Buffer): void => {
-    held.push(chunk);
-    heldBytes += chunk.length;
-    if (heldBytes > WAIT_BUFFER_LIMIT) client.pause();
-  };
-  let onGone = (): void => {};
-  const gone = new Promise<null>((resolve) => (onGone = () => resolve(null)));
-  wait.catch(() => {}); // observed by the race; a late rejection after the client left is moot
-  client.on('data', onData);
-  client.once('end', onGone);
-  ctx.signal.addEventListener('abort', onGone);
-  client.resume();
-  try {
-    return await Promise.race([wait, gone]);
-  } finally {
-    client.off('data', onData);
-    client.off('end', onGone);
-    ctx.signal.removeEventListener('abort', onGone);
-    client.pause();
-  }
+/** holdWhile() for a request's client, also ended by the client's close. */
+export function whileHoldingClient<T>(ctx: RequestContext, held: Uint8Array[], wait: Promise<T>): Promise<T | null> {
+  return holdWhile(ctx.client, held, wait, ctx.signal);
 }
 
 export async function serveBind(ctx: RequestContext): Promise<void> {

@@ -65,7 +65,9 @@ export async function serveUpstream(ctx: RequestContext): Promise<void> {
     }
     record.peer = second.reply.host;
     ctx.reply(REP.SUCCEEDED, { host: second.reply.host, port: second.reply.port });
+    dial = second;
   }
   for (const chunk of early) dial.socket.write(chunk);
-  relayToEnd(ctx, dial.socket);
+  // the log counts what the client and the destination exchanged, not our talk with the hops
+  relayToEnd(ctx, dial.socket, dial.overhead);
 }

@@ -37,10 +37,11 @@ export async function serveConnect(ctx: RequestContext): Promise<void> {
 /**
  * Relays to the end and logs it, without the handler waiting: what the relay's end needs is
  * only `finish`, so an idle tunnel keeps neither the request context nor the sockets alive.
+ * `overhead`: bytes on `remote` that were SOCKS talk with upstream hops, left out of the counts.
  */
-export function relayToEnd(ctx: RequestContext, remote: Socket): void {
+export function relayToEnd(ctx: RequestContext, remote: Socket, overhead = { up: 0, down: 0 }): void {
   const { finish } = ctx;
   void relay(ctx.client, remote, { idleTimeoutMs: ctx.gateway.config.idleTimeoutMs, group: ctx.gateway.relays }).then((r) =>
-    finish('ok', { bytesUp: r.up, bytesDown: r.down, end: r.end }),
+    finish('ok', { bytesUp: r.up - overhead.up, bytesDown: r.down - overhead.down, end: r.end }),
   );
 }

@@ -12,6 +12,8 @@ export interface BridgeContext {
   open(host: string, port: number, via: Inbound): Promise<Tunnel>;
   /** Opens a UDP ASSOCIATE control connection at a gateway; its reply names the gateway's relay. */
   associate?(): Promise<Tunnel>;
+  /** Asks a gateway to BIND for host:port; the tunnel's first reply is where it listens. */
+  bind?(host: string, port: number): Promise<Tunnel>;
   /** Relays until both sides close; counts nothing itself. */
   relay(client: Socket, remote: Socket): Promise<RelayResult>;
   rules(): Settings;

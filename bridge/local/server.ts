@@ -38,6 +38,8 @@ export class Bridge {
       open: (host, port, via) => this.open(host, port, via),
       // 0.0.0.0:0: our port toward the gateway is fixed by our first datagram
       associate: () => this.pool.open('0.0.0.0', 0, CMD.UDP_ASSOCIATE),
+      // the peer connects to the gateway, so BIND always goes there, whatever the rules say
+      bind: (host, port) => this.pool.open(host, port, CMD.BIND),
       relay: (client, remote) => relay(client, remote, { idleTimeoutMs: config.idleTimeoutMs }),
       rules: () => this.settings,
       port: config.listen[0]?.port ?? 1080,
@@ -54,6 +56,7 @@ export class Bridge {
         socket: s,
         reply: { rep: 0, atyp: 0, host: canonicalHost(s.localAddress ?? '0.0.0.0'), port: s.localPort ?? 0 },
         gateway: 'direct',
+        overhead: { up: 0, down: 0 },
       }));
     }
     return this.pool.open(host, port);

@@ -2,10 +2,13 @@
 // on loopback or for --clients only) and passes each request on to a gateway by name.
 import type { Socket } from 'node:net';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
-import { parseIp, isV4 } from '../../shared/net/address.js';
+import { isV4, joinHostPort, parseIp } from '../../shared/net/address.js';
 import { concatBytes, decodeSocks4Request, encodeSocks4Reply } from '../../shared/socks5/codec.js';
-import { CMD, SOCKS4_CD } from '../../shared/socks5/constants.js';
+import { CMD, REP, SOCKS4_CD } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
+import { holdWhile } from '../relay.js';
+import type { Tunnel } from '../upstream/pool.js';
+import { bindSecondReply, type Socks5Dial } from '../upstream/socks5.js';
 import type { BridgeContext } from './context.js';
 import type { Inbound } from './state.js';
 import { serveUdpAssociate } from './udp.js';
@@ -45,7 +48,47 @@ async function tunnelFor(
     return;
   }
   for (const chunk of answer(tunnel.reply)) tunnel.socket.write(chunk);
-  ctx.state.finish(line, { tunnel, relayed: await ctx.relay(client, tunnel.socket) });
+  ctx.state.finish(line, {}, { tunnel, relayed: await ctx.relay(client, tunnel.socket) });
+}
+
+/**
+ * BIND through a gateway (FTP active mode and the like): the first reply is where the gateway
+ * listens, the second names the peer that connected to it; then the bytes are relayed. What the
+ * client sends while waiting is held and passed on. A gateway's refusal or timeout reaches the
+ * client as its own reply code.
+ */
+async function bindThrough(ctx: BridgeContext, client: Socket, host: string, port: number, session: Socks5ServerSession, run: (cmds: ServerCommand[]) => Uint8Array[]): Promise<void> {
+  const line = ctx.state.begin('socks5', client, host, port, { cmd: 'bind' });
+  let tunnel: Tunnel;
+  try {
+    tunnel = await ctx.bind!(host, port);
+  } catch (e) {
+    const err = asError(e);
+    ctx.state.finish(line, { result: err.code, rep: err.rep });
+    run(session.fail(err));
+    return;
+  }
+  const held = run(session.succeed(tunnel.reply));
+  let second: Socks5Dial | null;
+  try {
+    second = await holdWhile(client, held, bindSecondReply(tunnel.dial!));
+  } catch (e) {
+    const err = asError(e);
+    ctx.state.finish(line, { gateway: tunnel.gateway, result: err.code, rep: err.rep });
+    run(session.fail(err));
+    return;
+  }
+  if (second === null) {
+    tunnel.socket.destroy();
+    ctx.state.finish(line, { gateway: tunnel.gateway, result: 'ERR_CLIENT_CLOSED' });
+    return;
+  }
+  run(session.reply(REP.SUCCEEDED, second.reply));
+  // counted from after the second reply
+  tunnel.overhead = second.overhead;
+  for (const chunk of held) tunnel.socket.write(chunk);
+  const relayed = await ctx.relay(client, tunnel.socket);
+  ctx.state.finish(line, { peer: joinHostPort(second.reply.host, second.reply.port) }, { tunnel, relayed });
 }
 
 export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: NodeJS.Timeout): void {
@@ -67,6 +110,10 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
         const { cmd, host, port } = c.request;
         if (cmd === CMD.UDP_ASSOCIATE) {
           void serveUdpAssociate(ctx, client, c.request, (r) => void run(r instanceof DualsocksError ? session.fail(r) : session.succeed(r)));
+          continue;
+        }
+        if (cmd === CMD.BIND && ctx.bind) {
+          void bindThrough(ctx, client, host, port, session, run);
           continue;
         }
         if (cmd !== CMD.CONNECT) {

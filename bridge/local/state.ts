@@ -89,14 +89,19 @@ export class BridgeState {
     return { rec: { inbound: via, client: canonicalHost(client.remoteAddress ?? ''), clientPort: client.remotePort, host, port, ...extra }, started: Date.now() };
   }
 
-  /** Prints the line of a finished connection: the gateway, BND and bytes of its tunnel, or how it ended. */
-  finish(line: { rec: LogRecord; started: number }, outcome: { tunnel: Tunnel; relayed: RelayResult } | LogRecord): void {
+  /**
+   * Prints the line of a finished connection: `fields` (the result, or an error code and REP), and
+   * for a tunnel that carried bytes, its gateway, BND, bytes each way and how it ended.
+   */
+  finish(line: { rec: LogRecord; started: number }, fields: LogRecord, done?: { tunnel: Tunnel; relayed: RelayResult }): void {
     const rec: LogRecord = { ...line.rec };
-    if ('tunnel' in outcome && 'relayed' in outcome) {
-      const { tunnel, relayed } = outcome as { tunnel: Tunnel; relayed: RelayResult };
-      Object.assign(rec, { gateway: tunnel.gateway, bound: joinHostPort(tunnel.reply.host, tunnel.reply.port), result: 'ok', bytesUp: relayed.up, bytesDown: relayed.down, end: relayed.end });
-    } else Object.assign(rec, outcome);
-    rec.durationMs = Date.now() - line.started;
+    if (done) {
+      const { tunnel, relayed } = done;
+      // the SOCKS talk with the gateway is not the client's traffic
+      const o = tunnel.overhead;
+      Object.assign(rec, { gateway: tunnel.gateway, bound: joinHostPort(tunnel.reply.host, tunnel.reply.port), result: 'ok', bytesUp: relayed.up - o.up, bytesDown: relayed.down - o.down, end: relayed.end });
+    }
+    Object.assign(rec, fields, { durationMs: Date.now() - line.started });
     this.log(rec);
   }
 

@@ -8,7 +8,7 @@ import { joinHostPort } from '../../shared/net/address.js';
 import { concatBytes, decodeMethodSelection, encodeGreeting, type Reply } from '../../shared/socks5/codec.js';
 import { CMD, METHOD } from '../../shared/socks5/constants.js';
 import { connectTcp } from './direct.js';
-import { hopLabel, parseHopUrl, socks5Handshake, type Hop } from './socks5.js';
+import { hopLabel, parseHopUrl, socks5Handshake, type Hop, type Socks5Dial } from './socks5.js';
 
 export type Balance = 'round-robin' | 'sticky';
 
@@ -28,6 +28,10 @@ export interface Tunnel {
   /** The last hop's reply: BND.ADDR shows the family it used toward the destination. */
   reply: Reply;
   gateway: string;
+  /** Bytes of the SOCKS talk with the gateway on `socket`, to leave out of a relay's counts. */
+  overhead: { up: number; down: number };
+  /** BIND: the request, still waiting for its second reply (bindSecondReply). */
+  dial?: Socks5Dial;
 }
 
 /** Parses "socks5://u:p@h1:1081,socks5://h2:1081" (hops in order). */
@@ -79,7 +83,7 @@ async function greet(hop: Hop, timeoutMs: number): Promise<void> {
 }
 
 /** Opens host:port through a chain: TCP to the first hop, then CONNECT to each next hop. */
-export async function dialChain(hops: Hop[], req: { cmd?: number; host: string; port: number }, timeoutMs: number): Promise<{ socket: Socket; reply: Reply }> {
+export async function dialChain(hops: Hop[], req: { cmd?: number; host: string; port: number }, timeoutMs: number): Promise<Socks5Dial> {
   const socket = await connectTcp(hops[0]!, timeoutMs);
   for (let i = 0; i < hops.length - 1; i++) {
     try {
@@ -178,12 +182,13 @@ export class GatewayPool {
     for (const u of candidates) {
       const started = performance.now();
       try {
-        const { socket, reply } = await dialChain(u.hops, { cmd, host, port }, this.opts.connectTimeoutMs);
+        const dial = await dialChain(u.hops, { cmd, host, port }, this.opts.connectTimeoutMs);
+        const { socket, reply } = dial;
         u.health.opened++;
         u.health.active++;
         socket.once('close', () => u.health.active--);
         this.markUp(u, u.health.latencyMs === null ? performance.now() - started : null);
-        return { socket, reply, gateway: u.health.url };
+        return { socket, reply, gateway: u.health.url, overhead: dial.overhead, ...(cmd === CMD.BIND ? { dial } : {}) };
       } catch (e) {
         u.health.failed++;
         // an answer from the gateway is final; only an unreachable gateway means "try another"

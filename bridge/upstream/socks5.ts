@@ -42,6 +42,8 @@ export function hopLabel(h: Hop): string {
 export interface Socks5Dial {
   socket: Socket;
   reply: Reply;
+  /** Bytes of the SOCKS exchange itself on this socket (every hop's), so that a relay's counts can leave them out. */
+  overhead: { up: number; down: number };
   /** BIND only: the session still waiting for the second reply, and commands it already gave. */
   bind?: { session: Socks5ClientSession; pending: ClientCommand[]; label: string };
 }
@@ -75,8 +77,9 @@ export function socks5Handshake(
           socket.pause();
           // relay bytes that came with the reply are read again by whoever takes the socket
           if (c.rest.length > 0) socket.unshift(c.rest);
+          const overhead = { up: socket.bytesWritten, down: socket.bytesRead - c.rest.length };
           const bind = req.cmd === CMD.BIND ? { session, pending: cmds.slice(i + 1), label: hopLabel(hop) } : undefined;
-          return done(null, bind ? { socket, reply: c.reply, bind } : { socket, reply: c.reply });
+          return done(null, bind ? { socket, reply: c.reply, overhead, bind } : { socket, reply: c.reply, overhead });
         }
       }
     };
@@ -131,7 +134,7 @@ export function bindSecondReply(dial: Socks5Dial, opts: { signal?: AbortSignal }
         if (c.type === 'reply') {
           socket.pause();
           if (c.rest.length > 0) socket.unshift(c.rest);
-          done(null, { socket, reply: c.reply });
+          done(null, { socket, reply: c.reply, overhead: { up: socket.bytesWritten, down: socket.bytesRead - c.rest.length } });
           return true;
         }
       }

@@ -1,7 +1,9 @@
 // The bridge's SOCKS side with real clients (curl, PySocks, the socks package) in front of real
 // gateway processes: names pass through unresolved, reply codes survive, gateways fail over.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -93,6 +95,52 @@ print(hashlib.sha256(data.split(b"\\r\\n\\r\\n", 1)[1]).hexdigest())
     assert.equal(hit?.family, 4);
     assert.ok(status.recent.some((d) => d.host === 'nowhere.test' && d.result === 'ERR_SOCKS_REPLY'));
     assert.equal(status.gateways[0]?.up, true);
+  });
+
+  test('BIND through the bridge (socks package): the gateway listens, a peer connects, bytes both ways', async () => {
+    const client = new SocksClient({ proxy: { host: '127.0.0.1', port, type: 5 }, command: 'bind', destination: { host: '127.0.0.1', port: 0 }, timeout: 5000 });
+    type Info = { socket: Socket; remoteHost?: { host: string; port: number } };
+    const bound = new Promise<Info>((resolve, reject) => {
+      client.once('bound', resolve);
+      client.once('error', reject);
+    });
+    const established = new Promise<Info>((resolve, reject) => {
+      client.once('established', resolve);
+      client.once('error', reject);
+    });
+    client.connect();
+    const at = (await bound).remoteHost!;
+    assert.equal(at.host, '127.0.0.1', "first reply: the gateway's listener");
+    const peer = connect({ host: at.host, port: at.port, allowHalfOpen: true });
+    await new Promise((r, j) => peer.once('connect', r).once('error', j));
+    const peerPort = peer.localPort;
+    const { socket, remoteHost } = await established;
+    assert.deepEqual(remoteHost, { host: '127.0.0.1', port: peerPort }, 'second reply: the peer');
+    const up = randomBytes(300_000);
+    const down = randomBytes(200_000);
+    const atPeer = readAll(peer);
+    const atClient = readAll(socket);
+    socket.end(up);
+    peer.end(down);
+    assert.equal(sha256(await atPeer), sha256(up), 'client → peer');
+    assert.equal(sha256(await atClient), sha256(down), 'peer → client');
+    const rec = await bridge.waitRecord((r) => r.cmd === 'bind' && r.inbound === 'socks5');
+    assert.equal(rec.result, 'ok');
+    assert.equal(rec.peer, `127.0.0.1:${peerPort}`);
+    assert.equal(rec.bytesUp, up.length);
+    assert.equal(rec.bytesDown, down.length);
+    const atGateway = await gw.waitRecord((r) => r.cmd === 'bind' && r.result === 'ok');
+    assert.equal(atGateway.peer, '127.0.0.1');
+  });
+
+  test('a BIND the gateway refuses reaches the client with the gateway\'s reply code', async () => {
+    // a private peer is not allowed by this gateway's policy (only 127.0.0.1 is): REP 0x02
+    const client = new SocksClient({ proxy: { host: '127.0.0.1', port, type: 5 }, command: 'bind', destination: { host: '10.1.2.3', port: 0 }, timeout: 5000 });
+    const failed = new Promise<Error>((resolve) => client.once('error', resolve));
+    client.connect();
+    assert.match((await failed).message, /NotAllowed/);
+    const rec = await bridge.waitRecord((r) => r.cmd === 'bind' && r.host === '10.1.2.3');
+    assert.equal(rec.rep, REP.NOT_ALLOWED);
   });
 });
 
