@@ -197,3 +197,25 @@ describe('gateway UDP ASSOCIATE with --upstream', () => {
     }
   });
 });
+
+describe('gateway UDP ASSOCIATE with --workers 2', () => {
+  test('PySocks round trips work whichever worker takes the control connection', async () => {
+    const echo = await startUdpEcho('127.0.0.1');
+    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--workers', '2', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']);
+    try {
+      const proxy = gw.listening[0]!;
+      // the primary hands connections round-robin: four associations reach both workers
+      for (let i = 0; i < 4; i++) {
+        const r = await run('/usr/bin/python3', ['-c', PYSOCKS_UDP, proxy.host, String(proxy.port), 'echo4.test', String(echo.port), `w${i} a`, `w${i} b`], { timeoutMs: 20000 });
+        assert.equal(r.code, 0, r.stderr);
+        const lines = r.stdout.toString().trim().split('\n').map((l) => JSON.parse(l) as { data: string });
+        assert.deepEqual(lines.map((l) => l.data), [`w${i} a`, `w${i} b`]);
+      }
+      const recs = await gw.waitRecords(4);
+      assert.ok(recs.filter((r) => r.cmd === 'udp' && r.result === 'ok').length >= 4);
+    } finally {
+      await gw.stop();
+      await echo.close();
+    }
+  });
+});
