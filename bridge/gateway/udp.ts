@@ -5,13 +5,18 @@
 // Safer than Dante's default: replies are taken only from addresses this association sent to,
 // and datagrams only from the control connection's peer IP (and the port it announced; with
 // none announced, the first datagram fixes the port). Anything that does not fit is dropped
-// and counted, never thrown. Destinations that --upstream would carry are dropped: UDP is not
-// chained, and sending them from here would bypass the operator's route.
+// and counted, never thrown. Destinations that --upstream would carry go through an association
+// of our own at the upstream gateway (one hop: a farther hop would only take datagrams from the
+// hop before it), with the SOCKS header, name and all, passed on untouched; with no such
+// association possible they are dropped, never sent from here, which would bypass the route.
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { DualsocksError, RequestError } from '../../shared/errors.js';
 import { canonicalHost, familyOf, formatIp, parseIp, type Family, type Ip } from '../../shared/net/address.js';
 import { decodeUdpHeader, encodeUdpHeader } from '../../shared/socks5/codec.js';
+import { CMD } from '../../shared/socks5/constants.js';
 import { interleave } from '../upstream/direct.js';
+import { dialChain, redactedUrl } from '../upstream/pool.js';
+import type { Socks5Dial } from '../upstream/socks5.js';
 import { goesUpstream } from './chain.js';
 import type { RequestContext } from './server.js';
 
@@ -71,6 +76,8 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
   const unreachable = new Set<string>();
   const sentTo = new Set<string>();
   let pending = 0;
+  /** Our association at the upstream gateway, opened with the first datagram for it; null: none possible. */
+  let upstream: Promise<{ control: Socks5Dial; socket: UdpSocket } | null> | undefined;
   let lastActivity = Date.now();
   let ended = false;
   let idleTimer: NodeJS.Timeout | undefined;
@@ -85,6 +92,11 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
       if (s instanceof Promise) void s.then((x) => x && safeClose(x));
       else if (s) safeClose(s);
     }
+    void upstream?.then((u) => {
+      if (!u) return;
+      safeClose(u.socket);
+      u.control.socket.destroy();
+    });
     client.destroy();
     resolveDone(why);
   };
@@ -128,6 +140,74 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
     return p;
   };
 
+  /** UDP ASSOCIATE at the one upstream hop, and a socket connected to its relay. */
+  const openUpstream = async (): Promise<{ control: Socks5Dial; socket: UdpSocket } | null> => {
+    const hops = cfg.upstream!;
+    record.upstream = redactedUrl(hops);
+    if (hops.length !== 1) {
+      record.lastError = 'ERR_SOCKS_COMMAND';
+      return null;
+    }
+    let control: Socks5Dial;
+    try {
+      control = await dialChain(hops, { cmd: CMD.UDP_ASSOCIATE, host: '0.0.0.0', port: 0 }, cfg.connectTimeoutMs);
+    } catch (e) {
+      record.lastError = e instanceof DualsocksError ? e.code : String(e);
+      return null;
+    }
+    // an unspecified BND means "the address you reached me on"
+    let relayIp = parseIp(control.reply.host);
+    if (!relayIp || formatIp(relayIp) === '0.0.0.0' || formatIp(relayIp) === '::') relayIp = parseIp(canonicalHost(control.socket.remoteAddress ?? ''));
+    if (!relayIp || ended) {
+      control.socket.destroy();
+      return null;
+    }
+    const f = familyOf(relayIp);
+    let socket: UdpSocket;
+    try {
+      socket = await bindUdp(f, f === 4 ? '0.0.0.0' : '::');
+      // connected: the kernel drops datagrams from anyone but the upstream relay
+      await new Promise<void>((r) => socket.connect(control.reply.port, formatIp(relayIp), r));
+    } catch (e) {
+      control.socket.destroy();
+      record.lastError = (e as Error).message;
+      return null;
+    }
+    socket.on('message', (m) => fromUpstream(m));
+    socket.on('error', () => n.droppedError++);
+    // the upstream association lives as long as its control connection; then no more datagrams go there
+    control.socket.on('data', () => {});
+    control.socket.on('error', () => {});
+    control.socket.once('close', () => {
+      upstream = Promise.resolve(null);
+      safeClose(socket);
+    });
+    control.socket.resume();
+    return { control, socket };
+  };
+
+  /** A reply through the upstream gateway: its header already names the sender; passed on as it is. */
+  const fromUpstream = (msg: Buffer): void => {
+    const d = decodeUdpHeader(msg);
+    if (d.status !== 'ok' || clientPort === undefined || ended) {
+      n.droppedSender++;
+      return;
+    }
+    if (msg.length > MAX_PAYLOAD[family]) {
+      n.droppedSize++;
+      return;
+    }
+    lastActivity = Date.now();
+    relay.send(msg, clientPort, peerHost, (err) => {
+      if (err) {
+        n.droppedError++;
+        return;
+      }
+      n.datagramsDown++;
+      n.bytesDown += msg.length - d.msg.dataOffset;
+    });
+  };
+
   const fromClient = async (msg: Buffer, rinfo: RemoteInfo): Promise<void> => {
     if (ipKey(rinfo.address) !== peerIp || (clientPort !== undefined && rinfo.port !== clientPort)) {
       n.droppedSource++;
@@ -144,9 +224,23 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
       n.droppedFrag++;
       return;
     }
-    // UDP is not chained: what --upstream would carry must not leave from here directly
+    // what --upstream carries goes there, header and name untouched, or nowhere
     if (goesUpstream(cfg, d.msg.host, d.msg.port)) {
-      n.droppedUpstream++;
+      lastActivity = Date.now();
+      const u = await (upstream ??= openUpstream());
+      if (!u || ended) {
+        n.droppedUpstream++;
+        return;
+      }
+      u.socket.send(msg, (err) => {
+        if (err) {
+          n.droppedUpstream++;
+          record.lastError = (err as NodeJS.ErrnoException).code ?? err.message;
+          return;
+        }
+        n.datagramsUp++;
+        n.bytesUp += msg.length - d.msg.dataOffset;
+      });
       return;
     }
     lastActivity = Date.now();

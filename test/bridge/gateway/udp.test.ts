@@ -177,7 +177,59 @@ describe('gateway UDP ASSOCIATE on loopback', () => {
 });
 
 describe('gateway UDP ASSOCIATE with --upstream', () => {
-  test('destinations routed upstream are dropped, not sent directly (UDP is not chained)', async () => {
+  test('datagrams routed upstream go through an association at the upstream gateway, which resolves the name', async () => {
+    const echo = await startUdpEcho('127.0.0.1');
+    const farHosts = join(dir, 'far-hosts');
+    writeFileSync(farHosts, '127.0.0.1 far.test\n');
+    // only the upstream knows far.test; the first gateway sends it on by name
+    const g2 = await startCli(['gateway', '--listen', '127.0.0.1:0', '--hosts', farHosts, '--dns', 'none', '--allow', '127.0.0.1']);
+    const g1 = await startCli(['gateway', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1', '--upstream', `socks5://127.0.0.1:${g2.listening[0]!.port}`]);
+    try {
+      const proxy = g1.listening[0]!;
+      const r = await run('/usr/bin/python3', ['-c', PYSOCKS_UDP, proxy.host, String(proxy.port), 'far.test', String(echo.port), 'chained 1', 'chained 2'], { timeoutMs: 20000 });
+      assert.equal(r.code, 0, r.stderr);
+      const lines = r.stdout.toString().trim().split('\n').map((l) => JSON.parse(l) as { data: string; from: [string, number] });
+      assert.deepEqual(lines.map((l) => l.data), ['chained 1', 'chained 2']);
+      assert.deepEqual(lines[0]!.from, ['127.0.0.1', echo.port], "the upstream gateway's header names the sender");
+      const near = await g1.waitRecord((x) => x.cmd === 'udp');
+      assert.equal(near.datagramsUp, 2);
+      assert.equal(near.datagramsDown, 2);
+      assert.equal(near.bytesUp, 'chained 1'.length * 2);
+      assert.equal(near.droppedUpstream, 0);
+      assert.match(String(near.upstream), /^socks5:\/\/127\.0\.0\.1:/);
+      const far = await g2.waitRecord((x) => x.cmd === 'udp');
+      assert.equal(far.datagramsUp, 2, 'the upstream relayed them');
+      assert.equal(far.client, '127.0.0.1');
+    } finally {
+      await g1.stop();
+      await g2.stop();
+      await echo.close();
+    }
+  });
+
+  test('over two upstream hops they are dropped: the far hop would take datagrams only from the near one', async () => {
+    const echo = await startUdpEcho('127.0.0.1');
+    const rules = join(dir, 'two-hop-rules.json');
+    writeFileSync(rules, JSON.stringify({ mode: 'listed', rules: [{ type: 'exact', pattern: 'far.test' }] }));
+    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1', '--upstream', 'socks5://127.0.0.1:9', '--upstream', 'socks5://127.0.0.1:10', '--upstream-rules', rules]);
+    try {
+      const a = await associate(gw.listening[0]!);
+      a.send('far.test', echo.port, 'two hops');
+      // a direct destination on the same association shows the datagram before was taken in
+      a.send('echo4.test', echo.port, 'direct');
+      assert.equal((await a.receive()).data.toString(), 'direct');
+      a.close();
+      const rec = await gw.waitRecord((r) => r.cmd === 'udp');
+      assert.equal(rec.droppedUpstream, 1);
+      assert.equal(rec.lastError, 'ERR_SOCKS_COMMAND');
+      assert.ok(!echo.seen.some((x) => x.data.toString() === 'two hops'), 'nothing left from here directly');
+    } finally {
+      await gw.stop();
+      await echo.close();
+    }
+  });
+
+  test('with no upstream association possible they are dropped, never sent directly', async () => {
     const echo = await startUdpEcho('127.0.0.1');
     const rules = join(dir, 'upstream-rules.json');
     writeFileSync(rules, JSON.stringify({ mode: 'listed', rules: [{ type: 'exact', pattern: 'far.test' }] }));
