@@ -350,7 +350,7 @@ async function tunnelConnect(ctx: BridgeContext, req: IncomingMessage, socket: S
     }
     socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     if (head.length > 0) tunnel.socket.write(head);
-    ctx.state.finish(line, { tunnel, relayed: await ctx.relay(socket, tunnel.socket) });
+    ctx.state.finish(line, {}, { tunnel, relayed: await ctx.relay(socket, tunnel.socket) });
   } finally {
     done();
   }
