@@ -3,7 +3,8 @@
 // extension with its defaults, which send the page to the bridge on c4's 127.0.0.1:1080; the bridge
 // hands the name to a gateway in gw, the only place that can resolve it, which reaches an
 // IPv6-only server. The page content must arrive, the popup must say "IPv6 via gateway", and c4's
-// resolver must have received no query at all for the name.
+// resolver must have received no query at all for the name. In Firefox the options page then turns
+// on the WebRTC protection, and the browser must report the policy as set by the extension.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, realpathSync } from 'node:fs';
@@ -68,7 +69,16 @@ test('browsers reach an IPv6-only server by a name only the gateway knows, from 
         const before = topo.queriesFor('c4', NAMES.v6only);
         const r = await drive(
           topo,
-          { engine: b.engine, extension: EXTENSION, url: `http://${NAMES.v6only}/`, expect: topo.index.s6.replace(/<[^>]+>/g, '').trim(), artifacts: ARTIFACTS },
+          {
+            engine: b.engine,
+            extension: EXTENSION,
+            url: `http://${NAMES.v6only}/`,
+            expect: topo.index.s6.replace(/<[^>]+>/g, '').trim(),
+            artifacts: ARTIFACTS,
+            // Firefox grants an optional permission without its prompt with this pref; Chromium's
+            // prompt cannot be answered headless, so WebRTC is checked in Firefox only
+            ...(b.engine === 'firefox' ? { webrtc: true, firefoxPrefs: { 'extensions.webextOptionalPermissionPrompts': false } } : {}),
+          },
           b.engine === 'firefox' ? policyDir : undefined,
         );
         t.diagnostic(`${b.engine}: ${r.browserVersion}`);
@@ -78,6 +88,10 @@ test('browsers reach an IPv6-only server by a name only the gateway knows, from 
         assert.ok(r.popupText.includes(`socks5://${ADDR.gw.c4}:${GATEWAY_PORT}`), 'the popup lists the gateway');
         if (b.engine === 'firefox') assert.doesNotMatch(r.popupText, /HTTPS records/, 'the popup sees the leak guard from the policy');
         for (const shot of r.screenshots) assert.ok(existsSync(shot), shot);
+        if (b.engine === 'firefox') {
+          assert.equal(r.webrtc?.message, 'Saved.', 'saved with WebRTC protection applied');
+          assert.deepEqual({ value: r.webrtc?.value, levelOfControl: r.webrtc?.levelOfControl }, { value: 'disable_non_proxied_udp', levelOfControl: 'controlled_by_this_extension' });
+        }
         const rec = await gw.waitRecord((x) => x.host === NAMES.v6only && x.result === 'ok' && (x.family === 6 || x.family === '6'));
         assert.ok(rec);
         assert.equal(topo.queriesFor('c4', NAMES.v6only) - before, 0, `${b.engine} looked ${NAMES.v6only} up on the client's resolver`);

@@ -16,8 +16,10 @@ export interface DriverOptions {
   artifacts: string;
   /** When set, typed into the options page and saved before the page load. */
   bridge?: string;
-  /** Firefox preferences for the profile (the test passes none: the leak guard comes from policies.json). */
+  /** Firefox preferences for the profile (the leak guard comes from policies.json, not from here). */
   firefoxPrefs?: Record<string, unknown>;
+  /** Firefox: tick the WebRTC box, Save, and read back what the browser says is in effect. */
+  webrtc?: boolean;
 }
 
 export interface DriverResult {
@@ -27,6 +29,8 @@ export interface DriverResult {
   popupText: string;
   optionsSaved: string | null;
   screenshots: string[];
+  /** With `webrtc`: the options page's message after Save, and the browser's own webRTCIPHandlingPolicy. */
+  webrtc?: { message: string; value: string; levelOfControl: string } | undefined;
 }
 
 const GECKO_ID = 'dualsocks@dualsocks.invalid';
@@ -97,6 +101,28 @@ async function setBridge(open: OpenExtensionPage, bridge: string): Promise<strin
   await page.type('#bridge', bridge);
   await page.click('#save');
   return waitForText(page, 'Saved.', 10000).then(() => 'Saved.');
+}
+
+/**
+ * Ticks "Keep WebRTC from sending UDP outside the proxy" and saves, as a person would (the click
+ * is the user input Firefox wants before it grants the optional "privacy" permission), then asks
+ * the browser, from a fresh extension page, which WebRTC policy is in effect and who set it.
+ */
+async function setWebrtc(open: OpenExtensionPage): Promise<NonNullable<DriverResult['webrtc']>> {
+  const page = await open('options.html', OPTIONS_VIEWPORT);
+  await page.click('#webrtc');
+  await page.click('#save');
+  await waitForText(page, 'Saved', 15000);
+  const message = await page.evaluate(() => ((globalThis as unknown as PageGlobals).document.getElementById('message') as unknown as { textContent: string }).textContent);
+  const fresh = await open('options.html', OPTIONS_VIEWPORT);
+  const setting = await fresh.evaluate(async () => {
+    type Setting = { get(d: object): Promise<{ value: string; levelOfControl: string }> };
+    const b = (globalThis as unknown as { browser: { privacy?: { network: { webRTCIPHandlingPolicy: Setting } } } }).browser;
+    if (!b.privacy) return { value: 'no privacy API (permission not granted)', levelOfControl: '' };
+    const s = await b.privacy.network.webRTCIPHandlingPolicy.get({});
+    return { value: s.value, levelOfControl: s.levelOfControl };
+  });
+  return { message, ...setting };
 }
 
 async function extensionPages(o: DriverOptions, open: OpenExtensionPage, result: DriverResult): Promise<void> {
@@ -204,6 +230,7 @@ async function firefoxRun(o: DriverOptions): Promise<DriverResult> {
     await page.goto(o.url, { timeout: 30000 });
     result.pageText = await waitForText(page as unknown as AnyPage, o.expect);
     await extensionPages(o, open, result);
+    if (o.webrtc) result.webrtc = await setWebrtc(open);
     return result;
   } finally {
     await browser.close();
