@@ -51,31 +51,47 @@ async function tunnelFor(
   ctx.state.finish(line, {}, { tunnel, relayed: await ctx.relay(client, tunnel.socket) });
 }
 
+/** How BIND's replies are written in the client's protocol. */
+interface BindReplies {
+  /** The gateway listens at `bound`; returns the client bytes that came with the request. */
+  first(bound: { host: string; port: number }): Uint8Array[];
+  /** The peer that connected. */
+  second(peer: { host: string; port: number }): void;
+  fail(err: DualsocksError): void;
+}
+
 /**
  * BIND through a gateway (FTP active mode and the like): the first reply is where the gateway
  * listens, the second names the peer that connected to it; then the bytes are relayed. What the
  * client sends while waiting is held and passed on. A gateway's refusal or timeout reaches the
- * client as its own reply code.
+ * client as its own reply code (SOCKS4: rejected).
  */
-async function bindThrough(ctx: BridgeContext, client: Socket, host: string, port: number, session: Socks5ServerSession, run: (cmds: ServerCommand[]) => Uint8Array[]): Promise<void> {
-  const line = ctx.state.begin('socks5', client, host, port, { cmd: 'bind' });
+async function bindThrough(ctx: BridgeContext, client: Socket, via: Inbound, host: string, port: number, replies: BindReplies): Promise<void> {
+  const line = ctx.state.begin(via, client, host, port, { cmd: 'bind' });
   let tunnel: Tunnel;
   try {
     tunnel = await ctx.bind!(host, port);
   } catch (e) {
     const err = asError(e);
     ctx.state.finish(line, { result: err.code, rep: err.rep });
-    run(session.fail(err));
+    replies.fail(err);
     return;
   }
-  const held = run(session.succeed(tunnel.reply));
   let second: Socks5Dial | null;
   try {
+    const held = replies.first(tunnel.reply);
     second = await holdWhile(client, held, bindSecondReply(tunnel.dial!));
+    if (second !== null) {
+      replies.second(second.reply);
+      // counted from after the second reply
+      tunnel.overhead = second.overhead;
+      for (const chunk of held) tunnel.socket.write(chunk);
+    }
   } catch (e) {
     const err = asError(e);
+    tunnel.socket.destroy();
     ctx.state.finish(line, { gateway: tunnel.gateway, result: err.code, rep: err.rep });
-    run(session.fail(err));
+    replies.fail(err);
     return;
   }
   if (second === null) {
@@ -83,12 +99,15 @@ async function bindThrough(ctx: BridgeContext, client: Socket, host: string, por
     ctx.state.finish(line, { gateway: tunnel.gateway, result: 'ERR_CLIENT_CLOSED' });
     return;
   }
-  run(session.reply(REP.SUCCEEDED, second.reply));
-  // counted from after the second reply
-  tunnel.overhead = second.overhead;
-  for (const chunk of held) tunnel.socket.write(chunk);
   const relayed = await ctx.relay(client, tunnel.socket);
   ctx.state.finish(line, { peer: joinHostPort(second.reply.host, second.reply.port) }, { tunnel, relayed });
+}
+
+/** A SOCKS4 reply needs an IPv4 address; a gateway answering with IPv6 cannot be shown. */
+function socks4Address(r: { host: string; port: number }): { host: string; port: number } {
+  const ip = parseIp(r.host);
+  if (!ip || !isV4(ip)) throw new RequestError('ERR_CONNECT_FAILED', `${r.host} cannot be written in a SOCKS4 reply`);
+  return r;
 }
 
 export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: NodeJS.Timeout): void {
@@ -113,7 +132,11 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
           continue;
         }
         if (cmd === CMD.BIND && ctx.bind) {
-          void bindThrough(ctx, client, host, port, session, run);
+          void bindThrough(ctx, client, 'socks5', host, port, {
+            first: (bound) => run(session.succeed(bound)),
+            second: (peer) => void run(session.reply(REP.SUCCEEDED, peer)),
+            fail: (err) => void run(session.fail(err)),
+          });
           continue;
         }
         if (cmd !== CMD.CONNECT) {
@@ -144,13 +167,27 @@ export function serveSocks4(ctx: BridgeContext, client: Socket, handshakeTimer: 
     clearTimeout(handshakeTimer);
     client.off('data', onData);
     client.pause();
-    if (d.status === 'error' || d.msg.cmd !== CMD.CONNECT) {
-      client.end(encodeSocks4Reply({ cd: SOCKS4_CD.REJECTED }), () => client.destroy());
+    const reject = (): void => {
+      if (!client.destroyed) client.end(encodeSocks4Reply({ cd: SOCKS4_CD.REJECTED }), () => client.destroy());
+    };
+    if (d.status === 'error' || (d.msg.cmd !== CMD.CONNECT && !(d.msg.cmd === CMD.BIND && ctx.bind))) {
+      reject();
       return;
     }
     const rest = buf.subarray(d.size);
     if (rest.length > 0) client.unshift(rest);
     const { host, port } = d.msg;
+    if (d.msg.cmd === CMD.BIND) {
+      void bindThrough(ctx, client, 'socks4', host, port, {
+        first: (bound) => {
+          client.write(encodeSocks4Reply({ cd: SOCKS4_CD.GRANTED, ...socks4Address(bound) }));
+          return [];
+        },
+        second: (peer) => void client.write(encodeSocks4Reply({ cd: SOCKS4_CD.GRANTED, ...socks4Address(peer) })),
+        fail: reject,
+      });
+      return;
+    }
     void tunnelFor(ctx, client, 'socks4', host, port, (r) => {
       if (r instanceof DualsocksError) {
         client.end(encodeSocks4Reply({ cd: SOCKS4_CD.REJECTED }), () => client.destroy());

@@ -133,6 +133,27 @@ print(hashlib.sha256(data.split(b"\\r\\n\\r\\n", 1)[1]).hexdigest())
     assert.equal(atGateway.peer, '127.0.0.1');
   });
 
+  test('SOCKS4 BIND through the bridge (socks package): both replies, then bytes both ways', async () => {
+    const client = new SocksClient({ proxy: { host: '127.0.0.1', port, type: 4 }, command: 'bind', destination: { host: '127.0.0.1', port: 0 }, timeout: 5000 });
+    type Info = { socket: Socket; remoteHost?: { host: string; port: number } };
+    const bound = new Promise<Info>((resolve, reject) => client.once('bound', resolve).once('error', reject));
+    const established = new Promise<Info>((resolve, reject) => client.once('established', resolve).once('error', reject));
+    client.connect();
+    const at = (await bound).remoteHost!;
+    assert.equal(at.host, '127.0.0.1');
+    const peer = connect({ host: at.host, port: at.port, allowHalfOpen: true });
+    await new Promise((r, j) => peer.once('connect', r).once('error', j));
+    const { socket } = await established;
+    const atPeer = readAll(peer);
+    const atClient = readAll(socket);
+    socket.end('from the client');
+    peer.end('from the peer');
+    assert.equal((await atPeer).toString(), 'from the client');
+    assert.equal((await atClient).toString(), 'from the peer');
+    const rec = await bridge.waitRecord((r) => r.cmd === 'bind' && r.inbound === 'socks4');
+    assert.equal(rec.result, 'ok');
+  });
+
   test('a BIND the gateway refuses reaches the client with the gateway\'s reply code', async () => {
     // a private peer is not allowed by this gateway's policy (only 127.0.0.1 is): REP 0x02
     const client = new SocksClient({ proxy: { host: '127.0.0.1', port, type: 5 }, command: 'bind', destination: { host: '10.1.2.3', port: 0 }, timeout: 5000 });
