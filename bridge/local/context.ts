@@ -2,9 +2,10 @@
 // gateway pool), the state to report into, and the settings.
 import type { Socket } from 'node:net';
 import type { Settings } from '../../shared/rules/index.js';
+import type { LogRecord } from '../log.js';
 import type { RelayResult } from '../relay.js';
 import type { Tunnel } from '../upstream/pool.js';
-import type { BridgeState, Inbound } from './state.js';
+import { summary, type BridgeState, type Inbound } from './state.js';
 
 export interface BridgeContext {
   state: BridgeState;
@@ -14,11 +15,30 @@ export interface BridgeContext {
   associate?(): Promise<Tunnel>;
   /** Asks a gateway to BIND for host:port; the tunnel's first reply is where it listens. */
   bind?(host: string, port: number): Promise<Tunnel>;
-  /** Relays until both sides close; counts nothing itself. */
-  relay(client: Socket, remote: Socket): Promise<RelayResult>;
+  /**
+   * Relays client <-> tunnel until both sides close, then releases the tunnel's place in its
+   * gateway's count. The native relay may release both sockets at once: a caller keeps what it
+   * needs for its log line, not the sockets.
+   */
+  relay(client: Socket, tunnel: Tunnel): Promise<RelayResult>;
   rules(): Settings;
   /** The port the bridge listens on (for PAC output when the Host header has none). */
   port: number;
   /** Proxy address written into the PAC; unset: the address the client fetched it from. */
   pacProxy?: { host: string; port: number } | undefined;
 }
+
+/**
+ * Relays to the end, then logs and leaves the open count. Not awaited, and the callback holds
+ * only the log line and a summary of the tunnel: a tunnel the native relay took over keeps
+ * neither socket alive in JavaScript while it idles.
+ */
+export function relayToEnd(ctx: BridgeContext, client: Socket, tunnel: Tunnel, line: { rec: LogRecord; started: number }, done: () => void, fields: LogRecord = {}): void {
+  const { state } = ctx;
+  const t = summary(tunnel);
+  void ctx.relay(client, tunnel).then((relayed) => {
+    state.finish(line, fields, { tunnel: t, relayed });
+    done();
+  });
+}
+

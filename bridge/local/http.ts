@@ -9,7 +9,8 @@ import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { formatIp, joinHostPort, parseIp, splitHostPort } from '../../shared/net/address.js';
 import { isDualsocksError, RequestError } from '../../shared/errors.js';
-import type { BridgeContext } from './context.js';
+import type { Tunnel } from '../upstream/pool.js';
+import { relayToEnd, type BridgeContext } from './context.js';
 import { describeFailure, type Failure } from './failure.js';
 import { handlePage } from './pages.js';
 
@@ -331,27 +332,25 @@ async function tunnelConnect(ctx: BridgeContext, req: IncomingMessage, socket: S
   }
   const done = ctx.state.opened('connect');
   const line = ctx.state.begin('connect', socket, target.host, target.port);
+  let tunnel: Tunnel;
   try {
-    let tunnel;
-    try {
-      tunnel = await ctx.open(target.host, target.port, 'connect');
-    } catch (err) {
-      const f = describeFailure(err);
-      ctx.state.record('connect', target.host, target.port, { error: { code: f.code } });
-      ctx.state.finish(line, { result: f.code, status: f.httpStatus });
-      rawResponse(socket, f.httpStatus, f.reason, failureBody(f, joinHostPort(target.host, target.port), err), failureHeaders(f));
-      return;
-    }
-    ctx.state.record('connect', target.host, target.port, { tunnel });
-    if (socket.destroyed) {
-      tunnel.socket.destroy();
-      ctx.state.finish(line, { result: 'ERR_CLIENT_CLOSED' });
-      return;
-    }
-    socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-    if (head.length > 0) tunnel.socket.write(head);
-    ctx.state.finish(line, {}, { tunnel, relayed: await ctx.relay(socket, tunnel.socket) });
-  } finally {
+    tunnel = await ctx.open(target.host, target.port, 'connect');
+  } catch (err) {
+    const f = describeFailure(err);
+    ctx.state.record('connect', target.host, target.port, { error: { code: f.code } });
+    ctx.state.finish(line, { result: f.code, status: f.httpStatus });
+    rawResponse(socket, f.httpStatus, f.reason, failureBody(f, joinHostPort(target.host, target.port), err), failureHeaders(f));
     done();
+    return;
   }
+  ctx.state.record('connect', target.host, target.port, { tunnel });
+  if (socket.destroyed) {
+    tunnel.socket.destroy();
+    ctx.state.finish(line, { result: 'ERR_CLIENT_CLOSED' });
+    done();
+    return;
+  }
+  socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+  if (head.length > 0) tunnel.socket.write(head);
+  relayToEnd(ctx, socket, tunnel, line, done);
 }

@@ -6,7 +6,7 @@ import { canonicalHost, formatIp, joinHostPort, parseIp } from '../../shared/net
 import { decide, type Settings } from '../../shared/rules/index.js';
 import { sniffProtocol } from '../../shared/socks5/codec.js';
 import { CMD } from '../../shared/socks5/constants.js';
-import { relay } from '../relay.js';
+import { relay, RelayGroup } from '../relay.js';
 import { closeAll, listenAll, type HostPort } from '../listen.js';
 import { connectTcp } from '../upstream/direct.js';
 import type { GatewayPool, Tunnel } from '../upstream/pool.js';
@@ -20,6 +20,8 @@ const FIRST_BYTE_TIMEOUT_MS = 30_000;
 
 export class Bridge {
   readonly state: BridgeState;
+  /** Tunnels being relayed; close() ends them. */
+  readonly relays = new RelayGroup();
   readonly http: HttpServer;
   private readonly servers: Server[] = [];
   private readonly sockets = new Set<Socket>();
@@ -40,7 +42,11 @@ export class Bridge {
       associate: () => this.pool.open('0.0.0.0', 0, CMD.UDP_ASSOCIATE),
       // the peer connects to the gateway, so BIND always goes there, whatever the rules say
       bind: (host, port) => this.pool.open(host, port, CMD.BIND),
-      relay: (client, remote) => relay(client, remote, { idleTimeoutMs: config.idleTimeoutMs }),
+      relay: (client, tunnel) => {
+        // the tunnel object holds its socket: keep only what the end needs
+        const { release } = tunnel;
+        return relay(client, tunnel.socket, { idleTimeoutMs: config.idleTimeoutMs, group: this.relays }).finally(release);
+      },
       rules: () => this.settings,
       port: config.listen[0]?.port ?? 1080,
       pacProxy: config.pacProxy,
@@ -57,6 +63,7 @@ export class Bridge {
         reply: { rep: 0, atyp: 0, host: canonicalHost(s.localAddress ?? '0.0.0.0'), port: s.localPort ?? 0 },
         gateway: 'direct',
         overhead: { up: 0, down: 0 },
+        release: () => {},
       }));
     }
     return this.pool.open(host, port);
@@ -87,6 +94,7 @@ export class Bridge {
   }
 
   async close(): Promise<void> {
+    this.relays.closeAll();
     this.pool.stop();
     this.http.close();
     await closeAll(this.servers, this.sockets);

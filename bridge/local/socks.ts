@@ -6,10 +6,11 @@ import { isV4, joinHostPort, parseIp } from '../../shared/net/address.js';
 import { concatBytes, decodeSocks4Request, encodeSocks4Reply } from '../../shared/socks5/codec.js';
 import { CMD, REP, SOCKS4_CD } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
+import { releasedToNative } from '../native/loader.js';
 import { holdWhile } from '../relay.js';
 import type { Tunnel } from '../upstream/pool.js';
 import { bindSecondReply, type Socks5Dial } from '../upstream/socks5.js';
-import type { BridgeContext } from './context.js';
+import { relayToEnd, type BridgeContext } from './context.js';
 import type { Inbound } from './state.js';
 import { serveUdpAssociate } from './udp.js';
 
@@ -28,6 +29,7 @@ async function tunnelFor(
   host: string,
   port: number,
   answer: (bound: { host: string; port: number } | DualsocksError) => Uint8Array[],
+  done: () => void,
 ): Promise<void> {
   const line = ctx.state.begin(via, client, host, port);
   let tunnel;
@@ -48,7 +50,7 @@ async function tunnelFor(
     return;
   }
   for (const chunk of answer(tunnel.reply)) tunnel.socket.write(chunk);
-  ctx.state.finish(line, {}, { tunnel, relayed: await ctx.relay(client, tunnel.socket) });
+  relayToEnd(ctx, client, tunnel, line, done);
 }
 
 /** How BIND's replies are written in the client's protocol. */
@@ -66,7 +68,7 @@ interface BindReplies {
  * client sends while waiting is held and passed on. A gateway's refusal or timeout reaches the
  * client as its own reply code (SOCKS4: rejected).
  */
-async function bindThrough(ctx: BridgeContext, client: Socket, via: Inbound, host: string, port: number, replies: BindReplies): Promise<void> {
+async function bindThrough(ctx: BridgeContext, client: Socket, via: Inbound, host: string, port: number, replies: BindReplies, done: () => void): Promise<void> {
   const line = ctx.state.begin(via, client, host, port, { cmd: 'bind' });
   let tunnel: Tunnel;
   try {
@@ -99,8 +101,7 @@ async function bindThrough(ctx: BridgeContext, client: Socket, via: Inbound, hos
     ctx.state.finish(line, { gateway: tunnel.gateway, result: 'ERR_CLIENT_CLOSED' });
     return;
   }
-  const relayed = await ctx.relay(client, tunnel.socket);
-  ctx.state.finish(line, { peer: joinHostPort(second.reply.host, second.reply.port) }, { tunnel, relayed });
+  relayToEnd(ctx, client, tunnel, line, done, { peer: joinHostPort(second.reply.host, second.reply.port) });
 }
 
 /** A SOCKS4 reply needs an IPv4 address; a gateway answering with IPv6 cannot be shown. */
@@ -113,7 +114,8 @@ function socks4Address(r: { host: string; port: number }): { host: string; port:
 export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: NodeJS.Timeout): void {
   const session = new Socks5ServerSession({ requireAuth: false });
   const done = ctx.state.opened('socks5');
-  client.once('close', done);
+  // a socket the native relay took over closes at once: the relay's end closes the count then
+  client.once('close', () => releasedToNative(client) || done());
   const run = (cmds: ServerCommand[]): Uint8Array[] => {
     const early: Uint8Array[] = [];
     for (const c of cmds) {
@@ -136,7 +138,7 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
             first: (bound) => run(session.succeed(bound)),
             second: (peer) => void run(session.reply(REP.SUCCEEDED, peer)),
             fail: (err) => void run(session.fail(err)),
-          });
+          }, done);
           continue;
         }
         if (cmd !== CMD.CONNECT) {
@@ -147,7 +149,7 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
           if (r instanceof DualsocksError) return run(session.fail(r));
           // BND.ADDR is the gateway's outbound address: the client sees which family it used
           return run(session.succeed(r));
-        });
+        }, done);
       }
     }
     return early;
@@ -158,7 +160,7 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
 
 export function serveSocks4(ctx: BridgeContext, client: Socket, handshakeTimer: NodeJS.Timeout): void {
   const done = ctx.state.opened('socks4');
-  client.once('close', done);
+  client.once('close', () => releasedToNative(client) || done());
   let buf: Uint8Array = new Uint8Array(0);
   const onData = (chunk: Buffer): void => {
     buf = buf.length === 0 ? chunk : concatBytes(buf, chunk);
@@ -185,7 +187,7 @@ export function serveSocks4(ctx: BridgeContext, client: Socket, handshakeTimer: 
         },
         second: (peer) => void client.write(encodeSocks4Reply({ cd: SOCKS4_CD.GRANTED, ...socks4Address(peer) })),
         fail: reject,
-      });
+      }, done);
       return;
     }
     void tunnelFor(ctx, client, 'socks4', host, port, (r) => {
@@ -197,7 +199,7 @@ export function serveSocks4(ctx: BridgeContext, client: Socket, handshakeTimer: 
       // SOCKS4 can only show an IPv4 bound address
       client.write(encodeSocks4Reply({ cd: SOCKS4_CD.GRANTED, ...(ip && isV4(ip) ? r : {}) }));
       return [];
-    });
+    }, done);
   };
   client.on('data', onData);
 }

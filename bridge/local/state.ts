@@ -9,6 +9,13 @@ import type { RelayResult } from '../relay.js';
 
 export type Inbound = 'http' | 'connect' | 'socks5' | 'socks4';
 
+/** What a finished tunnel's log line needs of it (not its socket, which may be gone). */
+export type TunnelSummary = Pick<Tunnel, 'gateway' | 'reply' | 'overhead'>;
+
+export function summary(t: Tunnel): TunnelSummary {
+  return { gateway: t.gateway, reply: t.reply, overhead: t.overhead };
+}
+
 export interface RecentDestination {
   time: string;
   host: string;
@@ -93,7 +100,7 @@ export class BridgeState {
    * Prints the line of a finished connection: `fields` (the result, or an error code and REP), and
    * for a tunnel that carried bytes, its gateway, BND, bytes each way and how it ended.
    */
-  finish(line: { rec: LogRecord; started: number }, fields: LogRecord, done?: { tunnel: Tunnel; relayed: RelayResult }): void {
+  finish(line: { rec: LogRecord; started: number }, fields: LogRecord, done?: { tunnel: TunnelSummary; relayed: RelayResult }): void {
     const rec: LogRecord = { ...line.rec };
     if (done) {
       const { tunnel, relayed } = done;

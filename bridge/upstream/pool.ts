@@ -8,6 +8,7 @@ import { joinHostPort } from '../../shared/net/address.js';
 import { concatBytes, decodeMethodSelection, encodeGreeting, type Reply } from '../../shared/socks5/codec.js';
 import { CMD, METHOD } from '../../shared/socks5/constants.js';
 import { connectTcp } from './direct.js';
+import { releasedToNative } from '../native/loader.js';
 import { hopLabel, parseHopUrl, socks5Handshake, type Hop, type Socks5Dial } from './socks5.js';
 
 export type Balance = 'round-robin' | 'sticky';
@@ -32,6 +33,8 @@ export interface Tunnel {
   overhead: { up: number; down: number };
   /** BIND: the request, still waiting for its second reply (bindSecondReply). */
   dial?: Socks5Dial;
+  /** Leaves the gateway's active count (once): at the socket's close, or at the relay's end when the native relay took the socket over. */
+  release(): void;
 }
 
 /** Parses "socks5://u:p@h1:1081,socks5://h2:1081" (hops in order). */
@@ -94,6 +97,16 @@ export async function dialChain(hops: Hop[], req: { cmd?: number; host: string; 
     }
   }
   return socks5Handshake(socket, hops[hops.length - 1]!, req, { timeoutMs });
+}
+
+/** Decrements `active` once; made apart from the socket so that holding it does not hold the socket. */
+function leaveCount(h: GatewayHealth): () => void {
+  let counted = true;
+  return () => {
+    if (!counted) return;
+    counted = false;
+    h.active--;
+  };
 }
 
 class Upstream {
@@ -186,9 +199,12 @@ export class GatewayPool {
         const { socket, reply } = dial;
         u.health.opened++;
         u.health.active++;
-        socket.once('close', () => u.health.active--);
+        const release = leaveCount(u.health);
+        socket.once('close', () => {
+          if (!releasedToNative(socket)) release();
+        });
         this.markUp(u, u.health.latencyMs === null ? performance.now() - started : null);
-        return { socket, reply, gateway: u.health.url, overhead: dial.overhead, ...(cmd === CMD.BIND ? { dial } : {}) };
+        return { socket, reply, gateway: u.health.url, overhead: dial.overhead, release, ...(cmd === CMD.BIND ? { dial } : {}) };
       } catch (e) {
         u.health.failed++;
         // an answer from the gateway is final; only an unreachable gateway means "try another"

@@ -41,7 +41,7 @@ async function startBridge(gatewayPort: number): Promise<TestBridge> {
   const ctx: BridgeContext = {
     state,
     open: (host, port) => pool.open(host, port),
-    relay: (c, r) => relay(c, r, { idleTimeoutMs: 0 }),
+    relay: (c, t) => relay(c, t.socket, { idleTimeoutMs: 0 }).finally(() => t.release()),
     rules: () => DEFAULT_SETTINGS,
     port: 0,
   };

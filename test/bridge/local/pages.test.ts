@@ -69,7 +69,7 @@ describe('bridge pages', () => {
     ctx = {
       state,
       open: (host, p) => pool.open(host, p),
-      relay: (c, r) => relay(c, r, { idleTimeoutMs: 0 }),
+      relay: (c, t) => relay(c, t.socket, { idleTimeoutMs: 0 }).finally(() => t.release()),
       rules: () => settings,
       port: 0,
     };

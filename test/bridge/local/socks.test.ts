@@ -97,6 +97,28 @@ print(hashlib.sha256(data.split(b"\\r\\n\\r\\n", 1)[1]).hexdigest())
     assert.equal(status.gateways[0]?.up, true);
   });
 
+  test('an idle tunnel counts as open (bridge and gateway) until it ends, whoever relays it', async () => {
+    type Status = { connections: { open: number; byInbound: Record<string, number> }; gateways: { active: number }[] };
+    const status = async (): Promise<Status> => JSON.parse((await curl([`http://127.0.0.1:${port}/api/status`])).stdout.toString()) as Status;
+    const before = await status();
+    {
+      const clients = await Promise.all([dialSocks5({ host: '127.0.0.1', port }, { host: 'web.test', port: origin.port }, { timeoutMs: 5000 }), dialSocks5({ host: '127.0.0.1', port }, { host: 'web.test', port: origin.port }, { timeoutMs: 5000 })]);
+      for (const c of clients) c.socket.resume();
+      // let the hand-over settle: a released socket's close event comes a moment later, and must not count
+      await new Promise((r) => setTimeout(r, 100));
+      const during = await status();
+      assert.equal(during.connections.open - before.connections.open, 2, 'the bridge counts them open');
+      assert.equal(during.gateways[0]!.active - before.gateways[0]!.active, 2, "and the gateway's active count has them");
+      for (const c of clients) c.socket.destroy();
+      for (let i = 0; ; i++) {
+        const after = await status();
+        if (after.connections.open === before.connections.open && after.gateways[0]!.active === before.gateways[0]!.active) break;
+        if (i > 100) assert.fail(`counts did not come back: ${JSON.stringify(after)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  });
+
   test('BIND through the bridge (socks package): the gateway listens, a peer connects, bytes both ways', async () => {
     const client = new SocksClient({ proxy: { host: '127.0.0.1', port, type: 5 }, command: 'bind', destination: { host: '127.0.0.1', port: 0 }, timeout: 5000 });
     type Info = { socket: Socket; remoteHost?: { host: string; port: number } };
