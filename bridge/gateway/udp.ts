@@ -5,18 +5,18 @@
 // Safer than Dante's default: replies are taken only from addresses this association sent to,
 // and datagrams only from the control connection's peer IP (and the port it announced; with
 // none announced, the first datagram fixes the port). Anything that does not fit is dropped
-// and counted, never thrown. Destinations that --upstream would carry go through an association
-// of our own at the upstream gateway (one hop: a farther hop would only take datagrams from the
-// hop before it), with the SOCKS header, name and all, passed on untouched; with no such
-// association possible they are dropped, never sent from here, which would bypass the route.
+// and counted, never thrown. Destinations that --upstream would carry go through associations of
+// our own along the chain (bridge/upstream/udp-chain.ts: one at each hop, since a hop takes
+// datagrams only from the hop before it), with the SOCKS header, name and all, passed on
+// untouched; with no such association possible they are dropped, never sent from here, which
+// would bypass the route.
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { DualsocksError, RequestError } from '../../shared/errors.js';
 import { canonicalHost, familyOf, formatIp, parseIp, type Family, type Ip } from '../../shared/net/address.js';
 import { decodeUdpHeader, encodeUdpHeader } from '../../shared/socks5/codec.js';
-import { CMD } from '../../shared/socks5/constants.js';
 import { interleave } from '../upstream/direct.js';
-import { dialChain, redactedUrl } from '../upstream/pool.js';
-import type { Socks5Dial } from '../upstream/socks5.js';
+import { redactedUrl } from '../upstream/pool.js';
+import { openUdpChain, type UdpChain } from '../upstream/udp-chain.js';
 import { goesUpstream } from './chain.js';
 import type { RequestContext } from './server.js';
 
@@ -77,7 +77,7 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
   const sentTo = new Set<string>();
   let pending = 0;
   /** Our association at the upstream gateway, opened with the first datagram for it; null: none possible. */
-  let upstream: Promise<{ control: Socks5Dial; socket: UdpSocket } | null> | undefined;
+  let upstream: Promise<UdpChain | null> | undefined;
   let lastActivity = Date.now();
   let ended = false;
   let idleTimer: NodeJS.Timeout | undefined;
@@ -92,11 +92,7 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
       if (s instanceof Promise) void s.then((x) => x && safeClose(x));
       else if (s) safeClose(s);
     }
-    void upstream?.then((u) => {
-      if (!u) return;
-      safeClose(u.socket);
-      u.control.socket.destroy();
-    });
+    void upstream?.then((u) => u?.close());
     client.destroy();
     resolveDone(why);
   };
@@ -140,56 +136,34 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
     return p;
   };
 
-  /** UDP ASSOCIATE at the one upstream hop, and a socket connected to its relay. */
-  const openUpstream = async (): Promise<{ control: Socks5Dial; socket: UdpSocket } | null> => {
-    const hops = cfg.upstream!;
-    record.upstream = redactedUrl(hops);
-    if (hops.length !== 1) {
-      record.lastError = 'ERR_SOCKS_COMMAND';
-      return null;
-    }
-    let control: Socks5Dial;
+  /** Our association through the --upstream chain (one at each hop), replies read from it. */
+  const openUpstream = async (): Promise<UdpChain | null> => {
+    record.upstream = redactedUrl(cfg.upstream!);
+    let chain: UdpChain;
     try {
-      control = await dialChain(hops, { cmd: CMD.UDP_ASSOCIATE, host: '0.0.0.0', port: 0 }, cfg.connectTimeoutMs);
+      chain = await openUdpChain(cfg.upstream!, cfg.connectTimeoutMs);
     } catch (e) {
       record.lastError = e instanceof DualsocksError ? e.code : String(e);
       return null;
     }
-    // an unspecified BND means "the address you reached me on"
-    let relayIp = parseIp(control.reply.host);
-    if (!relayIp || formatIp(relayIp) === '0.0.0.0' || formatIp(relayIp) === '::') relayIp = parseIp(canonicalHost(control.socket.remoteAddress ?? ''));
-    if (!relayIp || ended) {
-      control.socket.destroy();
+    if (ended) {
+      chain.close();
       return null;
     }
-    const f = familyOf(relayIp);
-    let socket: UdpSocket;
-    try {
-      socket = await bindUdp(f, f === 4 ? '0.0.0.0' : '::');
-      // connected: the kernel drops datagrams from anyone but the upstream relay
-      await new Promise<void>((r) => socket.connect(control.reply.port, formatIp(relayIp), r));
-    } catch (e) {
-      control.socket.destroy();
-      record.lastError = (e as Error).message;
-      return null;
-    }
-    socket.on('message', (m) => fromUpstream(m));
-    socket.on('error', () => n.droppedError++);
-    // the upstream association lives as long as its control connection; then no more datagrams go there
-    control.socket.on('data', () => {});
-    control.socket.on('error', () => {});
-    control.socket.once('close', () => {
+    chain.socket.on('message', (m) => fromUpstream(chain, m));
+    chain.socket.on('error', () => n.droppedError++);
+    // the association lives as long as the chain's control connections; then nothing more goes there
+    void chain.ended.then(() => {
       upstream = Promise.resolve(null);
-      safeClose(socket);
     });
-    control.socket.resume();
-    return { control, socket };
+    return chain;
   };
 
-  /** A reply through the upstream gateway: its header already names the sender; passed on as it is. */
-  const fromUpstream = (msg: Buffer): void => {
-    const d = decodeUdpHeader(msg);
-    if (d.status !== 'ok' || clientPort === undefined || ended) {
+  /** A reply through the upstream chain: the last hop's header names the sender; passed on as it is. */
+  const fromUpstream = (chain: UdpChain, raw: Buffer): void => {
+    const msg = chain.unwrap(raw);
+    const d = msg && decodeUdpHeader(msg);
+    if (!msg || !d || d.status !== 'ok' || clientPort === undefined || ended) {
       n.droppedSender++;
       return;
     }
@@ -232,7 +206,11 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
         n.droppedUpstream++;
         return;
       }
-      u.socket.send(msg, (err) => {
+      if (u.prefix.length + msg.length > MAX_PAYLOAD[familyOf(parseIp(u.relays[0]!.host)!)]) {
+        n.droppedSize++;
+        return;
+      }
+      u.socket.send(u.prefix.length > 0 ? [u.prefix, msg] : msg, (err) => {
         if (err) {
           n.droppedUpstream++;
           record.lastError = (err as NodeJS.ErrnoException).code ?? err.message;

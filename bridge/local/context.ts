@@ -4,15 +4,15 @@ import type { Socket } from 'node:net';
 import type { Settings } from '../../shared/rules/index.js';
 import type { LogRecord } from '../log.js';
 import type { RelayResult } from '../relay.js';
-import type { Tunnel } from '../upstream/pool.js';
+import type { Tunnel, UdpAssociation } from '../upstream/pool.js';
 import { summary, type BridgeState, type Inbound } from './state.js';
 
 export interface BridgeContext {
   state: BridgeState;
   /** Opens a tunnel to host:port through a gateway; the name is never resolved here. */
   open(host: string, port: number, via: Inbound): Promise<Tunnel>;
-  /** Opens a UDP ASSOCIATE control connection at a gateway; its reply names the gateway's relay. */
-  associate?(): Promise<Tunnel>;
+  /** Opens a UDP association through a gateway (one at each hop of a chain). */
+  associate?(): Promise<UdpAssociation>;
   /** Asks a gateway to BIND for host:port; the tunnel's first reply is where it listens. */
   bind?(host: string, port: number): Promise<Tunnel>;
   /**

@@ -39,7 +39,7 @@ export class Bridge {
       state: this.state,
       open: (host, port, via) => this.open(host, port, via),
       // 0.0.0.0:0: our port toward the gateway is fixed by our first datagram
-      associate: () => this.pool.open('0.0.0.0', 0, CMD.UDP_ASSOCIATE),
+      associate: () => this.pool.associate(),
       // the peer connects to the gateway, so BIND always goes there, whatever the rules say
       bind: (host, port) => this.pool.open(host, port, CMD.BIND),
       relay: (client, tunnel) => {

@@ -1,16 +1,19 @@
-// UDP ASSOCIATE for the bridge's SOCKS5 clients: one association at a gateway per local one,
-// datagrams passed on with their SOCKS header untouched, so a DOMAINNAME in it is resolved by
-// the gateway, never here. Either TCP control connection closing ends both associations.
+// UDP ASSOCIATE for the bridge's SOCKS5 clients: one association at a gateway per local one (at
+// each hop, when the gateway is a chain), datagrams passed on with their SOCKS header untouched,
+// so a DOMAINNAME in it is resolved by the last gateway, never here. The client's TCP control
+// connection closing, or any of the gateway's, ends both sides.
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import type { Socket } from 'node:net';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
 import { canonicalHost, familyOf, formatIp, joinHostPort, parseIp } from '../../shared/net/address.js';
 import { decodeUdpHeader, type Request } from '../../shared/socks5/codec.js';
-import type { Tunnel } from '../upstream/pool.js';
+import type { UdpAssociation } from '../upstream/pool.js';
 import type { BridgeContext } from './context.js';
 
 const stripScope = (host: string): string => host.replace(/%.*$/, '');
 const ipKey = (host: string): string => canonicalHost(stripScope(host));
+/** Largest UDP payload toward a relay of this family (65535 minus IP and UDP headers). */
+const maxPayload = (host: string): number => (host.includes(':') ? 65527 : 65507);
 
 function bindUdp(v6: boolean, host: string): Promise<UdpSocket> {
   return new Promise((resolve, reject) => {
@@ -23,15 +26,6 @@ function bindUdp(v6: boolean, host: string): Promise<UdpSocket> {
   });
 }
 
-/** Where to send to the gateway's relay: its BND, or the gateway's own address when BND is unspecified. */
-function relayAddress(tunnel: Tunnel): { host: string; port: number } {
-  const ip = parseIp(tunnel.reply.host);
-  if (ip && (formatIp(ip) === '0.0.0.0' || formatIp(ip) === '::')) {
-    return { host: canonicalHost(tunnel.socket.remoteAddress ?? tunnel.reply.host), port: tunnel.reply.port };
-  }
-  return { host: tunnel.reply.host, port: tunnel.reply.port };
-}
-
 export async function serveUdpAssociate(
   ctx: BridgeContext,
   client: Socket,
@@ -42,46 +36,38 @@ export async function serveUdpAssociate(
   const localRaw = client.localAddress ?? '127.0.0.1';
   const local = parseIp(ipKey(localRaw));
   const peerIp = ipKey(client.remoteAddress ?? '');
-  let tunnel: Tunnel | undefined;
+  let assoc: UdpAssociation | undefined;
   let toClient: UdpSocket | undefined;
-  let toGateway: UdpSocket | undefined;
   try {
     if (!ctx.associate) throw new SocksProtocolError('ERR_SOCKS_COMMAND', 'UDP ASSOCIATE without a gateway pool');
-    tunnel = await ctx.associate();
-    const relay = relayAddress(tunnel);
-    const relayIp = parseIp(relay.host);
-    if (!relayIp || !local) throw new RequestError('ERR_CONNECT_FAILED', `gateway relay ${relay.host}`);
-    toGateway = await bindUdp(familyOf(relayIp) === 6, familyOf(relayIp) === 6 ? '::' : '0.0.0.0');
-    // connected: the kernel drops datagrams from anyone but the gateway's relay
-    await new Promise<void>((r) => toGateway!.connect(relay.port, formatIp(relayIp), r));
+    if (!local) throw new RequestError('ERR_CONNECT_FAILED', `no local address for the relay (${localRaw})`);
+    assoc = await ctx.associate();
     toClient = await bindUdp(familyOf(local) === 6, familyOf(local) === 6 ? localRaw : formatIp(local));
   } catch (e) {
-    tunnel?.socket.destroy();
-    toGateway?.close();
+    assoc?.chain.close();
     const err = e instanceof DualsocksError ? e : new RequestError('ERR_CONNECT_FAILED', String(e));
     ctx.state.finish(line, { result: err.code, rep: err.rep });
     if (!client.destroyed) answer(err);
     return;
   }
-  const gw = tunnel.socket;
-  const [up, down] = [toGateway, toClient];
+  const { chain } = assoc;
+  const relay = chain.relays[0]!;
+  const [up, down] = [chain.socket, toClient];
   let clientPort: number | undefined = request.port !== 0 ? request.port : undefined;
   let clientHost = peerIp;
   let ended = false;
-  const n = { datagramsUp: 0, datagramsDown: 0, bytesUp: 0, bytesDown: 0 };
+  const n = { datagramsUp: 0, datagramsDown: 0, bytesUp: 0, bytesDown: 0, dropped: 0 };
   const end = (): void => {
     if (ended) return;
     ended = true;
-    const relayed = relayAddress(tunnel);
-    ctx.state.finish(line, { gateway: tunnel.gateway, bound: joinHostPort(relayed.host, relayed.port), result: 'ok', ...n });
-    for (const s of [up, down]) {
-      try {
-        s.close();
-      } catch {
-        /* already closed */
-      }
+    const hops = chain.relays.length > 1 ? { hops: chain.relays.length } : {};
+    ctx.state.finish(line, { gateway: assoc.gateway, bound: joinHostPort(relay.host, relay.port), ...hops, result: 'ok', ...n });
+    try {
+      down.close();
+    } catch {
+      /* already closed */
     }
-    gw.destroy();
+    chain.close();
     client.destroy();
   };
 
@@ -92,26 +78,31 @@ export async function serveUdpAssociate(
     if (d.status !== 'ok' || d.msg.frag !== 0) return;
     clientPort ??= rinfo.port;
     clientHost = rinfo.address;
+    // a chain's headers for the further hops go first; too big for the first relay is dropped
+    if (chain.prefix.length + msg.length > maxPayload(relay.host)) {
+      n.dropped++;
+      return;
+    }
     n.datagramsUp++;
     n.bytesUp += msg.length;
-    up.send(msg);
+    up.send(chain.prefix.length > 0 ? [chain.prefix, msg] : msg);
   });
-  up.on('message', (msg: Buffer) => {
-    if (clientPort === undefined) return;
+  up.on('message', (raw: Buffer) => {
+    const msg = chain.unwrap(raw);
+    if (clientPort === undefined || !msg) {
+      n.dropped++;
+      return;
+    }
     n.datagramsDown++;
     n.bytesDown += msg.length;
     down.send(msg, clientPort, clientHost);
   });
-  for (const s of [up, down]) s.on('error', () => {});
-  gw.on('data', () => {});
-  gw.on('error', () => {});
+  down.on('error', () => {});
   client.on('data', () => {});
-  for (const s of [gw, client]) {
-    s.once('end', end);
-    s.once('close', end);
-  }
+  client.on('error', () => {});
+  for (const ev of ['end', 'close'] as const) client.once(ev, end);
+  void chain.ended.then(end);
   const bound = down.address();
   answer({ host: canonicalHost(bound.address), port: bound.port });
-  gw.resume();
   client.resume();
 }

@@ -10,6 +10,7 @@ import { CMD, METHOD } from '../../shared/socks5/constants.js';
 import { connectTcp } from './direct.js';
 import { releasedToNative } from '../native/loader.js';
 import { hopLabel, parseHopUrl, socks5Handshake, type Hop, type Socks5Dial } from './socks5.js';
+import { openUdpChain, type UdpChain } from './udp-chain.js';
 
 export type Balance = 'round-robin' | 'sticky';
 
@@ -22,6 +23,12 @@ export interface GatewayHealth {
   active: number;
   opened: number;
   failed: number;
+}
+
+/** A UDP association at a gateway (at each hop of a chain); the gateway's active count follows chain.ended. */
+export interface UdpAssociation {
+  chain: UdpChain;
+  gateway: string;
 }
 
 export interface Tunnel {
@@ -99,13 +106,23 @@ export async function dialChain(hops: Hop[], req: { cmd?: number; host: string; 
   return socks5Handshake(socket, hops[hops.length - 1]!, req, { timeoutMs });
 }
 
-/** Decrements `active` once; made apart from the socket so that holding it does not hold the socket. */
-function leaveCount(h: GatewayHealth): () => void {
-  let counted = true;
-  return () => {
-    if (!counted) return;
-    counted = false;
-    h.active--;
+/**
+ * A place in a gateway's active count: join() once the tunnel is up, release() once it ends (in
+ * either order; only a joined place is given back). Made apart from the socket, so that holding
+ * it does not hold the socket.
+ */
+function countPlace(h: GatewayHealth): { join(): void; release(): void } {
+  let state: 'new' | 'in' | 'out' = 'new';
+  return {
+    join() {
+      if (state !== 'new') return;
+      state = 'in';
+      h.active++;
+    },
+    release() {
+      if (state === 'in') h.active--;
+      state = 'out';
+    },
   };
 }
 
@@ -186,33 +203,51 @@ export class GatewayPool {
     return [...rotated.filter((u) => u.health.up), ...rotated.filter((u) => !u.health.up)];
   }
 
-  /** Opens a tunnel to host:port through one gateway, failing over while gateways are unreachable. */
-  async open(host: string, port: number, cmd: number = CMD.CONNECT): Promise<Tunnel> {
+  /**
+   * Runs `attempt` on the gateways for `host` in order until one works: an answer from a gateway
+   * is final, only an unreachable one means "try another". The winner counts as opened and active
+   * until the release() it is given is called.
+   */
+  private async failover<T>(host: string, attempt: (u: Upstream, release: () => void) => Promise<T>): Promise<T> {
     const errors: string[] = [];
-    // a chained gateway's last hop only takes datagrams from the hop before it, never from us
-    const candidates = this.order(host).filter((u) => cmd !== CMD.UDP_ASSOCIATE || u.hops.length === 1);
-    if (candidates.length === 0) throw new SocksProtocolError('ERR_SOCKS_COMMAND', 'UDP ASSOCIATE needs a single-hop gateway; every gateway here is a chain');
-    for (const u of candidates) {
+    for (const u of this.order(host)) {
       const started = performance.now();
       try {
-        const dial = await dialChain(u.hops, { cmd, host, port }, this.opts.connectTimeoutMs);
-        const { socket, reply } = dial;
+        const place = countPlace(u.health);
+        const r = await attempt(u, place.release);
         u.health.opened++;
-        u.health.active++;
-        const release = leaveCount(u.health);
-        socket.once('close', () => {
-          if (!releasedToNative(socket)) release();
-        });
+        place.join();
         this.markUp(u, u.health.latencyMs === null ? performance.now() - started : null);
-        return { socket, reply, gateway: u.health.url, overhead: dial.overhead, release, ...(cmd === CMD.BIND ? { dial } : {}) };
+        return r;
       } catch (e) {
         u.health.failed++;
-        // an answer from the gateway is final; only an unreachable gateway means "try another"
         if (e instanceof DualsocksError && e.code === 'ERR_SOCKS_REPLY') throw e;
         this.markDown(u, e);
         errors.push(`${u.health.url}: ${e instanceof Error ? e.message : String(e)}`);
       }
     }
     throw new RequestError('ERR_NO_GATEWAY', errors.join('; '));
+  }
+
+  /** Opens a tunnel to host:port through one gateway, failing over while gateways are unreachable. */
+  open(host: string, port: number, cmd: number = CMD.CONNECT): Promise<Tunnel> {
+    if (cmd === CMD.UDP_ASSOCIATE) return Promise.reject(new SocksProtocolError('ERR_SOCKS_COMMAND', 'UDP goes through associate()'));
+    return this.failover(host, async (u, release) => {
+      const dial = await dialChain(u.hops, { cmd, host, port }, this.opts.connectTimeoutMs);
+      const { socket, reply } = dial;
+      socket.once('close', () => {
+        if (!releasedToNative(socket)) release();
+      });
+      return { socket, reply, gateway: u.health.url, overhead: dial.overhead, release, ...(cmd === CMD.BIND ? { dial } : {}) };
+    });
+  }
+
+  /** A UDP association through one gateway (an association at every hop of a chain), failing over as open() does. */
+  associate(): Promise<UdpAssociation> {
+    return this.failover('0.0.0.0', async (u, release) => {
+      const chain = await openUdpChain(u.hops, this.opts.connectTimeoutMs);
+      void chain.ended.then(release);
+      return { chain, gateway: u.health.url };
+    });
   }
 }

@@ -1,6 +1,7 @@
 // The gateway as the topology tests start it: a users file made by `dualsocks passwd`, and
 // `dualsocks gateway` inside a namespace, waited for on every listener.
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, startCli, type Running } from '../helpers/process.js';
@@ -26,4 +27,30 @@ export async function startGateway(netns: string, listen: string[], args: string
   const gw = await startCli(['gateway', ...listen.flatMap((l) => ['--listen', l]), ...args], { netns, expectListeners: listen.length });
   running?.push(gw);
   return gw;
+}
+
+// Echoes every datagram and prints its payload, so a test sees what reached the server.
+const PY_UDP_ECHO = `
+import socket, sys
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+while True:
+    d, a = s.recvfrom(65535)
+    s.sendto(d, a)
+    print(d.decode(errors="replace"), flush=True)
+`;
+
+/** A UDP echo (python3) on host:port inside `role`'s namespace, each payload pushed to `heard`; returns once it listens. */
+export async function startPyUdpEcho(topo: { ns: Record<string, string> }, role: string, host: string, port: number, heard: string[]): Promise<ChildProcess> {
+  const p = spawn('ip', ['netns', 'exec', topo.ns[role]!, '/usr/bin/python3', '-c', PY_UDP_ECHO, host, String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  p.stdout!.setEncoding('utf8').on('data', (d: string) => heard.push(...d.split('\n').filter(Boolean)));
+  for (let i = 0; ; i++) {
+    if ((await run('ss', ['-Hlnu', 'sport', '=', `:${port}`], { netns: topo.ns[role] })).stdout.length > 0) return p;
+    if (i > 100) {
+      p.kill('SIGKILL');
+      throw new Error(`UDP echo in ${role} did not start`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }

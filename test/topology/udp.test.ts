@@ -4,7 +4,7 @@
 // not relayed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -12,23 +12,12 @@ import { canonicalHost } from '../../shared/net/address.js';
 import { rootNetns } from '../helpers/env.js';
 import { startCli, type Running } from '../helpers/process.js';
 import { PYSOCKS_UDP } from '../helpers/udp.js';
+import { startPyUdpEcho } from './fixtures.js';
 import { createTopology, run, ADDR, NAMES, type Topology } from './netns.js';
 
 const skip = rootNetns();
 const PORT = 1081;
 const ECHO_PORT = 7007;
-
-// Echoes every datagram and prints its payload, so the test sees what reached the server.
-const ECHO = `
-import socket, sys
-fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], int(sys.argv[2])))
-while True:
-    d, a = s.recvfrom(65535)
-    s.sendto(d, a)
-    print(d.decode(errors="replace"), flush=True)
-`;
 
 // Runs inside a client namespace: UDP ASSOCIATE with the `socks` package, one datagram from a
 // second local port first (must not be relayed), then each message in turn, answers as JSON.
@@ -73,18 +62,7 @@ test('UDP ASSOCIATE across address families in network namespaces', { skip }, as
   const echoes: ChildProcess[] = [];
   const heard: Record<'s4' | 's6', string[]> = { s4: [], s6: [] };
   try {
-    for (const s of ['s4', 's6'] as const) {
-      const p = spawn('ip', ['netns', 'exec', topo.ns[s], '/usr/bin/python3', '-c', ECHO, ADDR[s], String(ECHO_PORT)], { stdio: ['ignore', 'pipe', 'inherit'] });
-      p.stdout!.setEncoding('utf8').on('data', (d: string) => heard[s].push(...d.split('\n').filter(Boolean)));
-      echoes.push(p);
-    }
-    for (const s of ['s4', 's6'] as const) {
-      for (let i = 0; ; i++) {
-        if ((await run('ss', ['-Hlnu', 'sport', '=', `:${ECHO_PORT}`], { netns: topo.ns[s] })).stdout.length > 0) break;
-        if (i > 100) throw new Error(`UDP echo in ${s} did not start`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
+    for (const s of ['s4', 's6'] as const) echoes.push(await startPyUdpEcho(topo, s, ADDR[s], ECHO_PORT, heard[s]));
     const gw = await startCli(['gateway', '--listen', `0.0.0.0:${PORT}`, '--listen', `[::]:${PORT}`, '--no-auth', '--hosts', topo.hostsFile, '--dns', 'none'], { netns: topo.ns.gw, expectListeners: 2 });
     running.push(gw);
     const udpRecords = (): Record<string, unknown>[] => gw.records().filter((r) => r.cmd === 'udp');

@@ -207,24 +207,36 @@ describe('gateway UDP ASSOCIATE with --upstream', () => {
     }
   });
 
-  test('over two upstream hops they are dropped: the far hop would take datagrams only from the near one', async () => {
+  test('over two upstream hops they go through an association at each hop, the far one asked for through the near one', async () => {
     const echo = await startUdpEcho('127.0.0.1');
-    const rules = join(dir, 'two-hop-rules.json');
-    writeFileSync(rules, JSON.stringify({ mode: 'listed', rules: [{ type: 'exact', pattern: 'far.test' }] }));
-    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1', '--upstream', 'socks5://127.0.0.1:9', '--upstream', 'socks5://127.0.0.1:10', '--upstream-rules', rules]);
+    const farHosts = join(dir, 'far-hosts-2');
+    writeFileSync(farHosts, '127.0.0.1 far.test\n');
+    const g3 = await startCli(['gateway', '--listen', '127.0.0.1:0', '--hosts', farHosts, '--dns', 'none', '--allow', '127.0.0.1']);
+    const g2 = await startCli(['gateway', '--listen', '127.0.0.1:0', '--dns', 'none', '--allow', '127.0.0.1']);
+    const hop = (g: Running): string => `socks5://127.0.0.1:${g.listening[0]!.port}`;
+    const g1 = await startCli(['gateway', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1', '--upstream', hop(g2), '--upstream', hop(g3)]);
     try {
-      const a = await associate(gw.listening[0]!);
-      a.send('far.test', echo.port, 'two hops');
-      // a direct destination on the same association shows the datagram before was taken in
-      a.send('echo4.test', echo.port, 'direct');
-      assert.equal((await a.receive()).data.toString(), 'direct');
-      a.close();
-      const rec = await gw.waitRecord((r) => r.cmd === 'udp');
-      assert.equal(rec.droppedUpstream, 1);
-      assert.equal(rec.lastError, 'ERR_SOCKS_COMMAND');
-      assert.ok(!echo.seen.some((x) => x.data.toString() === 'two hops'), 'nothing left from here directly');
+      const proxy = g1.listening[0]!;
+      const r = await run('/usr/bin/python3', ['-c', PYSOCKS_UDP, proxy.host, String(proxy.port), 'far.test', String(echo.port), 'two hops 1', 'two hops 2'], { timeoutMs: 20000 });
+      assert.equal(r.code, 0, r.stderr);
+      const lines = r.stdout.toString().trim().split('\n').map((l) => JSON.parse(l) as { data: string; from: [string, number] });
+      assert.deepEqual(lines.map((l) => l.data), ['two hops 1', 'two hops 2']);
+      assert.deepEqual(lines[0]!.from, ['127.0.0.1', echo.port], "the far gateway's header names the sender, the near one's is gone");
+      const near = await g1.waitRecord((x) => x.cmd === 'udp');
+      assert.deepEqual([near.datagramsUp, near.datagramsDown, near.droppedUpstream], [2, 2, 0]);
+      assert.equal(near.bytesUp, 'two hops 1'.length * 2, 'counts leave the headers out');
+      // g2 carried g3's control connection (CONNECT) and relayed the datagrams to g3's relay
+      const g3Port = g3.listening[0]!.port;
+      await g2.waitRecord((x) => x.cmd === 'connect' && x.port === g3Port);
+      const middle = await g2.waitRecord((x) => x.cmd === 'udp');
+      assert.deepEqual([middle.datagramsUp, middle.datagramsDown], [2, 2], 'the middle hop relayed both ways');
+      const far = await g3.waitRecord((x) => x.cmd === 'udp');
+      assert.deepEqual([far.datagramsUp, far.datagramsDown], [2, 2]);
+      assert.equal(echo.seen.length, 2, 'the echo heard each datagram once');
     } finally {
-      await gw.stop();
+      await g1.stop();
+      await g2.stop();
+      await g3.stop();
       await echo.close();
     }
   });

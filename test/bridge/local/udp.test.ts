@@ -76,17 +76,34 @@ describe('bridge UDP ASSOCIATE', () => {
 });
 
 describe('bridge UDP ASSOCIATE over a chained gateway', () => {
-  test('is refused with 0x07: the last hop would only take datagrams from the hop before it', async () => {
-    const g1 = await startCli(['gateway', '--listen', '127.0.0.1:0', '--allow', '127.0.0.1']);
-    const g2 = await startCli(['gateway', '--listen', '127.0.0.1:0']);
+  test('PySocks round trips through an association at each hop; with the far hop gone the next one is refused (0x01, no gateway reachable)', async () => {
+    const echo = await startUdpEcho('127.0.0.1');
+    const g2 = await startCli(['gateway', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']);
+    const g1 = await startCli(['gateway', '--listen', '127.0.0.1:0', '--dns', 'none', '--allow', '127.0.0.1']);
     const bridge = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${g1.listening[0]!.port},socks5://127.0.0.1:${g2.listening[0]!.port}`]);
     try {
+      const proxy = bridge.listening[0]!;
+      const r = await run('/usr/bin/python3', ['-c', PYSOCKS_UDP, proxy.host, String(proxy.port), 'echo4.test', String(echo.port), 'chain 1', 'chain 2'], { timeoutMs: 20000 });
+      assert.equal(r.code, 0, r.stderr);
+      const lines = r.stdout.toString().trim().split('\n').map((l) => JSON.parse(l) as { data: string; from: [string, number] });
+      assert.deepEqual(lines.map((l) => l.data), ['chain 1', 'chain 2']);
+      assert.deepEqual(lines[0]!.from, ['127.0.0.1', echo.port], "the last gateway's header names the sender; the first one's is gone");
+      // g1 relayed the datagrams to g2's relay and carried g2's control connection
+      const first = await g1.waitRecord((x) => x.cmd === 'udp');
+      assert.deepEqual([first.datagramsUp, first.datagramsDown], [2, 2]);
+      await g1.waitRecord((x) => x.cmd === 'connect' && x.port === g2.listening[0]!.port);
+      const last = await g2.waitRecord((x) => x.cmd === 'udp');
+      assert.deepEqual([last.datagramsUp, last.datagramsDown], [2, 2]);
+      const mine = await bridge.waitRecord((x) => x.inbound === 'socks5' && x.cmd === 'udp');
+      assert.deepEqual([mine.result, mine.hops, mine.datagramsUp, mine.datagramsDown], ['ok', 2, 2, 2]);
+      // with the far hop down no association can be made: the bridge says so in the reply
+      await g2.stop();
       await assert.rejects(
-        dialSocks5(bridge.listening[0]!, { cmd: CMD.UDP_ASSOCIATE, host: '0.0.0.0', port: 0 }, { timeoutMs: 5000 }),
-        (e: { rep: number }) => e.rep === REP.COMMAND_NOT_SUPPORTED,
+        dialSocks5(proxy, { cmd: CMD.UDP_ASSOCIATE, host: '0.0.0.0', port: 0 }, { timeoutMs: 5000 }),
+        (e: { rep: number }) => e.rep === REP.GENERAL_FAILURE,
       );
     } finally {
-      await Promise.all([bridge.stop(), g1.stop(), g2.stop()]);
+      await Promise.all([bridge.stop(), g1.stop(), g2.stop(), echo.close()]);
     }
   });
 });
