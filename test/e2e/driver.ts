@@ -58,6 +58,11 @@ async function bodyText(page: AnyPage): Promise<string> {
   return page.evaluate(() => (globalThis as unknown as PageGlobals).document.body.innerText);
 }
 
+/** Progress on stderr, so a failure's output says which step it was. */
+function step(what: string): void {
+  process.stderr.write(`driver step: ${what}\n`);
+}
+
 async function waitForText(page: AnyPage, text: string, timeoutMs = 20000): Promise<string> {
   const end = Date.now() + timeoutMs;
   let last = '';
@@ -79,14 +84,18 @@ async function resize(p: Sized, v: { width: number; height: number }): Promise<v
 /** Shows one of the extension's pages (popup.html, options.html) and waits until it has rendered. */
 type OpenExtensionPage = (path: string, viewport: { width: number; height: number }) => Promise<AnyPage>;
 
+/** Set on a tab's window before it navigates away: the next document starts without it. */
+const LEAVING = '__dualsocksLeaving';
+
 async function waitReady(page: AnyPage, path: string, timeoutMs = 20000): Promise<void> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const ok = await page
       .evaluate(() => {
-        const g = globalThis as unknown as { location: { href: string }; document: { body: { hasAttribute(a: string): boolean } | null } };
+        const g = globalThis as unknown as { location: { href: string }; document: { body: { hasAttribute(a: string): boolean } | null }; __dualsocksLeaving?: boolean };
         const d = g.document as unknown as { readyState: string; body: { innerText: string } | null };
-        return `${g.location.href} ${d.readyState} ${JSON.stringify(d.body?.innerText.slice(0, 80) ?? null)} ${g.document.body?.hasAttribute('data-ready') ? 'ready' : ''}`;
+        // a document marked as being left (LEAVING; this runs in the page, so spelled out) is the old one
+        return `${g.location.href} ${d.readyState} ${JSON.stringify(d.body?.innerText.slice(0, 80) ?? null)} ${g.document.body?.hasAttribute('data-ready') && !g.__dualsocksLeaving ? 'ready' : ''}`;
       })
       .catch(() => '');
     if (ok.split(' ')[0]!.includes(`/${path}`) && ok.endsWith(' ready')) return;
@@ -110,9 +119,13 @@ async function setBridge(open: OpenExtensionPage, bridge: string): Promise<strin
  */
 async function setWebrtc(open: OpenExtensionPage): Promise<NonNullable<DriverResult['webrtc']>> {
   const page = await open('options.html', OPTIONS_VIEWPORT);
+  step('webrtc: click #webrtc');
   await page.click('#webrtc');
+  step('webrtc: click #save');
   await page.click('#save');
+  step('webrtc: wait for Saved');
   await waitForText(page, 'Saved', 15000);
+  step('webrtc: read the setting');
   const message = await page.evaluate(() => ((globalThis as unknown as PageGlobals).document.getElementById('message') as unknown as { textContent: string }).textContent);
   const fresh = await open('options.html', OPTIONS_VIEWPORT);
   const setting = await fresh.evaluate(async () => {
@@ -214,7 +227,8 @@ async function firefoxRun(o: DriverOptions): Promise<DriverResult> {
     const tab = found;
     const open: OpenExtensionPage = async (path, viewport) => {
       await resize(tab as Sized, viewport);
-      const go = new Function(`location.href = ${JSON.stringify(base + path)}`) as () => void;
+      // the same URL again is a reload: without the mark, the old document could pass for the new one
+      const go = new Function(`globalThis.${LEAVING} = true; location.href = ${JSON.stringify(base + path)}`) as () => void;
       await tab.evaluate(go);
       // Once in a while the first navigation's page never reports ready to BiDi; a second one does.
       await waitReady(tab, path, 10000).catch(async (e: Error) => {
@@ -224,11 +238,14 @@ async function firefoxRun(o: DriverOptions): Promise<DriverResult> {
       });
       return tab;
     };
+    step('firefox: set the bridge');
     if (o.bridge) result.optionsSaved = await setBridge(open, o.bridge);
     page0Logs(tab);
+    step('firefox: load the page');
     const page = await browser.newPage();
     await page.goto(o.url, { timeout: 30000 });
     result.pageText = await waitForText(page as unknown as AnyPage, o.expect);
+    step('firefox: extension pages');
     await extensionPages(o, open, result);
     if (o.webrtc) result.webrtc = await setWebrtc(open);
     return result;
