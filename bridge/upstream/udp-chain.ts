@@ -7,7 +7,7 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { RequestError } from '../../shared/errors.js';
 import { canonicalHost, familyOf, formatIp, parseIp } from '../../shared/net/address.js';
-import { concatBytes, decodeUdpHeader, encodeUdpHeader } from '../../shared/socks5/codec.js';
+import { decodeUdpLayers, encodeUdpLayers } from '../../shared/socks5/codec.js';
 import { CMD } from '../../shared/socks5/constants.js';
 import { dialChain } from './pool.js';
 import type { Hop, Socks5Dial } from './socks5.js';
@@ -82,7 +82,7 @@ export async function openUdpChain(hops: Hop[], timeoutMs: number): Promise<UdpC
     for (const c of controls) c.socket.destroy();
     throw e instanceof RequestError ? e : new RequestError('ERR_CONNECT_FAILED', `UDP socket toward ${relays[0]!.host}: ${(e as Error).message}`);
   }
-  const prefix = concatBytes(...relays.slice(1).map((r) => encodeUdpHeader(r)));
+  const prefix = encodeUdpLayers(relays.slice(1));
   const further = hops.length - 1;
   let closed = false;
   let resolveEnded!: () => void;
@@ -116,13 +116,8 @@ export async function openUdpChain(hops: Hop[], timeoutMs: number): Promise<UdpC
     ended,
     close,
     unwrap(msg) {
-      let rest = msg;
-      for (let i = 0; i < further; i++) {
-        const d = decodeUdpHeader(rest);
-        if (d.status !== 'ok' || d.msg.frag !== 0) return null;
-        rest = rest.subarray(d.msg.dataOffset);
-      }
-      return rest;
+      const d = decodeUdpLayers(msg, further);
+      return d.status === 'ok' ? msg.subarray(msg.length - d.msg.length) : null;
     },
   };
 }

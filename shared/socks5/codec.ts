@@ -272,6 +272,26 @@ export function encodeUdpHeader(h: { host: string; port: number; frag?: number }
   return concatBytes(Uint8Array.of(0, 0, h.frag ?? 0), encodeAddress(h.host, h.port));
 }
 
+/**
+ * UDP through a chain of relays: the headers naming relays 2..n, to go before a datagram meant
+ * for the last one (each relay takes one header off and sends the rest to the address it names).
+ */
+export function encodeUdpLayers(relays: { host: string; port: number }[]): Uint8Array {
+  return concatBytes(...relays.map((r) => encodeUdpHeader(r)));
+}
+
+/** A reply that came back through `layers` further relays, without the header each one added. */
+export function decodeUdpLayers(datagram: Uint8Array, layers: number): Decoded<Uint8Array> {
+  let rest = datagram;
+  for (let i = 0; i < layers; i++) {
+    const d = decodeUdpHeader(rest);
+    if (d.status !== 'ok') return d;
+    if (d.msg.frag !== 0) return fail('ERR_SOCKS_RESERVED', 'fragment inside a relay layer');
+    rest = rest.subarray(d.msg.dataOffset);
+  }
+  return ok(rest, datagram.length);
+}
+
 // ---- SOCKS4 and SOCKS4a ----
 
 const MAX_SOCKS4_FIELD = 255;

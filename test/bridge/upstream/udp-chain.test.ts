@@ -70,7 +70,7 @@ describe('openUdpChain', () => {
     try {
       assert.equal(chain.prefix.length, 0);
       const raw = await roundTrip(chain, 'one hop');
-      assert.equal(chain.unwrap(raw), raw);
+      assert.deepEqual(chain.unwrap(raw), raw);
     } finally {
       chain.close();
     }

@@ -11,6 +11,7 @@ import {
   decodeSocks4Reply,
   decodeSocks4Request,
   decodeUdpHeader,
+  decodeUdpLayers,
   encodeAuthReply,
   encodeAuthRequest,
   encodeGreeting,
@@ -20,6 +21,7 @@ import {
   encodeSocks4Reply,
   encodeSocks4Request,
   encodeUdpHeader,
+  encodeUdpLayers,
   sniffProtocol,
   type Decoded,
 } from '../../../shared/socks5/codec.js';
@@ -285,6 +287,39 @@ describe('UDP header', () => {
     assertError(decodeUdpHeader(bytes(1, 0, 0, 1, 1, 2, 3, 4, 0, 53)), 'ERR_SOCKS_RESERVED');
     assertError(decodeUdpHeader(bytes(0, 0, 0, 7, 1, 2, 3, 4, 0, 53)), 'ERR_SOCKS_ATYP', 0x08);
     assertError(decodeUdpHeader(bytes(0, 0, 0, 3, 1, 0x20, 0, 53)), 'ERR_SOCKS_NAME');
+  });
+});
+
+describe('UDP relay layers (chains of gateways)', () => {
+  const relays = [{ host: '198.51.100.130', port: 40000 }, { host: '2001:db8:12::2', port: 40001 }, { host: 'relay.example', port: 40002 }];
+
+  test('one header per further relay, in order, each relay taking the first', () => {
+    const final = concatBytes(encodeUdpHeader({ host: 'dns.example', port: 53 }), ascii('query'));
+    let dgram = concatBytes(encodeUdpLayers(relays), final);
+    for (const r of relays) {
+      const d = assertOk(decodeUdpHeader(dgram));
+      assert.deepEqual([d.msg.host, d.msg.port], [r.host, r.port]);
+      dgram = dgram.subarray(d.msg.dataOffset);
+    }
+    assert.deepEqual(dgram, final, 'what the last relay gets is the client datagram, untouched');
+    assert.equal(encodeUdpLayers([]).length, 0, 'one relay: nothing added');
+  });
+
+  test('a reply loses exactly the headers the further relays added', () => {
+    const reply = concatBytes(encodeUdpHeader({ host: '2001:db8::53', port: 53 }), ascii('answer'));
+    const wrapped = concatBytes(encodeUdpHeader(relays[1]!), encodeUdpHeader(relays[0]!), reply);
+    const r = assertOk(decodeUdpLayers(wrapped, 2));
+    assert.deepEqual(r.msg, reply);
+    assert.equal(r.size, wrapped.length);
+    assert.deepEqual(assertOk(decodeUdpLayers(reply, 0)).msg, reply);
+  });
+
+  test('a short, reserved-byte or fragmented layer is an error', () => {
+    const layer = encodeUdpHeader(relays[0]!);
+    assertError(decodeUdpLayers(layer.subarray(0, 5), 1), 'ERR_SOCKS_TRUNCATED');
+    assertError(decodeUdpLayers(concatBytes(layer, bytes(0, 0)), 2), 'ERR_SOCKS_TRUNCATED');
+    assertError(decodeUdpLayers(concatBytes(bytes(0, 1), layer.subarray(2)), 1), 'ERR_SOCKS_RESERVED');
+    assertError(decodeUdpLayers(encodeUdpHeader({ ...relays[0]!, frag: 1 }), 1), 'ERR_SOCKS_RESERVED');
   });
 });
 
