@@ -107,6 +107,8 @@ export async function openUdpChain(hops: Hop[], timeoutMs: number): Promise<UdpC
     c.socket.once('end', close);
     c.socket.once('close', close);
     c.socket.resume();
+    // one may have gone while the others were being set up
+    if (c.socket.destroyed || c.socket.readableEnded) close();
   }
   return {
     socket,
