@@ -5,7 +5,7 @@
 import type { Socket } from 'node:net';
 import { ConfigError, DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
 import { joinHostPort } from '../../shared/net/address.js';
-import { concatBytes, decodeMethodSelection, encodeGreeting, type Reply } from '../../shared/socks5/codec.js';
+import { concatBytes, decodeAuthReply, decodeMethodSelection, encodeAuthRequest, encodeGreeting, type Reply } from '../../shared/socks5/codec.js';
 import { CMD, METHOD } from '../../shared/socks5/constants.js';
 import { connectTcp } from './direct.js';
 import { releasedToNative } from '../native/loader.js';
@@ -23,6 +23,8 @@ export interface GatewayHealth {
   active: number;
   opened: number;
   failed: number;
+  /** Whether the first hop takes greeting, credentials and request in one write (probed once; null: not yet). */
+  pipelining: boolean | null;
 }
 
 /** A UDP association at a gateway (at each hop of a chain); the gateway's active count follows chain.ended. */
@@ -93,17 +95,57 @@ async function greet(hop: Hop, timeoutMs: number): Promise<void> {
 }
 
 /** Opens host:port through a chain: TCP to the first hop, then CONNECT to each next hop. */
-export async function dialChain(hops: Hop[], req: { cmd?: number; host: string; port: number }, timeoutMs: number): Promise<Socks5Dial> {
+export async function dialChain(hops: Hop[], req: { cmd?: number; host: string; port: number }, timeoutMs: number, opts: { pipelineFirst?: boolean } = {}): Promise<Socks5Dial> {
   const socket = await connectTcp(hops[0]!, timeoutMs);
   for (let i = 0; i < hops.length - 1; i++) {
     try {
-      await socks5Handshake(socket, hops[i]!, { cmd: CMD.CONNECT, host: hops[i + 1]!.host, port: hops[i + 1]!.port }, { timeoutMs });
+      await socks5Handshake(socket, hops[i]!, { cmd: CMD.CONNECT, host: hops[i + 1]!.host, port: hops[i + 1]!.port }, { timeoutMs, pipeline: i === 0 && opts.pipelineFirst });
     } catch (e) {
       // a refusal on the way is a broken chain, not the destination's answer
       throw new RequestError('ERR_CONNECT_FAILED', `${hopLabel(hops[i]!)} → ${hopLabel(hops[i + 1]!)}: ${(e as Error).message}`);
     }
   }
-  return socks5Handshake(socket, hops[hops.length - 1]!, req, { timeoutMs });
+  return socks5Handshake(socket, hops[hops.length - 1]!, req, { timeoutMs, pipeline: hops.length === 1 && opts.pipelineFirst });
+}
+
+/**
+ * Whether `hop` reads a greeting and credentials sent in one write (then it takes the request
+ * along too): both answers mean yes. microsocks answers the greeting, drops the rest and waits:
+ * no. Only hops with credentials are asked, and nothing is requested, so no destination is
+ * touched; without credentials there is no second message to try, and the answer is no.
+ */
+export async function probePipelining(hop: Hop, timeoutMs: number): Promise<boolean> {
+  if (hop.username === undefined) return false;
+  let s: Socket;
+  try {
+    s = await connectTcp(hop, timeoutMs);
+  } catch {
+    return false;
+  }
+  try {
+    return await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      let buf: Uint8Array = new Uint8Array(0);
+      const settle = (answer: boolean): void => {
+        clearTimeout(timer);
+        resolve(answer);
+      };
+      s.on('data', (chunk: Buffer) => {
+        buf = concatBytes(buf, chunk);
+        const m = decodeMethodSelection(buf);
+        if (m.status === 'error' || (m.status === 'ok' && m.msg.method !== METHOD.USERPASS)) return settle(false);
+        if (m.status !== 'ok') return;
+        const a = decodeAuthReply(buf.subarray(m.size));
+        if (a.status !== 'need') settle(a.status === 'ok');
+      });
+      s.once('error', () => settle(false));
+      s.once('end', () => settle(false));
+      s.resume();
+      s.write(concatBytes(encodeGreeting({ methods: [METHOD.USERPASS] }), encodeAuthRequest({ username: hop.username!, password: hop.password ?? '' })));
+    });
+  } finally {
+    s.destroy();
+  }
 }
 
 /**
@@ -129,7 +171,7 @@ function countPlace(h: GatewayHealth): { join(): void; release(): void } {
 class Upstream {
   readonly health: GatewayHealth;
   constructor(readonly hops: Hop[]) {
-    this.health = { url: redactedUrl(hops), up: true, latencyMs: null, checkedAt: null, lastError: null, active: 0, opened: 0, failed: 0 };
+    this.health = { url: redactedUrl(hops), up: true, latencyMs: null, checkedAt: null, lastError: null, active: 0, opened: 0, failed: 0, pipelining: null };
   }
 }
 
@@ -178,6 +220,8 @@ export class GatewayPool {
       // a CONNECT to the first hop's own address would be refused by policy: a greeting is enough
       await greet(u.hops[0]!, this.opts.connectTimeoutMs);
       this.markUp(u, performance.now() - started);
+      // a server that drops pipelined bytes leaves the probe unanswered: keep that wait short
+      if (u.health.pipelining === null) u.health.pipelining = await probePipelining(u.hops[0]!, Math.min(this.opts.connectTimeoutMs, 2000));
     } catch (e) {
       this.markDown(u, e);
     }
@@ -229,11 +273,23 @@ export class GatewayPool {
     throw new RequestError('ERR_NO_GATEWAY', errors.join('; '));
   }
 
+  /** Dials through `u`, pipelining the first hop's handshake where the probe found it works. */
+  private async dial(u: Upstream, req: { cmd: number; host: string; port: number }): Promise<Socks5Dial> {
+    const pipelined = u.health.pipelining === true;
+    try {
+      return await dialChain(u.hops, req, this.opts.connectTimeoutMs, { pipelineFirst: pipelined });
+    } catch (e) {
+      // no answer after pipelining: maybe another server now listens there; the next check probes again
+      if (pipelined && e instanceof DualsocksError && e.code === 'ERR_CONNECT_TIMEOUT') u.health.pipelining = null;
+      throw e;
+    }
+  }
+
   /** Opens a tunnel to host:port through one gateway, failing over while gateways are unreachable. */
   open(host: string, port: number, cmd: number = CMD.CONNECT): Promise<Tunnel> {
     if (cmd === CMD.UDP_ASSOCIATE) return Promise.reject(new SocksProtocolError('ERR_SOCKS_COMMAND', 'UDP goes through associate()'));
     return this.failover(host, async (u, release) => {
-      const dial = await dialChain(u.hops, { cmd, host, port }, this.opts.connectTimeoutMs);
+      const dial = await this.dial(u, { cmd, host, port });
       const { socket, reply } = dial;
       socket.once('close', () => {
         if (!releasedToNative(socket)) release();

@@ -118,6 +118,27 @@ describe('Socks5ClientSession', () => {
     ]);
   });
 
+  test('pipelined: greeting, credentials and request in one write, then only replies are read, however split', () => {
+    const req: ClientRequest = { ...TARGET, auth: AUTH, pipeline: true };
+    assert.deepEqual(new Socks5ClientSession(req).start(), [{ type: 'send', data: concatBytes(bytes(5, 1, 2), encodeAuthRequest(AUTH), REQ_BYTES) }]);
+    assert.deepEqual(new Socks5ClientSession({ ...TARGET, pipeline: true }).start(), [{ type: 'send', data: concatBytes(bytes(5, 1, 0), REQ_BYTES) }]);
+    const server = concatBytes(encodeMethodSelection({ method: METHOD.USERPASS }), encodeAuthReply({ status: 0 }), OK_REPLY, ascii('early'));
+    assert.deepEqual(assertSplitInvariant(req, server), [
+      { type: 'reply', reply: OK_REPLY_MSG },
+      { type: 'relay', hex: hex(ascii('early')) },
+    ]);
+  });
+
+  test('pipelined: another method than the one offered, a refusal or bad credentials fail', () => {
+    const req: ClientRequest = { ...TARGET, auth: AUTH, pipeline: true };
+    // the server would read our credentials as a request: no going on
+    assert.equal(failedOf(new Socks5ClientSession(req).feed(bytes(5, 0))).code, 'ERR_SOCKS_NO_METHOD');
+    assert.equal(failedOf(new Socks5ClientSession(req).feed(bytes(5, 0xff))).code, 'ERR_SOCKS_NO_METHOD');
+    const s = new Socks5ClientSession(req);
+    assert.deepEqual(s.feed(bytes(5, 2)), []);
+    assert.equal(failedOf(s.feed(encodeAuthReply({ status: 1 }))).code, 'ERR_SOCKS_AUTH_FAILED');
+  });
+
   test('a server may skip auth even when we have credentials', () => {
     const s = new Socks5ClientSession({ ...TARGET, auth: AUTH });
     assert.deepEqual(s.feed(bytes(5, 0)), [{ type: 'send', data: REQ_BYTES }]);
@@ -293,6 +314,17 @@ describe('client and server sessions wired together', () => {
     }
     return { client: clientLog, server: serverLog };
   }
+
+  test('pipelined: the server session reads greeting, credentials and request from one write', () => {
+    const { client, server } = handshake({ ...TARGET, auth: AUTH, pipeline: true }, true, (s) => s.succeed({ host: '2001:db8::1:7', port: 50123 }));
+    assert.equal(client.filter((c) => c.type === 'send').length, 1, 'one write');
+    assert.deepEqual(server.find((c) => c.type === 'request'), { type: 'request', request: { cmd: 1, atyp: ATYP.DOMAIN, host: 'v6only.example', port: 443 } });
+    assert.deepEqual(client.at(-1), { type: 'reply', reply: OK_REPLY_MSG, rest: new Uint8Array(0) });
+    // wrong credentials: the request that came with them is never acted on
+    const denied = handshake({ ...TARGET, auth: AUTH, pipeline: true }, true, () => assert.fail('no request after failed auth'), () => false);
+    assert.equal(denied.client.at(-1)?.type, 'failed');
+    assert.equal(denied.server.some((c) => c.type === 'request'), false);
+  });
 
   test('a success carries the bound address through', () => {
     const { client, server } = handshake({ ...TARGET, auth: AUTH }, true, (s) => s.succeed({ host: '2001:db8::1:7', port: 50123 }));
