@@ -40,9 +40,12 @@ export async function serveUpstream(ctx: RequestContext): Promise<void> {
   const via = redactedUrl(hops);
   record.upstream = via;
   let dial: Socks5Dial;
+  // the first hop takes greeting, credentials and request in one write once a probe said it can
+  const pipelined = gateway.pipelining.allows(hops[0]!);
   try {
-    dial = await dialChain(hops, { cmd: request.cmd, host: request.host, port: request.port }, cfg.connectTimeoutMs);
+    dial = await dialChain(hops, { cmd: request.cmd, host: request.host, port: request.port }, cfg.connectTimeoutMs, { pipelineFirst: pipelined });
   } catch (e) {
+    if (pipelined && e instanceof DualsocksError && e.code === 'ERR_CONNECT_TIMEOUT') gateway.pipelining.forget(hops[0]!);
     throw chainError(e, via);
   }
   if (ctx.signal.aborted) {

@@ -11,6 +11,7 @@ import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/ser
 import { closeAll, listenAll } from '../listen.js';
 import type { LogRecord, Logger } from '../log.js';
 import { releasedToNative } from '../native/loader.js';
+import { PipeliningCache } from '../upstream/pool.js';
 import { RelayGroup } from '../relay.js';
 import type { GatewayConfig, HostPort } from './config.js';
 import { serveBind } from './bind.js';
@@ -77,9 +78,9 @@ class Conn {
     Object.assign(record, extra, { result, durationMs: Date.now() - this.started });
     if (result === 'ok') gateway.stats.succeeded++;
     else gateway.stats.failed++;
-    // a peer that left before asking for anything (health checks, scanners) is not worth a line
-    const asked = record.cmd !== undefined || record.user !== undefined;
-    if (!gateway.config.quiet && (asked || result !== 'ERR_CLIENT_CLOSED')) gateway.log(record);
+    // a peer that left before asking for anything (health checks, a bridge's pipelining probe,
+    // scanners) is not worth a line; a failed login or a protocol error is
+    if (!gateway.config.quiet && (record.cmd !== undefined || result !== 'ERR_CLIENT_CLOSED')) gateway.log(record);
   }
 }
 
@@ -89,6 +90,8 @@ export class Gateway {
   /** Tunnels being relayed; close() ends them. */
   readonly relays = new RelayGroup();
   users: Users | undefined;
+  /** Which --upstream first hops take a pipelined handshake. */
+  readonly pipelining: PipeliningCache;
   readonly stats: GatewayStats = { accepted: 0, active: 0, succeeded: 0, failed: 0 };
   private readonly servers: Server[] = [];
   private readonly sockets = new Set<Socket>();
@@ -99,6 +102,7 @@ export class Gateway {
   ) {
     this.users = config.usersFile ? Users.fromFile(config.usersFile) : undefined;
     this.resolver = new NameResolver({ hostsFile: config.hostsFile, dns: config.dns, cacheSeconds: config.dnsCacheSeconds });
+    this.pipelining = new PipeliningCache(Math.min(config.connectTimeoutMs, 2000));
   }
 
   async listen(): Promise<HostPort[]> {

@@ -149,6 +149,48 @@ export async function probePipelining(hop: Hop, timeoutMs: number): Promise<bool
 }
 
 /**
+ * Probe answers per hop, for a dialer without health checks (the gateway's --upstream): the first
+ * ask starts the probe and says no; later asks get its answer.
+ */
+export class PipeliningCache {
+  private readonly known = new Map<string, Promise<boolean>>();
+  private readonly answers = new Map<string, boolean>();
+
+  constructor(private readonly timeoutMs: number) {}
+
+  private static key(hop: Hop): string {
+    return JSON.stringify([hop.host, hop.port, hop.username ?? null, hop.password ?? null]);
+  }
+
+  /** The probe's answer for `hop`, starting it if needed. */
+  probe(hop: Hop): Promise<boolean> {
+    const key = PipeliningCache.key(hop);
+    let p = this.known.get(key);
+    if (!p) {
+      p = probePipelining(hop, this.timeoutMs).then((yes) => {
+        this.answers.set(key, yes);
+        return yes;
+      });
+      this.known.set(key, p);
+    }
+    return p;
+  }
+
+  /** Whether requests to `hop` may be pipelined now (false until the probe has said yes). */
+  allows(hop: Hop): boolean {
+    void this.probe(hop);
+    return this.answers.get(PipeliningCache.key(hop)) === true;
+  }
+
+  /** Forgets the answer (a pipelined request went unanswered): the next ask probes again. */
+  forget(hop: Hop): void {
+    const key = PipeliningCache.key(hop);
+    this.known.delete(key);
+    this.answers.delete(key);
+  }
+}
+
+/**
  * A place in a gateway's active count: join() once the tunnel is up, release() once it ends (in
  * either order; only a joined place is given back). Made apart from the socket, so that holding
  * it does not hold the socket.
