@@ -11,7 +11,7 @@
 import { DualsocksError, RequestError } from '../../shared/errors.js';
 import { decide } from '../../shared/rules/index.js';
 import { CMD, REP } from '../../shared/socks5/constants.js';
-import { dialChain, redactedUrl } from '../upstream/pool.js';
+import { redactedUrl } from '../upstream/pool.js';
 import { bindSecondReply, type Socks5Dial } from '../upstream/socks5.js';
 import { whileHoldingClient } from './bind.js';
 import { relayToEnd } from './connect.js';
@@ -40,12 +40,9 @@ export async function serveUpstream(ctx: RequestContext): Promise<void> {
   const via = redactedUrl(hops);
   record.upstream = via;
   let dial: Socks5Dial;
-  // the first hop takes greeting, credentials and request in one write once a probe said it can
-  const pipelined = gateway.pipelining.allows(hops[0]!);
   try {
-    dial = await dialChain(hops, { cmd: request.cmd, host: request.host, port: request.port }, cfg.connectTimeoutMs, { pipelineFirst: pipelined });
+    dial = await gateway.pipelining.dial(hops, { cmd: request.cmd, host: request.host, port: request.port }, cfg.connectTimeoutMs);
   } catch (e) {
-    if (pipelined && e instanceof DualsocksError && e.code === 'ERR_CONNECT_TIMEOUT') gateway.pipelining.forget(hops[0]!);
     throw chainError(e, via);
   }
   if (ctx.signal.aborted) {

@@ -102,7 +102,7 @@ export class Gateway {
   ) {
     this.users = config.usersFile ? Users.fromFile(config.usersFile) : undefined;
     this.resolver = new NameResolver({ hostsFile: config.hostsFile, dns: config.dns, cacheSeconds: config.dnsCacheSeconds });
-    this.pipelining = new PipeliningCache(Math.min(config.connectTimeoutMs, 2000));
+    this.pipelining = new PipeliningCache(config.connectTimeoutMs);
   }
 
   async listen(): Promise<HostPort[]> {

@@ -10,18 +10,16 @@
 // datagrams only from the hop before it), with the SOCKS header, name and all, passed on
 // untouched; with no such association possible they are dropped, never sent from here, which
 // would bypass the route.
-import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
+import type { RemoteInfo, Socket as UdpSocket } from 'node:dgram';
 import { DualsocksError, RequestError } from '../../shared/errors.js';
 import { canonicalHost, familyOf, formatIp, parseIp, type Family, type Ip } from '../../shared/net/address.js';
 import { decodeUdpHeader, encodeUdpHeader } from '../../shared/socks5/codec.js';
 import { interleave } from '../upstream/direct.js';
 import { redactedUrl } from '../upstream/pool.js';
-import { openUdpChain, type UdpChain } from '../upstream/udp-chain.js';
+import { bindUdp, MAX_UDP_PAYLOAD, openUdpChain, type UdpChain } from '../upstream/udp-chain.js';
 import { goesUpstream } from './chain.js';
 import type { RequestContext } from './server.js';
 
-/** Largest UDP payload per family (65535 minus IP and UDP headers, no jumbograms). */
-const MAX_PAYLOAD: Record<Family, number> = { 4: 65507, 6: 65527 };
 /** Bounds per association, so one client cannot grow the gateway's memory without limit. */
 const MAX_PENDING = 256;
 const MAX_NAMES = 1024;
@@ -31,17 +29,6 @@ const UNREACHABLE = new Set(['ENETUNREACH', 'EHOSTUNREACH', 'EADDRNOTAVAIL', 'EA
 
 const stripScope = (host: string): string => host.replace(/%.*$/, '');
 const ipKey = (host: string): string => canonicalHost(stripScope(host));
-
-function bindUdp(family: Family, host: string): Promise<UdpSocket> {
-  return new Promise((resolve, reject) => {
-    const s = createSocket({ type: family === 4 ? 'udp4' : 'udp6', ipv6Only: family === 6 });
-    s.once('error', reject);
-    s.bind({ address: host, port: 0, exclusive: true }, () => {
-      s.off('error', reject);
-      resolve(s);
-    });
-  });
-}
 
 export async function serveUdp(ctx: RequestContext): Promise<void> {
   const { gateway, client, request, record } = ctx;
@@ -167,7 +154,7 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
       n.droppedSender++;
       return;
     }
-    if (msg.length > MAX_PAYLOAD[family]) {
+    if (msg.length > MAX_UDP_PAYLOAD[family]) {
       n.droppedSize++;
       return;
     }
@@ -206,11 +193,7 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
         n.droppedUpstream++;
         return;
       }
-      if (u.prefix.length + msg.length > MAX_PAYLOAD[familyOf(parseIp(u.relays[0]!.host)!)]) {
-        n.droppedSize++;
-        return;
-      }
-      u.socket.send(u.prefix.length > 0 ? [u.prefix, msg] : msg, (err) => {
+      const sent = u.send(msg, (err) => {
         if (err) {
           n.droppedUpstream++;
           record.lastError = (err as NodeJS.ErrnoException).code ?? err.message;
@@ -219,6 +202,7 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
         n.datagramsUp++;
         n.bytesUp += msg.length - d.msg.dataOffset;
       });
+      if (!sent) n.droppedSize++;
       return;
     }
     lastActivity = Date.now();
@@ -241,7 +225,7 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
     }
     const ip = ips.find((x) => !unreachable.has(formatIp(x))) ?? ips[0]!;
     const f = familyOf(ip);
-    if (payload.length > MAX_PAYLOAD[f]) {
+    if (payload.length > MAX_UDP_PAYLOAD[f]) {
       n.droppedSize++;
       return;
     }
@@ -273,7 +257,7 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
       return;
     }
     const header = encodeUdpHeader({ host, port: rinfo.port });
-    if (header.length + msg.length > MAX_PAYLOAD[family]) {
+    if (header.length + msg.length > MAX_UDP_PAYLOAD[family]) {
       n.droppedSize++;
       return;
     }

@@ -2,29 +2,17 @@
 // each hop, when the gateway is a chain), datagrams passed on with their SOCKS header untouched,
 // so a DOMAINNAME in it is resolved by the last gateway, never here. The client's TCP control
 // connection closing, or any of the gateway's, ends both sides.
-import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
+import type { RemoteInfo, Socket as UdpSocket } from 'node:dgram';
 import type { Socket } from 'node:net';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
 import { canonicalHost, familyOf, formatIp, joinHostPort, parseIp } from '../../shared/net/address.js';
 import { decodeUdpHeader, type Request } from '../../shared/socks5/codec.js';
 import type { UdpAssociation } from '../upstream/pool.js';
+import { bindUdp } from '../upstream/udp-chain.js';
 import type { BridgeContext } from './context.js';
 
 const stripScope = (host: string): string => host.replace(/%.*$/, '');
 const ipKey = (host: string): string => canonicalHost(stripScope(host));
-/** Largest UDP payload toward a relay of this family (65535 minus IP and UDP headers). */
-const maxPayload = (host: string): number => (host.includes(':') ? 65527 : 65507);
-
-function bindUdp(v6: boolean, host: string): Promise<UdpSocket> {
-  return new Promise((resolve, reject) => {
-    const s = createSocket({ type: v6 ? 'udp6' : 'udp4', ipv6Only: v6 });
-    s.once('error', reject);
-    s.bind({ address: host, port: 0, exclusive: true }, () => {
-      s.off('error', reject);
-      resolve(s);
-    });
-  });
-}
 
 export async function serveUdpAssociate(
   ctx: BridgeContext,
@@ -42,7 +30,7 @@ export async function serveUdpAssociate(
     if (!ctx.associate) throw new SocksProtocolError('ERR_SOCKS_COMMAND', 'UDP ASSOCIATE without a gateway pool');
     if (!local) throw new RequestError('ERR_CONNECT_FAILED', `no local address for the relay (${localRaw})`);
     assoc = await ctx.associate();
-    toClient = await bindUdp(familyOf(local) === 6, familyOf(local) === 6 ? localRaw : formatIp(local));
+    toClient = await bindUdp(familyOf(local), familyOf(local) === 6 ? localRaw : formatIp(local));
   } catch (e) {
     assoc?.chain.close();
     const err = e instanceof DualsocksError ? e : new RequestError('ERR_CONNECT_FAILED', String(e));
@@ -78,14 +66,13 @@ export async function serveUdpAssociate(
     if (d.status !== 'ok' || d.msg.frag !== 0) return;
     clientPort ??= rinfo.port;
     clientHost = rinfo.address;
-    // a chain's headers for the further hops go first; too big for the first relay is dropped
-    if (chain.prefix.length + msg.length > maxPayload(relay.host)) {
+    // with a chain's headers in front, too big for the first relay is dropped
+    if (!chain.send(msg)) {
       n.dropped++;
       return;
     }
     n.datagramsUp++;
     n.bytesUp += msg.length;
-    up.send(chain.prefix.length > 0 ? [chain.prefix, msg] : msg);
   });
   up.on('message', (raw: Buffer) => {
     const msg = chain.unwrap(raw);

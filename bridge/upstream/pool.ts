@@ -27,6 +27,8 @@ export interface GatewayHealth {
   pipelining: boolean | null;
 }
 
+type Counts = Omit<GatewayHealth, 'pipelining'>;
+
 /** A UDP association at a gateway (at each hop of a chain); the gateway's active count follows chain.ended. */
 export interface UdpAssociation {
   chain: UdpChain;
@@ -156,7 +158,12 @@ export class PipeliningCache {
   private readonly known = new Map<string, Promise<boolean>>();
   private readonly answers = new Map<string, boolean>();
 
-  constructor(private readonly timeoutMs: number) {}
+  private readonly timeoutMs: number;
+
+  constructor(connectTimeoutMs: number) {
+    // a server that drops pipelined bytes leaves the probe unanswered: keep that wait short
+    this.timeoutMs = Math.min(connectTimeoutMs, 2000);
+  }
 
   private static key(hop: Hop): string {
     return JSON.stringify([hop.host, hop.port, hop.username ?? null, hop.password ?? null]);
@@ -182,11 +189,28 @@ export class PipeliningCache {
     return this.answers.get(PipeliningCache.key(hop)) === true;
   }
 
+  /** The probe's answer, or null while there is none yet. */
+  answer(hop: Hop): boolean | null {
+    return this.answers.get(PipeliningCache.key(hop)) ?? null;
+  }
+
   /** Forgets the answer (a pipelined request went unanswered): the next ask probes again. */
   forget(hop: Hop): void {
     const key = PipeliningCache.key(hop);
     this.known.delete(key);
     this.answers.delete(key);
+  }
+
+  /** dialChain, the first hop's handshake in one write once its probe said yes. */
+  async dial(hops: Hop[], req: { cmd?: number; host: string; port: number }, timeoutMs: number): Promise<Socks5Dial> {
+    const pipelined = this.allows(hops[0]!);
+    try {
+      return await dialChain(hops, req, timeoutMs, { pipelineFirst: pipelined });
+    } catch (e) {
+      // no answer after pipelining: maybe another server listens there now; ask again
+      if (pipelined && e instanceof DualsocksError && e.code === 'ERR_CONNECT_TIMEOUT') this.forget(hops[0]!);
+      throw e;
+    }
   }
 }
 
@@ -195,7 +219,7 @@ export class PipeliningCache {
  * either order; only a joined place is given back). Made apart from the socket, so that holding
  * it does not hold the socket.
  */
-function countPlace(h: GatewayHealth): { join(): void; release(): void } {
+function countPlace(h: Counts): { join(): void; release(): void } {
   let state: 'new' | 'in' | 'out' = 'new';
   return {
     join() {
@@ -211,9 +235,9 @@ function countPlace(h: GatewayHealth): { join(): void; release(): void } {
 }
 
 class Upstream {
-  readonly health: GatewayHealth;
+  readonly health: Counts;
   constructor(readonly hops: Hop[]) {
-    this.health = { url: redactedUrl(hops), up: true, latencyMs: null, checkedAt: null, lastError: null, active: 0, opened: 0, failed: 0, pipelining: null };
+    this.health = { url: redactedUrl(hops), up: true, latencyMs: null, checkedAt: null, lastError: null, active: 0, opened: 0, failed: 0 };
   }
 }
 
@@ -228,6 +252,7 @@ export class GatewayPool {
   private readonly upstreams: Upstream[];
   private next = 0;
   private timer: NodeJS.Timeout | undefined;
+  private readonly pipelining: PipeliningCache;
 
   constructor(
     gateways: Hop[][],
@@ -235,10 +260,11 @@ export class GatewayPool {
   ) {
     if (gateways.length === 0) throw new ConfigError('gateway', 'at least one gateway is needed');
     this.upstreams = gateways.map((g) => new Upstream(g));
+    this.pipelining = new PipeliningCache(opts.connectTimeoutMs);
   }
 
   get health(): GatewayHealth[] {
-    return this.upstreams.map((u) => ({ ...u.health }));
+    return this.upstreams.map((u) => ({ ...u.health, pipelining: this.pipelining.answer(u.hops[0]!) }));
   }
 
   /** Starts periodic health checks: a timed SOCKS5 greeting to each gateway's first hop. */
@@ -262,8 +288,7 @@ export class GatewayPool {
       // a CONNECT to the first hop's own address would be refused by policy: a greeting is enough
       await greet(u.hops[0]!, this.opts.connectTimeoutMs);
       this.markUp(u, performance.now() - started);
-      // a server that drops pipelined bytes leaves the probe unanswered: keep that wait short
-      if (u.health.pipelining === null) u.health.pipelining = await probePipelining(u.hops[0]!, Math.min(this.opts.connectTimeoutMs, 2000));
+      if (this.pipelining.answer(u.hops[0]!) === null) await this.pipelining.probe(u.hops[0]!);
     } catch (e) {
       this.markDown(u, e);
     }
@@ -315,23 +340,11 @@ export class GatewayPool {
     throw new RequestError('ERR_NO_GATEWAY', errors.join('; '));
   }
 
-  /** Dials through `u`, pipelining the first hop's handshake where the probe found it works. */
-  private async dial(u: Upstream, req: { cmd: number; host: string; port: number }): Promise<Socks5Dial> {
-    const pipelined = u.health.pipelining === true;
-    try {
-      return await dialChain(u.hops, req, this.opts.connectTimeoutMs, { pipelineFirst: pipelined });
-    } catch (e) {
-      // no answer after pipelining: maybe another server now listens there; the next check probes again
-      if (pipelined && e instanceof DualsocksError && e.code === 'ERR_CONNECT_TIMEOUT') u.health.pipelining = null;
-      throw e;
-    }
-  }
-
   /** Opens a tunnel to host:port through one gateway, failing over while gateways are unreachable. */
   open(host: string, port: number, cmd: number = CMD.CONNECT): Promise<Tunnel> {
     if (cmd === CMD.UDP_ASSOCIATE) return Promise.reject(new SocksProtocolError('ERR_SOCKS_COMMAND', 'UDP goes through associate()'));
     return this.failover(host, async (u, release) => {
-      const dial = await this.dial(u, { cmd, host, port });
+      const dial = await this.pipelining.dial(u.hops, { cmd, host, port }, this.opts.connectTimeoutMs);
       const { socket, reply } = dial;
       socket.once('close', () => {
         if (!releasedToNative(socket)) release();

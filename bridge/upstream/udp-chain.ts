@@ -6,7 +6,7 @@
 // sends the rest on. Replies come back with a header per further hop added; unwrap() drops them.
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { RequestError } from '../../shared/errors.js';
-import { canonicalHost, familyOf, formatIp, parseIp } from '../../shared/net/address.js';
+import { canonicalHost, familyOf, formatIp, parseIp, type Family } from '../../shared/net/address.js';
 import { decodeUdpLayers, encodeUdpLayers } from '../../shared/socks5/codec.js';
 import { CMD } from '../../shared/socks5/constants.js';
 import { dialChain } from './pool.js';
@@ -26,6 +26,11 @@ export interface UdpChain {
   readonly relays: HostPort[];
   /** Headers naming the relays of hops 2..n: what goes before a datagram meant for the last hop. */
   readonly prefix: Uint8Array;
+  /**
+   * Sends a client datagram (header and all) toward the last hop, behind the further hops' headers;
+   * false, and nothing sent, when the whole would not fit one datagram to the first relay.
+   */
+  send(msg: Uint8Array, cb?: (err: Error | null) => void): boolean;
   /** A datagram from the first relay without the headers the further hops added; null if they do not parse. */
   unwrap(msg: Buffer): Buffer | null;
   /** Resolves when the chain ends: a control connection closed, or close() was called. */
@@ -48,20 +53,27 @@ function relayOf(dial: Socks5Dial, hops: Hop[], i: number): HostPort {
   return { host, port: dial.reply.port };
 }
 
-function bindConnected(to: HostPort): Promise<UdpSocket> {
-  const ip = parseIp(to.host);
-  if (!ip) return Promise.reject(new RequestError('ERR_CONNECT_FAILED', `first hop relay ${to.host} is not an address`));
-  const v6 = familyOf(ip) === 6;
+/** Largest UDP payload per family (65535 minus IP and UDP headers, no jumbograms). */
+export const MAX_UDP_PAYLOAD: Record<Family, number> = { 4: 65507, 6: 65527 };
+
+/** A UDP socket of `family` bound to host, port chosen by the kernel. */
+export function bindUdp(family: Family, host: string): Promise<UdpSocket> {
   return new Promise((resolve, reject) => {
-    const s = createSocket({ type: v6 ? 'udp6' : 'udp4', ipv6Only: v6 });
+    const s = createSocket({ type: family === 4 ? 'udp4' : 'udp6', ipv6Only: family === 6 });
     s.once('error', reject);
-    s.bind({ address: v6 ? '::' : '0.0.0.0', port: 0, exclusive: true }, () => {
-      s.connect(to.port, formatIp(ip), () => {
-        s.off('error', reject);
-        resolve(s);
-      });
+    s.bind({ address: host, port: 0, exclusive: true }, () => {
+      s.off('error', reject);
+      resolve(s);
     });
   });
+}
+
+async function bindConnected(to: HostPort): Promise<UdpSocket> {
+  const ip = parseIp(to.host);
+  if (!ip) throw new RequestError('ERR_CONNECT_FAILED', `first hop relay ${to.host} is not an address`);
+  const s = await bindUdp(familyOf(ip), familyOf(ip) === 6 ? '::' : '0.0.0.0');
+  await new Promise<void>((resolve) => s.connect(to.port, formatIp(ip), () => resolve()));
+  return s;
 }
 
 /** Opens an association at every hop of `hops` (one hop is the plain case: no headers added). */
@@ -110,6 +122,7 @@ export async function openUdpChain(hops: Hop[], timeoutMs: number): Promise<UdpC
     // one may have gone while the others were being set up
     if (c.socket.destroyed || c.socket.readableEnded) close();
   }
+  const room = MAX_UDP_PAYLOAD[familyOf(parseIp(relays[0]!.host)!)] - prefix.length;
   return {
     socket,
     controls,
@@ -117,6 +130,11 @@ export async function openUdpChain(hops: Hop[], timeoutMs: number): Promise<UdpC
     prefix,
     ended,
     close,
+    send(msg, cb) {
+      if (msg.length > room) return false;
+      socket.send(prefix.length > 0 ? [prefix, msg] : msg, cb);
+      return true;
+    },
     unwrap(msg) {
       const d = decodeUdpLayers(msg, further);
       return d.status === 'ok' ? msg.subarray(msg.length - d.msg.length) : null;
