@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CidrSet, parseIp, type Ip } from '../../../shared/net/address.js';
-import { checkDestination, embeddedV4, specialClass, SPECIAL_RANGES, type DestinationPolicy } from '../../../shared/net/policy.js';
+import { checkDestination, embeddedV4, embeddedV4s, specialBlock, specialClass, SPECIAL_BLOCKS, SPECIAL_RANGES, type DestinationPolicy } from '../../../shared/net/policy.js';
 
 function ip(text: string): Ip {
   const parsed = parseIp(text);
@@ -10,99 +10,183 @@ function ip(text: string): Ip {
 }
 
 const DEFAULT: DestinationPolicy = { allow: new CidrSet([]), allowPrivate: false };
+const allowing = (...cidrs: string[]): DestinationPolicy => ({ allow: new CidrSet(cidrs), allowPrivate: false });
 
-const denied: [string, string][] = [
-  ['0.0.0.0', 'unspecified'],
-  ['0.1.2.3', 'unspecified'],
-  ['::', 'unspecified'],
-  ['127.0.0.1', 'loopback'],
-  ['127.255.255.254', 'loopback'],
-  ['::1', 'loopback'],
-  ['169.254.169.254', 'link-local'],
-  ['fe80::1', 'link-local'],
-  ['febf:ffff::1', 'link-local'],
-  ['10.0.0.1', 'private'],
-  ['172.16.0.1', 'private'],
-  ['172.31.255.255', 'private'],
-  ['192.168.1.1', 'private'],
-  ['100.64.0.1', 'private'],
-  ['fc00::1', 'unique-local'],
-  ['fd12:3456::1', 'unique-local'],
-  ['224.0.0.1', 'multicast'],
-  ['239.255.255.250', 'multicast'],
-  ['ff02::1', 'multicast'],
-  ['ff0e::1', 'multicast'],
-  ['240.0.0.1', 'reserved'],
-  ['255.255.255.255', 'reserved'],
+/**
+ * One address per row of the table, inside that row and no more specific one. For rows that carry
+ * an IPv4 address the sample carries a public one; LOOPBACK_INSIDE has the same forms carrying 127.0.0.1.
+ */
+export const SAMPLES: Record<string, string> = {
+  '0.0.0.0/8': '0.1.2.3',
+  '10.0.0.0/8': '10.1.2.3',
+  '100.64.0.0/10': '100.64.0.1',
+  '127.0.0.0/8': '127.0.0.1',
+  '169.254.0.0/16': '169.254.169.254',
+  '172.16.0.0/12': '172.31.255.255',
+  '192.0.0.0/24': '192.0.0.9',
+  '192.0.2.0/24': '192.0.2.1',
+  '192.88.99.0/24': '192.88.99.1',
+  '192.168.0.0/16': '192.168.1.1',
+  '198.18.0.0/15': '198.19.255.1',
+  '198.51.100.0/24': '198.51.100.7',
+  '203.0.113.0/24': '203.0.113.9',
+  '224.0.0.0/4': '239.255.255.250',
+  '240.0.0.0/4': '240.0.0.1',
+  '255.255.255.255/32': '255.255.255.255',
+  '::1/128': '::1',
+  '::/128': '::',
+  '::/96': '::8.8.8.8',
+  '::ffff:0:0:0/96': '::ffff:0:8.8.8.8',
+  '64:ff9b::/96': '64:ff9b::8.8.8.8',
+  '64:ff9b:1::/48': '64:ff9b:1::8.8.8.8',
+  '100::/64': '100::1',
+  '100:0:0:1::/64': '100:0:0:1::1',
+  '2001::/23': '2001:1::1',
+  '2001::/32': '2001:0:808:808:0:0:f7f7:f7f7',
+  '2001:2::/48': '2001:2::1',
+  '2001:3::/32': '2001:3::1',
+  '2001:4:112::/48': '2001:4:112::1',
+  '2001:10::/28': '2001:10::1',
+  '2001:20::/28': '2001:20::1',
+  '2001:30::/28': '2001:30::1',
+  '2001:db8::/32': '2001:db8::1',
+  '2002::/16': '2002:808:808::1',
+  '3fff::/20': '3fff::1',
+  '5f00::/16': '5f00::1',
+  'fc00::/7': 'fd12:3456::1',
+  'fe80::/10': 'fe80::1',
+  'fec0::/10': 'fec0::1',
+  'ff00::/8': 'ff02::1',
+};
+
+/** The translation forms carrying 127.0.0.1 (Teredo: as server, and as obfuscated client). */
+export const LOOPBACK_INSIDE: [string, string][] = [
+  ['::/96', '::127.0.0.1'],
+  ['::ffff:0:0:0/96', '::ffff:0:127.0.0.1'],
+  ['64:ff9b::/96', '64:ff9b::127.0.0.1'],
+  ['64:ff9b:1::/48', '64:ff9b:1::7f00:1'],
+  ['64:ff9b:1::/48', '64:ff9b:1:7f00:0:100::'],
+  ['2001::/32', '2001:0:7f00:1:0:0:f7f7:f7f7'],
+  ['2001::/32', '2001:0:808:808::80ff:fffe'],
+  ['2002::/16', '2002:7f00:1::1'],
 ];
 
-describe('specialClass and checkDestination', () => {
-  test('special classes are denied by default', () => {
-    for (const [addr, cls] of denied) {
-      assert.equal(specialClass(ip(addr)), cls, addr);
-      assert.equal(checkDestination(DEFAULT, ip(addr)), `${cls} address`, addr);
+describe('the special-purpose table', () => {
+  test('every row has a sample address, and the sample falls in that row', () => {
+    assert.deepEqual(Object.keys(SAMPLES).sort(), SPECIAL_BLOCKS.map((b) => b.cidr).sort());
+    for (const b of SPECIAL_BLOCKS) assert.equal(specialBlock(ip(SAMPLES[b.cidr]!)), b, b.cidr);
+  });
+
+  test('every denied row: refused by default, allowed with --allow of that block, and by --allow-private', () => {
+    for (const b of SPECIAL_BLOCKS.filter((r) => r.deny)) {
+      const addr = ip(SAMPLES[b.cidr]!);
+      const why = checkDestination(DEFAULT, addr);
+      assert.ok(why?.startsWith(`${b.class} address`) && why.includes(b.rfc), `${b.cidr}: ${why}`);
+      assert.equal(specialClass(addr), b.class, b.cidr);
+      assert.equal(checkDestination(allowing(b.cidr), addr), null, b.cidr);
+      assert.equal(checkDestination({ allow: new CidrSet([]), allowPrivate: true }, addr), null, b.cidr);
     }
   });
 
-  test('v4-mapped forms are denied like the IPv4 address', () => {
-    for (const [addr, cls] of denied) {
-      if (addr.includes(':')) continue;
-      for (const mapped of [`::ffff:${addr}`, `[::ffff:${addr}]`, `0:0:0:0:0:ffff:${addr}`]) {
-        assert.equal(specialClass(ip(mapped)), cls, mapped);
+  test('globally reachable rows inside denied blocks, and translation forms carrying a public IPv4, are allowed', () => {
+    for (const b of SPECIAL_BLOCKS.filter((r) => !r.deny)) {
+      assert.equal(checkDestination(DEFAULT, ip(SAMPLES[b.cidr]!)), null, b.cidr);
+      assert.equal(specialClass(ip(SAMPLES[b.cidr]!)), null, b.cidr);
+    }
+  });
+
+  test('every row records the registry fields', () => {
+    for (const b of SPECIAL_BLOCKS) {
+      assert.match(b.rfc, /^RFC \d+$/, b.cidr);
+      assert.ok(b.name.length > 2, b.cidr);
+      // a row allowed although in the registry as not globally reachable would be a hole
+      if (b.reachable === false) assert.ok(b.deny || b.embeds, b.cidr);
+    }
+  });
+
+  test('the PCP and TURN anycast addresses stay refused (they answer on the local network)', () => {
+    for (const a of ['192.0.0.9', '192.0.0.10', '2001:1::1', '2001:1::2', '2001:1::3']) assert.notEqual(checkDestination(DEFAULT, ip(a)), null, a);
+  });
+});
+
+describe('IPv4 inside IPv6', () => {
+  test('the IPv4 is read from every translation form', () => {
+    assert.deepEqual(embeddedV4(ip('::127.0.0.1')), ip('127.0.0.1'));
+    assert.deepEqual(embeddedV4(ip('::ffff:0:127.0.0.1')), ip('127.0.0.1'));
+    assert.deepEqual(embeddedV4(ip('64:ff9b::7f00:1')), ip('127.0.0.1'));
+    assert.deepEqual(embeddedV4(ip('64:ff9b::10.0.0.1')), ip('10.0.0.1'));
+    // RFC 6052 §2.2 with a /48 prefix: octets 1-2 in bits 48-63, u (bits 64-71) zero, octets 3-4 after it
+    assert.deepEqual(embeddedV4s(ip('64:ff9b:1:c000:2:100::')), [ip('192.0.2.1')]);
+    assert.deepEqual(embeddedV4s(ip('64:ff9b:1::192.0.2.1')), [ip('192.0.2.1')]);
+    assert.deepEqual(embeddedV4s(ip('64:ff9b:1::')), [ip('0.0.0.0')]);
+    assert.deepEqual(embeddedV4(ip('2002:7f00:1::1')), ip('127.0.0.1'));
+    // Teredo: server 65.54.227.120, client 192.0.2.45 obfuscated (RFC 4380 §4 example style)
+    assert.deepEqual(embeddedV4s(ip('2001:0:4136:e378:8000:63bf:3fff:fdd2')), [ip('65.54.227.120'), ip('192.0.2.45')]);
+    assert.deepEqual(embeddedV4s(ip('2001:db8::1')), []);
+    assert.deepEqual(embeddedV4s(ip('127.0.0.1')), []);
+    assert.deepEqual(embeddedV4s(ip('::1')), []);
+  });
+
+  test('a translation form carrying a refused IPv4 is refused, and --allow of the IPv4 block allows it', () => {
+    for (const [block, addr] of LOOPBACK_INSIDE) {
+      const why = checkDestination(DEFAULT, ip(addr));
+      assert.ok(why?.includes('embedded IPv4 127.0.0.1') || why?.startsWith('nat64-local'), `${addr}: ${why}`);
+      assert.ok(specialClass(ip(addr)), addr);
+      // allowing the IPv6 block does not allow the loopback inside it
+      assert.match(checkDestination(allowing(block), ip(addr)) ?? '', /^loopback address \(embedded IPv4 127\.0\.0\.1\)/, addr);
+      assert.equal(checkDestination(allowing(block, '127.0.0.0/8'), ip(addr)), null, addr);
+    }
+  });
+
+  test('the four addresses of issue 10 are refused', () => {
+    for (const a of ['::127.0.0.1', '64:ff9b:1::7f00:1', '::ffff:0:127.0.0.1', 'fec0::1']) assert.notEqual(checkDestination(DEFAULT, ip(a)), null, a);
+  });
+
+  test('v4-mapped forms are the IPv4 address', () => {
+    for (const [cidr, sample] of Object.entries(SAMPLES)) {
+      if (cidr.includes(':')) continue;
+      for (const mapped of [`::ffff:${sample}`, `[::ffff:${sample}]`, `0:0:0:0:0:ffff:${sample}`]) {
+        assert.equal(specialClass(ip(mapped)), specialClass(ip(sample)), mapped);
         assert.notEqual(checkDestination(DEFAULT, ip(mapped)), null, mapped);
       }
     }
-    // mapped, written in hex words
     assert.equal(specialClass(ip('::ffff:7f00:1')), 'loopback');
     assert.equal(specialClass(ip('::ffff:a00:1')), 'private');
   });
 
-  test('NAT64 and 6to4 forms are denied through the embedded IPv4', () => {
-    assert.deepEqual(embeddedV4(ip('64:ff9b::7f00:1')), ip('127.0.0.1'));
-    assert.deepEqual(embeddedV4(ip('64:ff9b::10.0.0.1')), ip('10.0.0.1'));
-    assert.deepEqual(embeddedV4(ip('2002:7f00:1::1')), ip('127.0.0.1'));
-    assert.equal(embeddedV4(ip('2001:db8::1')), null);
-    assert.equal(embeddedV4(ip('127.0.0.1')), null);
-
-    assert.equal(specialClass(ip('64:ff9b::7f00:1')), 'loopback (embedded IPv4)');
-    assert.equal(checkDestination(DEFAULT, ip('64:ff9b::7f00:1')), 'loopback (embedded IPv4) address');
-    assert.equal(specialClass(ip('64:ff9b::192.168.0.1')), 'private (embedded IPv4)');
-    assert.equal(specialClass(ip('64:ff9b::a9fe:a9fe')), 'link-local (embedded IPv4)');
-    assert.equal(specialClass(ip('2002:a00:1::')), 'private (embedded IPv4)');
-    assert.equal(specialClass(ip('2002:c0a8:101::1')), 'private (embedded IPv4)');
-    // public IPv4 behind NAT64 is an ordinary destination
-    assert.equal(checkDestination(DEFAULT, ip('64:ff9b::198.51.100.1')), null);
-    assert.equal(checkDestination(DEFAULT, ip('2002:c633:6401::1')), null);
+  test('the host\'s own addresses, also inside a translation form', () => {
+    const policy: DestinationPolicy = { ...DEFAULT, self: new CidrSet(['8.8.4.4', '2606:4700::1']) };
+    assert.equal(checkDestination(policy, ip('8.8.4.4')), "the gateway's own address");
+    assert.equal(checkDestination(policy, ip('2606:4700::1')), "the gateway's own address");
+    assert.equal(checkDestination(policy, ip('64:ff9b::8.8.4.4')), "the gateway's own address (embedded IPv4 8.8.4.4)");
+    assert.equal(checkDestination({ ...policy, selfName: 'the bridge' }, ip('8.8.4.4')), "the bridge's own address");
+    assert.equal(checkDestination({ ...policy, allowPrivate: true }, ip('8.8.4.4')), null);
+    assert.equal(checkDestination(policy, ip('8.8.8.8')), null);
   });
+});
 
-  test('public and documentation addresses are allowed', () => {
-    for (const addr of ['2001:db8::1', '198.51.100.1', '192.0.2.1', '203.0.113.9', '::ffff:198.51.100.1', '8.8.8.8', '2606:4700::1111', '172.32.0.1', '100.128.0.1', '11.0.0.1', '223.255.255.255']) {
+describe('checkDestination', () => {
+  test('public addresses are allowed', () => {
+    for (const addr of ['8.8.8.8', '::ffff:8.8.8.8', '2606:4700::1111', '172.32.0.1', '100.128.0.1', '11.0.0.1', '223.255.255.255', '192.0.3.1', '192.31.196.1', '192.175.48.1', '2620:4f:8000::1', '2001:200::1']) {
       assert.equal(specialClass(ip(addr)), null, addr);
       assert.equal(checkDestination(DEFAULT, ip(addr)), null, addr);
     }
   });
 
-  test('--allow CIDR overrides a special class, for exactly its range', () => {
-    const policy: DestinationPolicy = { allow: new CidrSet(['10.1.0.0/16', 'fd00::/8', '127.0.0.1']), allowPrivate: false };
+  test('--allow CIDR overrides the table for exactly its range', () => {
+    const policy = allowing('10.1.0.0/16', 'fd00::/8', '127.0.0.1');
     assert.equal(checkDestination(policy, ip('10.1.2.3')), null);
     assert.equal(checkDestination(policy, ip('::ffff:10.1.2.3')), null);
     assert.equal(checkDestination(policy, ip('fd00::1')), null);
     assert.equal(checkDestination(policy, ip('127.0.0.1')), null);
-    assert.equal(checkDestination(policy, ip('10.2.0.1')), 'private address');
-    assert.equal(checkDestination(policy, ip('fc00::1')), 'unique-local address');
-    assert.equal(checkDestination(policy, ip('127.0.0.2')), 'loopback address');
-    assert.equal(checkDestination(policy, ip('::1')), 'loopback address');
-  });
-
-  test('allowPrivate allows every special class', () => {
-    const policy: DestinationPolicy = { allow: new CidrSet([]), allowPrivate: true };
-    for (const [addr] of denied) assert.equal(checkDestination(policy, ip(addr)), null, addr);
-    assert.equal(checkDestination(policy, ip('64:ff9b::7f00:1')), null);
+    assert.match(checkDestination(policy, ip('10.2.0.1'))!, /^private address: 10\.0\.0\.0\/8 Private-Use, RFC 1918$/);
+    assert.match(checkDestination(policy, ip('fc00::1'))!, /^unique-local address/);
+    assert.match(checkDestination(policy, ip('127.0.0.2'))!, /^loopback address/);
+    assert.match(checkDestination(policy, ip('::1'))!, /^loopback address/);
   });
 
   test('every special range parses', () => {
-    for (const [name, ranges] of Object.entries(SPECIAL_RANGES)) {
-      assert.doesNotThrow(() => new CidrSet(ranges), name);
-    }
+    for (const [name, ranges] of Object.entries(SPECIAL_RANGES)) assert.doesNotThrow(() => new CidrSet(ranges), name);
+    assert.ok(SPECIAL_RANGES.loopback?.includes('127.0.0.0/8'));
   });
 });
