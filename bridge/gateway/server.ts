@@ -1,13 +1,13 @@
 // The gateway's I/O layer: accepts sockets, drives the sans-IO SOCKS5 session with them, and
 // hands granted requests to the command handlers. Protocol logic stays in shared/socks5.
 import type { Server, Socket } from 'node:net';
-import { networkInterfaces } from 'node:os';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
-import { CidrSet, canonicalHost, joinHostPort, parseIp, type Ip } from '../../shared/net/address.js';
+import { canonicalHost, joinHostPort, parseIp, type Ip } from '../../shared/net/address.js';
 import { checkDestination } from '../../shared/net/policy.js';
 import { encodeMethodSelection, type Request } from '../../shared/socks5/codec.js';
 import { CMD, METHOD } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
+import { hostAddresses } from '../host-addresses.js';
 import { closeAll, listenAll } from '../listen.js';
 import type { LogRecord, Logger } from '../log.js';
 import { releasedToNative } from '../native/loader.js';
@@ -271,22 +271,10 @@ export class Gateway {
     }
   }
 
-  private selfCache: { at: number; set: CidrSet } | undefined;
-
-  /** The host's interface addresses, refreshed every few seconds (interfaces come and go). */
-  private selfAddresses(): CidrSet {
-    const now = Date.now();
-    if (!this.selfCache || now - this.selfCache.at > 5000) {
-      const addrs = Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((i) => i.address.replace(/%.*$/, '')));
-      this.selfCache = { at: now, set: new CidrSet(addrs.filter((a) => parseIp(a) !== null)) };
-    }
-    return this.selfCache.set;
-  }
-
   /** Why the destination address is refused, or null. */
   denyDestination(ip: Ip): string | null {
     const { allow, allowPrivate } = this.config;
-    return checkDestination({ allow, allowPrivate, self: this.selfAddresses() }, ip);
+    return checkDestination({ allow, allowPrivate, self: hostAddresses() }, ip);
   }
 
   /** Addresses resolved for a request, IP literals (also inside DOMAINNAME) taken as they are. */

@@ -9,8 +9,11 @@ import { summary, type BridgeState, type Inbound } from './state.js';
 
 export interface BridgeContext {
   state: BridgeState;
-  /** Opens a tunnel to host:port through a gateway; the name is never resolved here. */
-  open(host: string, port: number, via: Inbound): Promise<Tunnel>;
+  /**
+   * Opens a tunnel to host:port through a gateway; the name is never resolved here. `from` is the
+   * client's address: only a client on this machine may be connected directly to a special address.
+   */
+  open(host: string, port: number, via: Inbound, from: string | undefined): Promise<Tunnel>;
   /** Opens a UDP association through a gateway (one at each hop of a chain). */
   associate?(): Promise<UdpAssociation>;
   /** Asks a gateway to BIND for host:port; the tunnel's first reply is where it listens. */

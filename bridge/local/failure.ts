@@ -6,8 +6,8 @@ import { REP, REP_TEXT, SOCKS4_CD } from '../../shared/socks5/constants.js';
 import { errnoToError } from '../upstream/direct.js';
 
 export interface Failure {
-  /** 502, or 504 when the destination (or the way to it) timed out. */
-  httpStatus: 502 | 504;
+  /** 502, 504 when the destination (or the way to it) timed out, 403 when the bridge itself refused. */
+  httpStatus: 403 | 502 | 504;
   /** Short title in plain words, safe as an HTTP reason phrase. */
   reason: string;
   /** One or two sentences for an error page. */
@@ -92,9 +92,10 @@ const BY_CODE: Partial<Record<ErrorCode, Words>> = {
     reason: 'Destination Timed Out',
     text: 'The destination did not answer in time.',
   },
+  // the gateway's refusals arrive as its REP (ERR_SOCKS_REPLY): this one is the bridge's own
   ERR_POLICY_DESTINATION: {
-    reason: 'Not Allowed By Gateway Policy',
-    text: "The gateway's policy does not allow any address of this destination.",
+    reason: 'Not Allowed By Bridge Policy',
+    text: 'The bridge connects directly only for programs on its own machine. For other clients it refuses loopback, private, link-local and the other special-purpose addresses, and its own addresses: reach them without the proxy.',
   },
   ERR_POLICY_CLIENT: {
     reason: 'Not Allowed By Gateway Policy',
@@ -140,7 +141,7 @@ export function describeFailure(err: unknown): Failure {
   const words = (e.code !== 'ERR_SOCKS_REPLY' ? BY_CODE[e.code] : undefined) ?? BY_REP[rep] ?? unknownRep(rep);
   const timeout = e.code === 'ERR_CONNECT_TIMEOUT' || rep === REP.TTL_EXPIRED;
   return {
-    httpStatus: timeout ? 504 : 502,
+    httpStatus: e.code === 'ERR_POLICY_DESTINATION' ? 403 : timeout ? 504 : 502,
     reason: words.reason,
     text: words.text,
     // 0x00 would tell a SOCKS client it succeeded

@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { formatIp, joinHostPort, parseIp, splitHostPort } from '../../shared/net/address.js';
 import { isDualsocksError, RequestError } from '../../shared/errors.js';
+import { isLocalPeer } from '../host-addresses.js';
 import type { Tunnel } from '../upstream/pool.js';
 import { relayToEnd, type BridgeContext } from './context.js';
 import { describeFailure, type Failure } from './failure.js';
@@ -147,10 +148,15 @@ class TunnelAgent extends Agent {
     super({ keepAlive: true, keepAliveMsecs: 30_000, maxSockets: 128, maxFreeSockets: 16, maxTotalSockets: 2048, timeout: 30_000, scheduling: 'lifo' });
   }
 
-  override createConnection(options: ClientRequestArgs, cb?: (err: Error | null, socket: Duplex) => void): undefined {
+  // a direct tunnel opened for a program on this machine must never serve another client
+  override getName(options?: ClientRequestArgs & { from?: string }): string {
+    return `${super.getName(options)}:${isLocalPeer(options?.from) ? 'local' : 'remote'}`;
+  }
+
+  override createConnection(options: ClientRequestArgs & { from?: string }, cb?: (err: Error | null, socket: Duplex) => void): undefined {
     const host = String(options.host);
     const port = Number(options.port);
-    this.ctx.open(host, port, 'http').then(
+    this.ctx.open(host, port, 'http', options.from).then(
       (tunnel) => {
         this.ctx.state.record('http', host, port, { tunnel });
         const s = tunnel.socket;
@@ -256,7 +262,7 @@ function forward(ctx: BridgeContext, agent: Agent, req: IncomingMessage, res: Se
   const send = (attempt: number): void => {
     let proxyReq: ClientRequest;
     try {
-      proxyReq = httpRequest({ agent, host: target.host, port: target.port, method: req.method, path, headers, setHost: false });
+      proxyReq = httpRequest({ agent, host: target.host, port: target.port, method: req.method, path, headers, setHost: false, from: req.socket.remoteAddress } as ClientRequestArgs);
     } catch (e) {
       // a path Node refuses to send (control characters…)
       textResponse(res, 400, `The request cannot be forwarded: ${(e as Error).message}`);
@@ -334,7 +340,7 @@ async function tunnelConnect(ctx: BridgeContext, req: IncomingMessage, socket: S
   const line = ctx.state.begin('connect', socket, target.host, target.port);
   let tunnel: Tunnel;
   try {
-    tunnel = await ctx.open(target.host, target.port, 'connect');
+    tunnel = await ctx.open(target.host, target.port, 'connect', socket.remoteAddress);
   } catch (err) {
     const f = describeFailure(err);
     ctx.state.record('connect', target.host, target.port, { error: { code: f.code } });

@@ -2,11 +2,14 @@
 // to a gateway by name. Also serves the PAC file and the status API (through the HTTP side).
 import type { Server, Socket } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
-import { canonicalHost, formatIp, joinHostPort, parseIp } from '../../shared/net/address.js';
+import { RequestError } from '../../shared/errors.js';
+import { canonicalHost, CidrSet, formatIp, joinHostPort, parseIp } from '../../shared/net/address.js';
+import { checkDestination } from '../../shared/net/policy.js';
 import { decide, type Settings } from '../../shared/rules/index.js';
 import { sniffProtocol } from '../../shared/socks5/codec.js';
 import { CMD } from '../../shared/socks5/constants.js';
 import { relay, RelayGroup } from '../relay.js';
+import { hostAddresses, isLocalPeer } from '../host-addresses.js';
 import { closeAll, listenAll, type HostPort } from '../listen.js';
 import { connectTcp } from '../upstream/direct.js';
 import type { GatewayPool, Tunnel } from '../upstream/pool.js';
@@ -17,6 +20,7 @@ import { serveSocks4, serveSocks5 } from './socks.js';
 import { BridgeState, type Inbound } from './state.js';
 
 const FIRST_BYTE_TIMEOUT_MS = 30_000;
+const NOTHING = new CidrSet([]);
 
 export class Bridge {
   readonly state: BridgeState;
@@ -37,7 +41,7 @@ export class Bridge {
     this.state = new BridgeState(version, pool, config.rules);
     this.ctx = {
       state: this.state,
-      open: (host, port, via) => this.open(host, port, via),
+      open: (host, port, via, from) => this.open(host, port, via, from),
       // 0.0.0.0:0: our port toward the gateway is fixed by our first datagram
       associate: () => this.pool.associate(),
       // the peer connects to the gateway, so BIND always goes there, whatever the rules say
@@ -54,9 +58,16 @@ export class Bridge {
     this.http = createHttpFrontend(this.ctx);
   }
 
-  private open(host: string, port: number, _via: Inbound): Promise<Tunnel> {
+  private open(host: string, port: number, _via: Inbound, from: string | undefined): Promise<Tunnel> {
     const ip = parseIp(host);
     if (ip && decide(this.settings, { host: formatIp(ip), port }).type === 'DIRECT') {
+      // The bypass list sends loopback and the LAN direct, meant for programs on this machine. For
+      // any other client they would be this machine's loopback and its networks, and the gateway
+      // would take them for its own: refused, by the gateway's table with this host as "self".
+      if (!isLocalPeer(from)) {
+        const why = checkDestination({ allow: NOTHING, allowPrivate: false, self: hostAddresses(), selfName: 'the bridge' }, ip);
+        if (why) return Promise.reject(new RequestError('ERR_POLICY_DESTINATION', `${formatIp(ip)}: ${why}`));
+      }
       // a bypassed IP literal is reached without a gateway: there is no name to resolve
       return connectTcp({ host: formatIp(ip), port }, this.config.connectTimeoutMs).then((s) => ({
         socket: s,

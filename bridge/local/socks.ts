@@ -34,7 +34,7 @@ async function tunnelFor(
   const line = ctx.state.begin(via, client, host, port);
   let tunnel;
   try {
-    tunnel = await ctx.open(host, port, via);
+    tunnel = await ctx.open(host, port, via, client.remoteAddress);
   } catch (e) {
     const err = asError(e);
     ctx.state.record(via, host, port, { error: err });

@@ -60,7 +60,9 @@ test('no gateway reachable, timeouts and local causes', () => {
 
   const name = describeFailure(new RequestError('ERR_NAME_NOT_FOUND', 'nowhere.test'));
   assert.deepEqual([name.httpStatus, name.reason, name.code, name.socks5Rep], [502, 'Name Not Found At Gateway', 'ERR_NAME_NOT_FOUND', REP.HOST_UNREACHABLE]);
-  assert.equal(describeFailure(new RequestError('ERR_POLICY_DESTINATION')).reason, 'Not Allowed By Gateway Policy');
+  // only the bridge itself says ERR_POLICY_DESTINATION (a gateway's refusal is its REP 0x02)
+  const own = describeFailure(new RequestError('ERR_POLICY_DESTINATION', '127.0.0.1: loopback address'));
+  assert.deepEqual([own.httpStatus, own.reason, own.socks5Rep, own.socks4Code], [403, 'Not Allowed By Bridge Policy', REP.NOT_ALLOWED, SOCKS4_CD.REJECTED]);
   assert.equal(describeFailure(new RequestError('ERR_CONNECTION_REFUSED')).reason, 'Refused By Destination');
 });
 
@@ -68,7 +70,7 @@ test('every error code gets a valid reason phrase, status and REP', () => {
   for (const code of Object.keys(ERRORS) as ErrorCode[]) {
     const f = describeFailure(new RequestError(code));
     assert.match(f.reason, REASON, code);
-    assert.ok(f.httpStatus === 502 || f.httpStatus === 504, code);
+    assert.ok(f.httpStatus === 502 || f.httpStatus === 504 || (code === 'ERR_POLICY_DESTINATION' && f.httpStatus === 403), code);
     assert.equal(f.code, code);
     assert.equal(f.socks5Rep, ERRORS[code].rep, code);
   }
