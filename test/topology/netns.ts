@@ -436,3 +436,42 @@ export async function createChainTopology(): Promise<ChainTopology> {
     return labHandle(lab, hostsFile, servers);
   });
 }
+
+// ---- A LAN: a host and a client on one link, nothing else ----
+//
+//   b (192.0.2.1, 2001:db8:b::1) ── c (192.0.2.2, 2001:db8:b::2)
+//
+// No default route anywhere: a connection to any other address fails at once (ENETUNREACH), so
+// a test may let a gateway try any destination without a packet leaving the namespaces.
+
+export type LanRole = 'b' | 'c';
+export const LAN_ROLES: readonly LanRole[] = ['b', 'c'];
+export const LAN_ADDR = { b: '192.0.2.1', c: '192.0.2.2', b6: '2001:db8:b::1', c6: '2001:db8:b::2' } as const;
+
+export interface Lan {
+  ns: Record<LanRole, string>;
+  dir: string;
+  exec(role: LanRole, cmd: string, args: string[], opts?: { input?: string | Buffer; timeoutMs?: number }): Promise<ExecResult>;
+  /** Starts a long-running child inside `role` (ended by destroy()), its output in dir/logName. */
+  spawnIn(role: LanRole, logName: string, cmd: string, args: string[]): ChildProcess;
+  /** Resolves once something listens on TCP `port` inside `role`. */
+  waitListening(role: LanRole, port: number): Promise<void>;
+  destroy(): Promise<void>;
+}
+
+export async function createLan(): Promise<Lan> {
+  const lab = openLab('dl', LAN_ROLES);
+  return buildLab(lab, async () => {
+    await addNamespaces(lab, LAN_ROLES, [], []);
+    await link(lab, 'b', 'c', [[LAN_ADDR.b, LAN_ADDR.c, 24], [LAN_ADDR.b6, LAN_ADDR.c6, 64]]);
+    const h = labHandle(lab, '', { index: { s4: '', s6: '' }, blobSha256: { s4: '', s6: '' } });
+    return {
+      ns: h.ns,
+      dir: h.dir,
+      exec: h.exec,
+      spawnIn: lab.spawnIn,
+      waitListening: (role: LanRole, port: number) => waitFor(`a TCP listener on ${port} in ${role}`, 15000, () => listeningOn(lab, role, '-t', port)),
+      destroy: h.destroy,
+    };
+  });
+}
