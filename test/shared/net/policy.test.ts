@@ -1,6 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CidrSet, parseIp, type Ip } from '../../../shared/net/address.js';
+import { LOOPBACK_INSIDE, SAMPLES } from './samples.js';
 import { checkDestination, embeddedV4, embeddedV4s, specialBlock, specialClass, SPECIAL_BLOCKS, SPECIAL_RANGES, type DestinationPolicy } from '../../../shared/net/policy.js';
 
 function ip(text: string): Ip {
@@ -11,65 +12,6 @@ function ip(text: string): Ip {
 
 const DEFAULT: DestinationPolicy = { allow: new CidrSet([]), allowPrivate: false };
 const allowing = (...cidrs: string[]): DestinationPolicy => ({ allow: new CidrSet(cidrs), allowPrivate: false });
-
-/**
- * One address per row of the table, inside that row and no more specific one. For rows that carry
- * an IPv4 address the sample carries a public one; LOOPBACK_INSIDE has the same forms carrying 127.0.0.1.
- */
-export const SAMPLES: Record<string, string> = {
-  '0.0.0.0/8': '0.1.2.3',
-  '10.0.0.0/8': '10.1.2.3',
-  '100.64.0.0/10': '100.64.0.1',
-  '127.0.0.0/8': '127.0.0.1',
-  '169.254.0.0/16': '169.254.169.254',
-  '172.16.0.0/12': '172.31.255.255',
-  '192.0.0.0/24': '192.0.0.9',
-  '192.0.2.0/24': '192.0.2.1',
-  '192.88.99.0/24': '192.88.99.1',
-  '192.168.0.0/16': '192.168.1.1',
-  '198.18.0.0/15': '198.19.255.1',
-  '198.51.100.0/24': '198.51.100.7',
-  '203.0.113.0/24': '203.0.113.9',
-  '224.0.0.0/4': '239.255.255.250',
-  '240.0.0.0/4': '240.0.0.1',
-  '255.255.255.255/32': '255.255.255.255',
-  '::1/128': '::1',
-  '::/128': '::',
-  '::/96': '::8.8.8.8',
-  '::ffff:0:0:0/96': '::ffff:0:8.8.8.8',
-  '64:ff9b::/96': '64:ff9b::8.8.8.8',
-  '64:ff9b:1::/48': '64:ff9b:1::8.8.8.8',
-  '100::/64': '100::1',
-  '100:0:0:1::/64': '100:0:0:1::1',
-  '2001::/23': '2001:1::1',
-  '2001::/32': '2001:0:808:808:0:0:f7f7:f7f7',
-  '2001:2::/48': '2001:2::1',
-  '2001:3::/32': '2001:3::1',
-  '2001:4:112::/48': '2001:4:112::1',
-  '2001:10::/28': '2001:10::1',
-  '2001:20::/28': '2001:20::1',
-  '2001:30::/28': '2001:30::1',
-  '2001:db8::/32': '2001:db8::1',
-  '2002::/16': '2002:808:808::1',
-  '3fff::/20': '3fff::1',
-  '5f00::/16': '5f00::1',
-  'fc00::/7': 'fd12:3456::1',
-  'fe80::/10': 'fe80::1',
-  'fec0::/10': 'fec0::1',
-  'ff00::/8': 'ff02::1',
-};
-
-/** The translation forms carrying 127.0.0.1 (Teredo: as server, and as obfuscated client). */
-export const LOOPBACK_INSIDE: [string, string][] = [
-  ['::/96', '::127.0.0.1'],
-  ['::ffff:0:0:0/96', '::ffff:0:127.0.0.1'],
-  ['64:ff9b::/96', '64:ff9b::127.0.0.1'],
-  ['64:ff9b:1::/48', '64:ff9b:1::7f00:1'],
-  ['64:ff9b:1::/48', '64:ff9b:1:7f00:0:100::'],
-  ['2001::/32', '2001:0:7f00:1:0:0:f7f7:f7f7'],
-  ['2001::/32', '2001:0:808:808::80ff:fffe'],
-  ['2002::/16', '2002:7f00:1::1'],
-];
 
 describe('the special-purpose table', () => {
   test('every row has a sample address, and the sample falls in that row', () => {
