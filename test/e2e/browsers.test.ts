@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { requireCapability, rootNetns } from '../helpers/env.js';
 import { CLI, startCli, type Running } from '../helpers/process.js';
-import { createTopology, run, ADDR, NAMES, type Topology } from '../topology/netns.js';
+import { createTopology, run, ADDR, ALLOW_DESTINATIONS, NAMES, type Topology } from '../topology/netns.js';
 import type { DriverOptions, DriverResult } from './driver.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -52,7 +52,7 @@ test('browsers reach an IPv6-only server by a name only the gateway knows, from 
   const running: Running[] = [];
   try {
     mkdirSync(ARTIFACTS, { recursive: true });
-    const gw = await startCli(['gateway', '--listen', `${ADDR.gw.c4}:${GATEWAY_PORT}`, '--no-auth', '--hosts', topo.hostsFile, '--dns', 'none'], { netns: topo.ns.gw });
+    const gw = await startCli(['gateway', '--listen', `${ADDR.gw.c4}:${GATEWAY_PORT}`, '--no-auth', '--hosts', topo.hostsFile, '--dns', 'none', ...ALLOW_DESTINATIONS], { netns: topo.ns.gw });
     running.push(gw);
     // The extension's defaults point at 127.0.0.1:1080: nothing is configured in the browser.
     const bridge = await startCli(['bridge', '--listen', '127.0.0.1:1080', '--gateway', `socks5://${ADDR.gw.c4}:${GATEWAY_PORT}`, '--health-interval', '2'], { netns: topo.ns.c4 });

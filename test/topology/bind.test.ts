@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { rootNetns } from '../helpers/env.js';
 import { type Running } from '../helpers/process.js';
-import { createTopology, ADDR, NAMES, type Topology } from './netns.js';
+import { createTopology, ADDR, ALLOW_DESTINATIONS, NAMES, type Topology } from './netns.js';
 import { makeUsersFile, startGateway } from './fixtures.js';
 
 const skip = rootNetns();
@@ -58,7 +58,7 @@ test('BIND: IPv4-only client, IPv6-only peer by a gateway-only name', { skip }, 
   let gw: Running | undefined;
   try {
     const usersFile = await makeUsersFile(topo.dir, USER, PASS);
-    gw = await startGateway(topo.ns.gw, [`0.0.0.0:${PORT}`], ['--users', usersFile, '--hosts', topo.hostsFile, '--dns', 'none', '--bind-timeout', '20']);
+    gw = await startGateway(topo.ns.gw, [`0.0.0.0:${PORT}`], ['--users', usersFile, '--hosts', topo.hostsFile, '--dns', 'none', '--bind-timeout', '20', ...ALLOW_DESTINATIONS]);
 
     const script = join(topo.dir, 'bind-client.cjs');
     writeFileSync(script, CLIENT);

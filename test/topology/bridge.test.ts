@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { parseIp } from '../../shared/net/address.js';
 import { rootNetns } from '../helpers/env.js';
 import { startCli, type Running } from '../helpers/process.js';
-import { createTopology, ADDR, NAMES, GW_DNS, BLOB_SIZE, HTTP_PORT, SHA_PORT, type Server, type Topology } from './netns.js';
+import { createTopology, ADDR, ALLOW_DESTINATIONS, NAMES, GW_DNS, BLOB_SIZE, HTTP_PORT, SHA_PORT, type Server, type Topology } from './netns.js';
 import { anyAddress, makeUsersFile, startGateway } from './fixtures.js';
 
 const skip = rootNetns();
@@ -104,7 +104,7 @@ test('bridge in single-family client namespaces: the other family by a name only
   try {
     const usersFile = await makeUsersFile(topo.dir, USER, PASS);
     const startGw = (port: number): Promise<Running> =>
-      startGateway(topo.ns.gw, anyAddress(port), ['--users', usersFile, '--hosts', topo.hostsFile, '--dns', `${GW_DNS.host}:${GW_DNS.port}`, '--connect-timeout', '5'], running);
+      startGateway(topo.ns.gw, anyAddress(port), ['--users', usersFile, '--hosts', topo.hostsFile, '--dns', `${GW_DNS.host}:${GW_DNS.port}`, '--connect-timeout', '5', ...ALLOW_DESTINATIONS], running);
     const gw = await startGw(GW_PORT);
 
     /** Starts a bridge inside `client` on an ephemeral loopback port; returns it and "host:port" to give curl. */

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { rootNetns } from '../helpers/env.js';
 import { type Running } from '../helpers/process.js';
-import { createChainTopology, CHAIN_ADDR as A, G1_DNS, NAMES, HTTP_PORT, BLOB_SIZE, type ChainTopology } from './netns.js';
+import { createChainTopology, ALLOW_CHAIN_DESTINATIONS, CHAIN_ADDR as A, G1_DNS, NAMES, HTTP_PORT, BLOB_SIZE, type ChainTopology } from './netns.js';
 import { anyAddress, makeUsersFile, startGateway } from './fixtures.js';
 
 const skip = rootNetns();
@@ -36,7 +36,7 @@ test('chained gateways: types E–L across address families in network namespace
   const running: Running[] = [];
   try {
     const usersFile = await makeUsersFile(topo.dir, USER, PASS);
-    const g2 = await startGateway(topo.ns.g2, [`${A.g2.g1v4}:${PORT}`, `[${A.g2.g1v6}]:${PORT}`], ['--users', usersFile, '--hosts', topo.hostsFile, '--dns', 'none', '--connect-timeout', '2'], running);
+    const g2 = await startGateway(topo.ns.g2, [`${A.g2.g1v4}:${PORT}`, `[${A.g2.g1v6}]:${PORT}`], ['--users', usersFile, '--hosts', topo.hostsFile, '--dns', 'none', '--connect-timeout', '2', ...ALLOW_CHAIN_DESTINATIONS], running);
     const g1: Record<4 | 6, Running> = {} as Record<4 | 6, Running>;
     for (const y of [4, 6] as const) {
       const g2Host = y === 4 ? A.g2.g1v4 : `[${A.g2.g1v6}]`;

@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { haveCommand, requireCapability, rootNetns } from '../helpers/env.js';
 import { type Running } from '../helpers/process.js';
-import { createTopology, ADDR, NAMES, GW_DNS, type Topology } from './netns.js';
+import { createTopology, ADDR, ALLOW_DESTINATIONS, NAMES, GW_DNS, type Topology } from './netns.js';
 import { anyAddress, makeUsersFile, startGateway } from './fixtures.js';
 
 const skip =
@@ -157,7 +157,7 @@ test('FTP translation across address families in network namespaces', { skip }, 
       }
     }
 
-    const common = ['--users', usersFile, '--hosts', topo.hostsFile, '--dns', `${GW_DNS.host}:${GW_DNS.port}`];
+    const common = ['--users', usersFile, '--hosts', topo.hostsFile, '--dns', `${GW_DNS.host}:${GW_DNS.port}`, ...ALLOW_DESTINATIONS];
     const gw = await startGateway(topo.ns.gw, anyAddress(PORT), ['--ftp', ...common], running);
     const plain = await startGateway(topo.ns.gw, anyAddress(PLAIN_PORT), common, running);
 

@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { rootNetns } from '../helpers/env.js';
 import { type Running } from '../helpers/process.js';
-import { createTopology, ADDR, NAMES, HTTP_PORT, SHA_PORT, GW_DNS, BLOB_SIZE, UNROUTED_V4, UNROUTED_V6, BLACKHOLE_V4, BLACKHOLE_V6, type Topology } from './netns.js';
+import { createTopology, ADDR, ALLOW_DESTINATIONS, NAMES, HTTP_PORT, SHA_PORT, GW_DNS, BLOB_SIZE, UNROUTED_V4, UNROUTED_V6, BLACKHOLE_V4, BLACKHOLE_V6, type Topology } from './netns.js';
 import { anyAddress, makeUsersFile, startGateway } from './fixtures.js';
 
 const skip = rootNetns();
@@ -57,7 +57,7 @@ test('gateway across address families in network namespaces', { skip }, async (t
     const usersFile = await makeUsersFile(topo.dir, USER, PASS);
     assert.match(readFileSync(usersFile, 'utf8'), new RegExp(`^${USER}:\\S+\\n$`));
 
-    const common = ['--users', usersFile, '--hosts', topo.hostsFile, '--dns', `${GW_DNS.host}:${GW_DNS.port}`, '--connect-timeout', '1'];
+    const common = ['--users', usersFile, '--hosts', topo.hostsFile, '--dns', `${GW_DNS.host}:${GW_DNS.port}`, '--connect-timeout', '1', ...ALLOW_DESTINATIONS];
     const gw = await startGateway(topo.ns.gw, anyAddress(PORT), common, running);
     assert.deepEqual(gw.listening, [{ host: '0.0.0.0', port: PORT }, { host: '::', port: PORT }]);
     const gw4 = await startGateway(topo.ns.gw, anyAddress(PREFER_V4_PORT), ['--prefer', 'ipv4', ...common], running);

@@ -55,6 +55,15 @@ export const UNROUTED_V6 = '2001:db8:ff::1';
 export const BLACKHOLE_V4 = '203.0.113.130';
 export const BLACKHOLE_V6 = '2001:db8:56:1::1';
 
+/** `--allow` flags for `addrs`, one host route each: documentation ranges are refused by default. */
+export const allowArgs = (addrs: readonly string[]): string[] => addrs.flatMap((a) => ['--allow', a]);
+
+/**
+ * What a gateway in this topology may reach: the servers and the unrouted and black-holed
+ * destinations, address by address, so that the gateway's own addresses on the same links stay refused.
+ */
+export const ALLOW_DESTINATIONS: string[] = allowArgs([ADDR.s4, ADDR.s6, UNROUTED_V4, UNROUTED_V6, BLACKHOLE_V4, BLACKHOLE_V6]);
+
 export const HTTP_PORT = 80;
 /** Reads to EOF, then answers "BYTES SHA256HEX\n": checks uploads and half-close end to end. */
 export const SHA_PORT = 9000;
@@ -396,6 +405,9 @@ export const CHAIN_ADDR = {
   s4: '198.51.100.10',
   s6: '2001:db8:256::10',
 } as const;
+
+/** What g2, the last hop, may reach (documentation addresses are refused by default): the servers. */
+export const ALLOW_CHAIN_DESTINATIONS: string[] = allowArgs([CHAIN_ADDR.s4, CHAIN_ADDR.s6]);
 
 /** g1's resolver (knows nothing, logs everything), for the gateway's `--dns`. */
 export const G1_DNS = { host: '127.0.0.1', port: 5353 } as const;

@@ -13,7 +13,7 @@ import { rootNetns } from '../helpers/env.js';
 import { startCli, type Running } from '../helpers/process.js';
 import { PYSOCKS_UDP } from '../helpers/udp.js';
 import { startPyUdpEcho } from './fixtures.js';
-import { createTopology, run, ADDR, NAMES, type Topology } from './netns.js';
+import { createTopology, run, ADDR, ALLOW_DESTINATIONS, NAMES, type Topology } from './netns.js';
 
 const skip = rootNetns();
 const PORT = 1081;
@@ -63,7 +63,7 @@ test('UDP ASSOCIATE across address families in network namespaces', { skip }, as
   const heard: Record<'s4' | 's6', string[]> = { s4: [], s6: [] };
   try {
     for (const s of ['s4', 's6'] as const) echoes.push(await startPyUdpEcho(topo, s, ADDR[s], ECHO_PORT, heard[s]));
-    const gw = await startCli(['gateway', '--listen', `0.0.0.0:${PORT}`, '--listen', `[::]:${PORT}`, '--no-auth', '--hosts', topo.hostsFile, '--dns', 'none'], { netns: topo.ns.gw, expectListeners: 2 });
+    const gw = await startCli(['gateway', '--listen', `0.0.0.0:${PORT}`, '--listen', `[::]:${PORT}`, '--no-auth', '--hosts', topo.hostsFile, '--dns', 'none', ...ALLOW_DESTINATIONS], { netns: topo.ns.gw, expectListeners: 2 });
     running.push(gw);
     const udpRecords = (): Record<string, unknown>[] => gw.records().filter((r) => r.cmd === 'udp');
     const socksScript = join(topo.dir, 'socks-udp.cjs');
