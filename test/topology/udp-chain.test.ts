@@ -8,7 +8,7 @@ import type { ChildProcess } from 'node:child_process';
 import { rootNetns } from '../helpers/env.js';
 import { startCli, type Running } from '../helpers/process.js';
 import { PYSOCKS_UDP } from '../helpers/udp.js';
-import { createChainTopology, ALLOW_CHAIN_DESTINATIONS, CHAIN_ADDR as A, G1_DNS, NAMES, type ChainTopology } from './netns.js';
+import { createChainTopology, allowArgs, ALLOW_CHAIN_DESTINATIONS, CHAIN_ADDR as A, G1_DNS, NAMES, type ChainTopology } from './netns.js';
 import { anyAddress, makeUsersFile, startGateway, startPyUdpEcho } from './fixtures.js';
 
 const skip = rootNetns();
@@ -28,7 +28,8 @@ test('UDP over two chained gateways across address families in network namespace
     for (const s of ['s4', 's6'] as const) echoes.push(await startPyUdpEcho(topo, s, A[s], ECHO_PORT, heard[s]));
     const usersFile = await makeUsersFile(topo.dir, USER, PASS);
     const g2 = await startGateway(topo.ns.g2, [`${A.g2.g1v4}:${PORT}`, `[${A.g2.g1v6}]:${PORT}`], ['--users', usersFile, '--hosts', topo.hostsFile, '--dns', 'none', ...ALLOW_CHAIN_DESTINATIONS], running);
-    const g1 = await startGateway(topo.ns.g1, anyAddress(PORT), ['--users', usersFile, '--dns', `${G1_DNS.host}:${G1_DNS.port}`], running);
+    // a chain of hops set by the client reaches g2 through g1 as an ordinary destination
+    const g1 = await startGateway(topo.ns.g1, anyAddress(PORT), ['--users', usersFile, '--dns', `${G1_DNS.host}:${G1_DNS.port}`, ...allowArgs([A.g2.g1v4, A.g2.g1v6])], running);
     const hop = (host: string): string => `socks5://${USER}:${PASS}@${host}:${PORT}`;
     const udpOf = (g: Running): Record<string, unknown>[] => g.records().filter((r) => r.cmd === 'udp');
 
