@@ -11,9 +11,10 @@ export interface BridgeContext {
   state: BridgeState;
   /**
    * Opens a tunnel to host:port through a gateway; the name is never resolved here. `from` is the
-   * client's address: only a client on this machine may be connected directly to a special address.
+   * client's address: only a client on this machine may be connected directly to a special address
+   * (left out: treated as a client elsewhere).
    */
-  open(host: string, port: number, via: Inbound, from: string | undefined): Promise<Tunnel>;
+  open(host: string, port: number, via: Inbound, from?: string): Promise<Tunnel>;
   /** Opens a UDP association through a gateway (one at each hop of a chain). */
   associate?(): Promise<UdpAssociation>;
   /** Asks a gateway to BIND for host:port; the tunnel's first reply is where it listens. */

@@ -58,7 +58,7 @@ export class Bridge {
     this.http = createHttpFrontend(this.ctx);
   }
 
-  private open(host: string, port: number, _via: Inbound, from: string | undefined): Promise<Tunnel> {
+  private open(host: string, port: number, _via: Inbound, from?: string): Promise<Tunnel> {
     const ip = parseIp(host);
     if (ip && decide(this.settings, { host: formatIp(ip), port }).type === 'DIRECT') {
       // The bypass list sends loopback and the LAN direct, meant for programs on this machine. For
