@@ -3,7 +3,7 @@
 // listens: the mixed-port listener hands it sockets whose first byte was not SOCKS.
 //
 // Every tunnel is opened by ctx.open with the host as the client wrote it, so a name is resolved
-// only at the gateway. A failure becomes a plain-words 502/504 from describeFailure().
+// only at the gateway. A failure becomes a plain-words 502/504 (403: the bridge refused) from describeFailure().
 import { Agent, createServer, request as httpRequest, type ClientRequest, type ClientRequestArgs, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
