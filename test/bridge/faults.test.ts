@@ -16,6 +16,7 @@ import { SocksClient } from 'socks';
 import { decodeMethodSelection, decodeReply, encodeGreeting, encodeRequest, type Decoded } from '../../shared/socks5/codec.js';
 import { CMD, METHOD } from '../../shared/socks5/constants.js';
 import { raiseNofile } from '../bench/peers.js';
+import { startTcp } from '../helpers/origin.js';
 import { startCli, type Running } from '../helpers/process.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-faults-'));
@@ -235,6 +236,122 @@ describe('faults', () => {
       for (const r of running) await r.stop();
       origin.closeAllConnections?.();
       await new Promise((r) => origin.close(r));
+    }
+  });
+
+  for (const relay of ['native', 'js'] as const) {
+    test(`a destination that stops reading: memory stays bounded while 1 GiB is offered (${relay} relay, gateway and bridge→gateway)`, { timeout: 120000 }, async () => {
+      const env = relay === 'js' ? { DUALSOCKS_NATIVE_RELAY: '0' } : {};
+      // accepts, never reads: only the kernel's buffers take anything
+      const sink = await startTcp('127.0.0.1', (s) => s.pause());
+      const running: Running[] = [];
+      try {
+        const gw = await startCli(['gateway', ...GATEWAY_ARGS, '--quiet'], { env });
+        running.push(gw);
+        const bridge = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${gw.listening[0]!.port}`, '--health-interval', '3600', '--quiet'], { env });
+        running.push(bridge);
+        const chunk = randomBytes(MiB);
+        for (const [path, port] of [['gateway', gw.listening[0]!.port], ['bridge→gateway', bridge.listening[0]!.port]] as const) {
+          const procs = path === 'gateway' ? [gw] : [gw, bridge];
+          const base = procs.map((p) => rssMiB(p.proc.pid!));
+          const s = await socks5(port, 'sink.test', sink.port);
+          s.on('error', () => {});
+          let offered = 0;
+          let stalled = false;
+          // write as fast as the tunnel takes it; no 'drain' for 2 s is a stall: stop there
+          while (offered < 1024 * MiB) {
+            offered += chunk.length;
+            if (s.write(chunk)) continue;
+            const drained = await Promise.race([new Promise<boolean>((r) => s.once('drain', () => r(true))), sleep(2000).then(() => false)]);
+            if (!drained) {
+              stalled = true;
+              break;
+            }
+          }
+          assert.ok(stalled, `${path}: 1 GiB went into a destination that reads nothing`);
+          const rss = procs.map((p) => rssMiB(p.proc.pid!));
+          for (const [i, p] of procs.entries()) {
+            assert.ok(rss[i]! < base[i]! + 64, `${path}, ${p.proc.spawnargs[2]}: RSS ${rss[i]!.toFixed(1)} MiB after ${offered / MiB} MiB offered, ${base[i]!.toFixed(1)} MiB before`);
+          }
+          s.destroy();
+        }
+      } finally {
+        for (const r of running) await r.stop();
+        await sink.close();
+      }
+    });
+  }
+
+  test('10,000 idle tunnels through the gateway, and 2,000 through bridge→gateway, opened and closed: descriptors and RSS come back', { timeout: 180000 }, async (t) => {
+    // each tunnel costs two descriptors in every process on its way, this one included
+    const NOFILE = 65536;
+    const mine = await raiseNofile([process.pid], NOFILE);
+    const held = new Set<Socket>();
+    const origin = await startTcp('127.0.0.1', (s) => {
+      held.add(s);
+      s.on('close', () => held.delete(s));
+      s.on('end', () => s.end());
+    });
+    const running: Running[] = [];
+    try {
+      const gw = await startCli(['gateway', ...GATEWAY_ARGS, '--quiet', '--max-connections', '30000']);
+      running.push(gw);
+      const gwPort = gw.listening[0]!.port;
+      const bridge = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${gwPort}`, '--health-interval', '3600', '--quiet']);
+      running.push(bridge);
+      const theirs = await raiseNofile([gw.proc.pid!, bridge.proc.pid!], NOFILE);
+      const room = Math.floor((Math.min(mine, theirs) - 1000) / 2);
+
+      /** Opens `n` tunnels (250 at a time), checks they are held, closes them (half FIN, half RST). */
+      const round = async (port: number, n: number): Promise<void> => {
+        const tunnels: Socket[] = [];
+        for (let i = 0; i < n; i += 250) {
+          tunnels.push(...(await Promise.all(Array.from({ length: Math.min(250, n - i) }, () => socks5(port, 'idle.test', origin.port)))));
+        }
+        for (const t of tunnels) t.on('error', () => {});
+        await until(() => held.size === n, 30000, () => `${held.size} of ${n} tunnels reached the origin`);
+        for (const [i, t] of tunnels.entries()) {
+          if (i % 2 === 0) t.end();
+          else t.destroy();
+        }
+        await until(() => held.size === 0 && tunnels.every((t) => t.closed), 30000, () => `${held.size} tunnels still open at the origin`);
+      };
+      /**
+       * `total` tunnels, all open at once when the descriptor limits allow it, else in equal
+       * rounds (a hard limit of 20,000 that prlimit may not raise holds about 9,500 at a time).
+       */
+      const cycle = async (port: number, total: number): Promise<void> => {
+        const rounds = Math.ceil(total / room);
+        if (rounds > 1) t.diagnostic(`descriptor limit ${Math.min(mine, theirs)}: ${total} tunnels in ${rounds} rounds`);
+        for (let i = 0; i < rounds; i++) await round(port, Math.ceil(total / rounds));
+      };
+      const measure = (r: Running): { fds: number; sockets: number; rss: number } => ({ fds: fdCount(r.proc.pid!), sockets: socketCount(r.proc.pid!), rss: rssMiB(r.proc.pid!) });
+      const back = async (r: Running, base: { fds: number; sockets: number; rss: number }, what: string): Promise<void> => {
+        await until(
+          () => {
+            const m = measure(r);
+            return m.sockets <= base.sockets && m.fds <= base.fds + PIPE_POOL_FDS && m.rss < base.rss + 32;
+          },
+          20000,
+          () => `${what}: ${JSON.stringify(measure(r))} against ${JSON.stringify(base)}`,
+        );
+      };
+
+      for (const [path, port, n, procs] of [
+        ['gateway', gwPort, 10000, [gw]],
+        ['bridge→gateway', bridge.listening[0]!.port, 2000, [bridge, gw]],
+      ] as const) {
+        // a first round brings every lazily made thing into being; the baseline is taken after it
+        const before = procs.map((p) => socketCount(p.proc.pid!));
+        await round(port, 200);
+        await Promise.all(procs.map((p, i) => until(() => socketCount(p.proc.pid!) <= before[i]!, 10000, () => `sockets after warm-up: ${sockets(p.proc.pid!)}`)));
+        const base = procs.map(measure);
+        await cycle(port, n);
+        for (const [i, p] of procs.entries()) await back(p, base[i]!, `${path}, ${n} tunnels, ${p.proc.spawnargs[2]}`);
+      }
+    } finally {
+      for (const r of running) await r.stop();
+      await origin.close();
     }
   });
 });
