@@ -112,6 +112,9 @@ async function start(argv: string[]): Promise<void> {
   const inner = innerCredentials();
   gw.users = inner.users;
   const { hosts: _h, dns: _d, prefer: _p, allow: _a, allowPrivate: _ap, quiet: _q, ...bridgeOpts } = o;
+  // checked before anything listens; the gateway's port is known once it does
+  // --quiet silences both parts
+  const bCfg = bridgeConfig({ ...bridgeOpts, quiet: o.quiet }, [[{ host: '127.0.0.1', port: 0 }]]);
   let b: Bridge | undefined;
   onStop(async () => {
     await b?.close();
@@ -119,8 +122,8 @@ async function start(argv: string[]): Promise<void> {
   });
   const [bound] = await gw.listen();
   say(`dualsocks gateway ${VERSION} in process on ${joinHostPort(bound!.host, bound!.port)}`);
-  // --quiet silences both parts
-  b = newBridge(bridgeConfig({ ...bridgeOpts, quiet: o.quiet }, [[{ host: bound!.host, port: bound!.port, username: inner.username, password: inner.password }]]));
+  bCfg.gateways = [[{ host: bound!.host, port: bound!.port, username: inner.username, password: inner.password }]];
+  b = newBridge(bCfg);
   await listenBridge(b);
 }
 
