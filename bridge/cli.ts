@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // dualsocks command line: `gateway`, `passwd`. Configuration errors name the flag or key and exit 2.
+import { randomBytes, scryptSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { setFlagsFromString } from 'node:v8';
@@ -11,7 +12,7 @@ import { Bridge } from './local/server.js';
 import { GatewayPool } from './upstream/pool.js';
 import { Gateway } from './gateway/server.js';
 import { startWorkers } from './gateway/workers.js';
-import { hashPassword } from './gateway/users.js';
+import { hashPassword, Users } from './gateway/users.js';
 import { policyCommand } from './policy.js';
 import { jsonLines, say } from './log.js';
 import { helpText, parseOptions } from './options.js';
@@ -45,35 +46,35 @@ async function gateway(argv: string[]): Promise<void> {
   const cfg = gatewayConfig(argv);
   if (startWorkers(cfg.workers, say)) return;
   const gw = new Gateway(cfg, jsonLines);
-  const bound = await gw.listen();
-  for (const b of bound) say(`dualsocks gateway ${VERSION} listening on ${joinHostPort(b.host, b.port)}${cfg.requireAuth ? ' (username/password)' : ''}`);
-  const stop = (): void => {
-    void gw.close().then(() => process.exit(0));
-  };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+  // every handler before the first line: whoever waits for it may signal at once
+  onStop(() => gw.close());
   // as daemons do (Dante too): re-read the files, keep serving
   process.on('SIGHUP', () => {
     for (const line of gw.reload()) say(`dualsocks gateway: SIGHUP: ${line}`);
   });
+  const bound = await gw.listen();
+  for (const b of bound) say(`dualsocks gateway ${VERSION} listening on ${joinHostPort(b.host, b.port)}${cfg.requireAuth ? ' (username/password)' : ''}`);
 }
 
 const START_GATEWAY_KEYS = ['hosts', 'dns', 'prefer', 'allow', 'allowPrivate', 'quiet'];
 const START_OPTIONS = [...BRIDGE_LISTEN_OPTIONS, ...GATEWAY_OPTIONS.filter((o) => START_GATEWAY_KEYS.includes(o.key))];
 
-async function runBridge(cfg: BridgeConfig): Promise<Bridge> {
+function newBridge(cfg: BridgeConfig): Bridge {
   const pool = new GatewayPool(cfg.gateways, { balance: cfg.balance, connectTimeoutMs: cfg.connectTimeoutMs, healthIntervalMs: cfg.healthIntervalMs });
   const bridge = new Bridge(cfg, pool, VERSION);
   if (!cfg.quiet) bridge.state.log = jsonLines;
+  return bridge;
+}
+
+async function listenBridge(bridge: Bridge): Promise<void> {
   const bound = await bridge.listen();
-  pool.startHealthChecks();
+  bridge.pool.startHealthChecks();
   for (const b of bound) say(`dualsocks bridge ${VERSION} listening on ${joinHostPort(b.host, b.port)}`);
   const first = bound[0]!;
   const base = `http://${joinHostPort(first.host, first.port)}`;
   say(`  HTTP proxy:  ${base}    SOCKS5/4a: socks5h://${joinHostPort(first.host, first.port)}`);
   say(`  PAC file:    ${base}/proxy.pac   (also /wpad.dat)`);
   say(`  status:      ${base}/   and ${base}/api/status`);
-  return bridge;
 }
 
 function onStop(fn: () => Promise<void>): void {
@@ -89,9 +90,11 @@ async function bridge(argv: string[]): Promise<void> {
     process.stdout.write(helpText('Usage: dualsocks bridge --gateway socks5://user:pass@host:port [options]', 'One local port for HTTP proxy requests, CONNECT, SOCKS5 and SOCKS4/4a. Every connection goes to a\ngateway as SOCKS5 with the name unresolved. Serves /proxy.pac, /wpad.dat and /api/status.', BRIDGE_OPTIONS));
     return;
   }
-  const b = await runBridge(bridgeConfig(parseOptions(argv, BRIDGE_OPTIONS)));
+  const b = newBridge(bridgeConfig(parseOptions(argv, BRIDGE_OPTIONS)));
+  // every handler before the first line: whoever waits for it may signal at once
   onStop(() => b.close());
   process.on('SIGHUP', () => say(`dualsocks bridge: SIGHUP: ${b.reload()}`));
+  await listenBridge(b);
 }
 
 async function start(argv: string[]): Promise<void> {
@@ -100,17 +103,41 @@ async function start(argv: string[]): Promise<void> {
     return;
   }
   const o = parseOptions(argv, START_OPTIONS);
-  const gwCfg = gatewayConfigFrom({ ...o, listen: ['127.0.0.1:0'], connectTimeout: o.connectTimeout, idleTimeout: o.idleTimeout });
+  // --clients is who may use the bridge. The gateway inside serves the bridge alone: it listens
+  // on loopback and asks for a password made here, which only the bridge knows, so another
+  // process on this host cannot go around the bridge's --clients through it.
+  const { clients: _c, ...gwOpts } = o;
+  const gwCfg = { ...gatewayConfigFrom({ ...gwOpts, listen: ['127.0.0.1:0'] }), requireAuth: true };
   const gw = new Gateway(gwCfg, jsonLines);
-  const [inner] = await gw.listen();
-  say(`dualsocks gateway ${VERSION} in process on ${joinHostPort(inner!.host, inner!.port)}`);
+  const inner = innerCredentials();
+  gw.users = inner.users;
   const { hosts: _h, dns: _d, prefer: _p, allow: _a, allowPrivate: _ap, quiet: _q, ...bridgeOpts } = o;
+  // checked before anything listens; the gateway's port is known once it does
   // --quiet silences both parts
-  const b = await runBridge(bridgeConfig({ ...bridgeOpts, quiet: o.quiet }, [[{ host: inner!.host, port: inner!.port }]]));
+  const bCfg = bridgeConfig({ ...bridgeOpts, quiet: o.quiet }, [[{ host: '127.0.0.1', port: 0 }]]);
+  let b: Bridge | undefined;
   onStop(async () => {
-    await b.close();
+    await b?.close();
     await gw.close();
   });
+  const [bound] = await gw.listen();
+  say(`dualsocks gateway ${VERSION} in process on ${joinHostPort(bound!.host, bound!.port)}`);
+  bCfg.gateways = [[{ host: bound!.host, port: bound!.port, username: inner.username, password: inner.password }]];
+  b = newBridge(bCfg);
+  await listenBridge(b);
+}
+
+/**
+ * A user and a random password for the in-process gateway. The password is 192 random bits, so
+ * the hash needs no work factor: scrypt at its cheapest keeps each of the bridge's logins to
+ * microseconds.
+ */
+function innerCredentials(): { username: string; password: string; users: Users } {
+  const username = 'bridge';
+  const password = randomBytes(24).toString('base64url');
+  const salt = randomBytes(16);
+  const hash = scryptSync(password, salt, 32, { N: 2, r: 1, p: 1 });
+  return { username, password, users: Users.parse(`${username}:scrypt$2$1$1$${salt.toString('base64')}$${hash.toString('base64')}`) };
 }
 
 async function passwd(argv: string[]): Promise<void> {

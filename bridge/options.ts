@@ -13,9 +13,14 @@ export interface OptionSpec {
   help: string;
   /** Allowed values for a string option. */
   choices?: readonly string[];
+  /** A seconds option that takes 0 says here what 0 means ("never"); without it 0 is refused. */
+  zero?: string;
 }
 
 export type OptionValues = Record<string, string | string[] | boolean | number | undefined>;
+
+/** Node's timers hold at most 2^31-1 ms; a longer delay fires at once (TimeoutOverflowWarning). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export const flagOf = (key: string): string => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 
@@ -36,6 +41,13 @@ function coerce(spec: OptionSpec, raw: unknown, where: string): string | string[
       const n = typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : raw;
       if (typeof n !== 'number' || !Number.isFinite(n) || n < 0) bad('must be a number >= 0');
       if (spec.kind === 'count' && !Number.isInteger(n)) bad('must be a whole number');
+      if (spec.kind === 'seconds') {
+        // every duration becomes a timer: check here, once, what the timer would do with it
+        const ms = Math.round((n as number) * 1000);
+        if (ms > MAX_TIMER_MS) bad(`must be at most ${Math.floor(MAX_TIMER_MS / 1000)} seconds (about 24 days, the longest timer Node keeps)`);
+        if (n === 0 && !spec.zero) bad('must be more than 0');
+        if (ms === 0 && n !== 0) bad('must be at least 0.001 (one millisecond)');
+      }
       return n as number;
     }
     case 'string':
@@ -43,6 +55,11 @@ function coerce(spec: OptionSpec, raw: unknown, where: string): string | string[
       if (spec.choices && !spec.choices.includes(raw as string)) bad(`must be one of ${spec.choices.join(', ')}`);
       return raw as string;
   }
+}
+
+/** A seconds option (checked by coerce) in milliseconds, or the default given in seconds. */
+export function millis(o: OptionValues, key: string, dfltSeconds: number): number {
+  return Math.round(((o[key] as number | undefined) ?? dfltSeconds) * 1000);
 }
 
 /** Reads a JSON config file; unknown keys and wrong types are errors naming the key. */

@@ -4,7 +4,7 @@ import { ConfigError } from '../../shared/errors.js';
 import { CidrSet, parseCidr, parseIp, splitHostPort } from '../../shared/net/address.js';
 import { specialClass } from '../../shared/net/policy.js';
 import { parseSettings, type Settings } from '../../shared/rules/index.js';
-import { parseOptions, type OptionSpec, type OptionValues } from '../options.js';
+import { millis, parseOptions, type OptionSpec, type OptionValues } from '../options.js';
 import { parseGatewayUrl } from '../upstream/pool.js';
 import type { Hop } from '../upstream/socks5.js';
 
@@ -14,7 +14,7 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { key: 'noAuth', kind: 'flag', help: 'serve without authentication even on a non-loopback address' },
   { key: 'hosts', kind: 'string', arg: 'FILE', help: 'hosts(5) file of static names, looked up before DNS' },
   { key: 'dns', kind: 'list', arg: 'SERVER[:PORT]', help: 'resolver to ask instead of the system one, repeatable; "none" for hosts file only' },
-  { key: 'dnsCache', kind: 'seconds', arg: 'SECONDS', help: 'keep resolved names this long at most (their TTL with --dns), 0 for no cache (default 60)' },
+  { key: 'dnsCache', kind: 'seconds', zero: 'no cache', arg: 'SECONDS', help: 'keep resolved names this long at most (their TTL with --dns), 0 for no cache (default 60)' },
   { key: 'prefer', kind: 'string', arg: 'ipv6|ipv4', choices: ['ipv6', 'ipv4'], help: 'family tried first by Happy Eyeballs (default ipv6)' },
   { key: 'allow', kind: 'list', arg: 'CIDR', help: 'destination range to allow although the special-purpose table refuses it (loopback, private, documentation…), repeatable' },
   { key: 'allowPrivate', kind: 'flag', help: 'allow every destination the special-purpose table refuses (loopback, private, link-local, documentation, multicast…) and this host\'s own addresses' },
@@ -22,7 +22,7 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { key: 'handshakeTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed for greeting, auth and request (default 10)' },
   { key: 'connectTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed to reach the destination (default 10)' },
   { key: 'bindTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time a BIND waits for its peer to connect (default 60)' },
-  { key: 'idleTimeout', kind: 'seconds', arg: 'SECONDS', help: 'close a tunnel idle this long, 0 for never (default 3600)' },
+  { key: 'idleTimeout', kind: 'seconds', zero: 'never', arg: 'SECONDS', help: 'close a tunnel idle this long, 0 for never (default 3600)' },
   { key: 'maxConnections', kind: 'count', arg: 'N', help: 'connections served at once; more are refused cleanly (default 4096)' },
   { key: 'workers', kind: 'count', arg: 'N', help: 'gateway processes sharing the listening addresses, e.g. one per core (default 1)' },
   { key: 'upstream', kind: 'list', arg: 'URL', help: 'reach destinations through this SOCKS5 gateway, socks5://user:pass@host:port; repeat for more hops, in order' },
@@ -141,7 +141,6 @@ export function gatewayConfigFrom(o: OptionValues): GatewayConfig {
           return hp;
         });
   }
-  const secs = (key: string, dflt: number): number => Math.round(((o[key] as number | undefined) ?? dflt) * 1000);
   const maxConnections = (o.maxConnections as number | undefined) ?? 4096;
   if (maxConnections < 1) throw new ConfigError('maxConnections', 'must be at least 1');
   const upstream = ((o.upstream as string[] | undefined) ?? []).flatMap((u, i) => parseGatewayUrl(u, `upstream[${i}]`));
@@ -161,10 +160,10 @@ export function gatewayConfigFrom(o: OptionValues): GatewayConfig {
     allow: cidrs('allow', (o.allow as string[] | undefined) ?? []),
     allowPrivate: o.allowPrivate === true,
     clients: o.clients ? cidrs('clients', o.clients as string[]) : undefined,
-    handshakeTimeoutMs: secs('handshakeTimeout', 10),
-    connectTimeoutMs: secs('connectTimeout', 10),
-    bindTimeoutMs: secs('bindTimeout', 60),
-    idleTimeoutMs: secs('idleTimeout', 3600),
+    handshakeTimeoutMs: millis(o, 'handshakeTimeout', 10),
+    connectTimeoutMs: millis(o, 'connectTimeout', 10),
+    bindTimeoutMs: millis(o, 'bindTimeout', 60),
+    idleTimeoutMs: millis(o, 'idleTimeout', 3600),
     maxConnections,
     workers,
     quiet: o.quiet === true,

@@ -14,10 +14,15 @@ import cluster, { type Worker } from 'node:cluster';
 export function startWorkers(workers: number, say: (line: string) => void): boolean {
   if (workers <= 1 || !cluster.isPrimary) return false;
   const alive = new Set<Worker>();
+  // a worker listens only once its own SIGHUP handler is in (cli.ts); one still starting would
+  // die of a SIGHUP, and reads the files anyway
+  const listening = new Set<Worker>();
+  cluster.on('listening', (w) => listening.add(w));
   let stopping = false;
   for (let i = 0; i < workers; i++) alive.add(cluster.fork());
   cluster.on('exit', (w, code, signal) => {
     alive.delete(w);
+    listening.delete(w);
     if (stopping) {
       if (alive.size === 0) process.exit(0);
       return;
@@ -37,7 +42,7 @@ export function startWorkers(workers: number, say: (line: string) => void): bool
   process.once('SIGINT', stop);
   // each worker re-reads its files
   process.on('SIGHUP', () => {
-    for (const w of alive) w.process.kill('SIGHUP');
+    for (const w of listening) w.process.kill('SIGHUP');
   });
   return true;
 }

@@ -4,7 +4,7 @@ import { ConfigError } from '../../shared/errors.js';
 import { type CidrSet, splitHostPort } from '../../shared/net/address.js';
 import { DEFAULT_SETTINGS, parseSettings, type Settings } from '../../shared/rules/index.js';
 import { cidrs, isLoopbackListen, listenAddresses, type HostPort } from '../gateway/config.js';
-import { type OptionSpec, type OptionValues } from '../options.js';
+import { millis, type OptionSpec, type OptionValues } from '../options.js';
 import { parseGatewayUrl, type Balance } from '../upstream/pool.js';
 import type { Hop } from '../upstream/socks5.js';
 
@@ -14,7 +14,7 @@ export const BRIDGE_LISTEN_OPTIONS: OptionSpec[] = [
   { key: 'rules', kind: 'string', arg: 'FILE', help: 'routing rules (JSON) for the PAC file and the bridge' },
   { key: 'pacProxy', kind: 'string', arg: 'HOST:PORT', help: "proxy address written into the PAC (default: the address the PAC was fetched from)" },
   { key: 'connectTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed to reach a gateway and the destination (default 10)' },
-  { key: 'idleTimeout', kind: 'seconds', arg: 'SECONDS', help: 'close a tunnel idle this long, 0 for never (default 3600)' },
+  { key: 'idleTimeout', kind: 'seconds', zero: 'never', arg: 'SECONDS', help: 'close a tunnel idle this long, 0 for never (default 3600)' },
 ];
 
 export const BRIDGE_OPTIONS: OptionSpec[] = [
@@ -74,7 +74,6 @@ export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig 
   }
   const gw = gateways ?? ((o.gateway as string[] | undefined) ?? []).map((u, i) => parseGatewayUrl(u, `gateway[${i}]`));
   if (gw.length === 0) throw new ConfigError('gateway', 'give at least one --gateway socks5://host:port');
-  const secs = (key: string, dflt: number): number => Math.round(((o[key] as number | undefined) ?? dflt) * 1000);
   return {
     listen,
     listenIsDefault: !o.listen,
@@ -84,9 +83,9 @@ export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig 
     rules: o.rules ? readRules(o.rules as string) : DEFAULT_SETTINGS,
     rulesFile: o.rules as string | undefined,
     pacProxy: o.pacProxy ? pacProxy(o.pacProxy as string) : undefined,
-    connectTimeoutMs: secs('connectTimeout', 10),
-    idleTimeoutMs: secs('idleTimeout', 3600),
-    healthIntervalMs: Math.max(1000, secs('healthInterval', 10)),
+    connectTimeoutMs: millis(o, 'connectTimeout', 10),
+    idleTimeoutMs: millis(o, 'idleTimeout', 3600),
+    healthIntervalMs: Math.max(1000, millis(o, 'healthInterval', 10)),
     quiet: o.quiet === true,
   };
 }
