@@ -5,11 +5,11 @@ import { networkInterfaces } from 'node:os';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
 import { CidrSet, canonicalHost, joinHostPort, parseIp, type Ip } from '../../shared/net/address.js';
 import { checkDestination } from '../../shared/net/policy.js';
-import { encodeMethodSelection, type Request } from '../../shared/socks5/codec.js';
-import { CMD, METHOD } from '../../shared/socks5/constants.js';
+import { encodeMethodSelection, encodeReply, type Request } from '../../shared/socks5/codec.js';
+import { CMD, METHOD, REP } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
 import { closeAll, listenAll } from '../listen.js';
-import type { LogRecord, Logger } from '../log.js';
+import { say, type LogRecord, type Logger } from '../log.js';
 import { releasedToNative } from '../native/loader.js';
 import { PipeliningCache } from '../upstream/pool.js';
 import { RelayGroup } from '../relay.js';
@@ -38,6 +38,11 @@ export interface RequestContext {
   reply(rep: number, bound: HostPort): void;
   /** Logs the end of a granted request (once). */
   finish(result: string, extra?: LogRecord): void;
+  /**
+   * Wraps a callback the handler registers (socket events, timers) in the connection's guard:
+   * an unexpected exception ends this connection with ERR_INTERNAL, never the process.
+   */
+  guard<A extends unknown[]>(fn: (...args: A) => void): (...args: A) => void;
 }
 
 export interface GatewayStats {
@@ -152,7 +157,36 @@ export class Gateway {
     const finish = conn.finish.bind(conn);
     const aborter = new AbortController();
     let granted = false;
-    client.once('close', () => {
+    let session: Socks5ServerSession | undefined;
+
+    // One guard per connection: a defect while serving it ends this connection (ERR_INTERNAL,
+    // its stack once on stderr), never the process. Every callback of this connection runs in it.
+    let failedInternally = false;
+    const internal = (e: unknown): void => {
+      if (failedInternally) return;
+      failedInternally = true;
+      try {
+        say(`dualsocks gateway: internal error serving ${joinHostPort(clientHost, record.clientPort as number)}, connection closed: ${e instanceof Error ? e.stack : String(e)}`);
+        finish('ERR_INTERNAL', { rep: REP.GENERAL_FAILURE, error: e instanceof Error ? e.message : String(e) });
+        aborter.abort(CLIENT_CLOSED);
+        // a client waiting for its reply is told "general failure"; relayed bytes never get one mixed in
+        if (session?.phase === 'request-wait' && !client.destroyed) client.end(encodeReply({ rep: REP.GENERAL_FAILURE }), () => client.destroy());
+        else client.destroy();
+      } catch {
+        client.destroy();
+      }
+    };
+    const guard =
+      <A extends unknown[]>(fn: (...args: A) => void) =>
+      (...args: A): void => {
+        try {
+          fn(...args);
+        } catch (e) {
+          internal(e);
+        }
+      };
+
+    client.once('close', guard(() => {
       this.sockets.delete(client);
       aborter.abort(CLIENT_CLOSED);
       // the native relay carries on with the connection: its end finishes it
@@ -160,97 +194,105 @@ export class Gateway {
       conn.release();
       // after the reply, the handler logs the relay's outcome itself
       if (!granted) finish('ERR_CLIENT_CLOSED');
-    });
-    client.on('error', (e: NodeJS.ErrnoException) => {
+    }));
+    client.on('error', guard((e: NodeJS.ErrnoException) => {
       record.clientError = e.code ?? e.message;
       client.destroy();
-    });
+    }));
 
-    const clientIp = parseIp(clientHost);
-    if (this.config.clients && !(clientIp && this.config.clients.has(clientIp))) {
-      finish('ERR_POLICY_CLIENT', { rep: 2 });
-      client.end(encodeMethodSelection({ method: METHOD.NO_ACCEPTABLE }), () => client.destroy());
-      return;
-    }
-    const overCap = this.stats.active > this.config.maxConnections;
-    const session = new Socks5ServerSession({ requireAuth: this.users !== undefined });
-    const handshakeTimer = setTimeout(() => {
-      finish('ERR_HANDSHAKE_TIMEOUT', { phase: session.phase });
-      client.destroy();
-    }, this.config.handshakeTimeoutMs);
-    let early: Uint8Array[] = [];
+    guard(() => {
+      const clientIp = parseIp(clientHost);
+      if (this.config.clients && !(clientIp && this.config.clients.has(clientIp))) {
+        finish('ERR_POLICY_CLIENT', { rep: 2 });
+        client.end(encodeMethodSelection({ method: METHOD.NO_ACCEPTABLE }), () => client.destroy());
+        return;
+      }
+      const overCap = this.stats.active > this.config.maxConnections;
+      const s = (session = new Socks5ServerSession({ requireAuth: this.users !== undefined }));
+      const handshakeTimer = setTimeout(guard(() => {
+        finish('ERR_HANDSHAKE_TIMEOUT', { phase: s.phase });
+        client.destroy();
+      }), this.config.handshakeTimeoutMs);
+      let early: Uint8Array[] = [];
 
-    const run = (cmds: ServerCommand[]): void => {
-      for (const c of cmds) {
-        switch (c.type) {
-          case 'send':
-            client.write(c.data);
-            break;
-          case 'data':
-            early.push(c.data);
-            break;
-          case 'authenticate':
-            client.pause();
-            record.user = c.username;
-            this.users!.verify(c.username, c.password).then(
-              (ok) => {
-                client.resume();
-                run(session.authResult(ok));
-              },
-              () => run(session.authResult(false)),
-            );
-            break;
-          case 'request':
-            clearTimeout(handshakeTimer);
-            client.pause();
-            client.off('data', onData);
-            Object.assign(record, { cmd: CMD_NAMES[c.request.cmd], host: c.request.host, port: c.request.port });
-            if (overCap) run(session.fail(new RequestError('ERR_CONNECTION_CAP', `limit ${this.config.maxConnections}`)));
-            else this.dispatch(ctx(c.request));
-            break;
-          case 'close': {
-            clearTimeout(handshakeTimer);
-            const err = c.error;
-            finish(err?.code ?? 'closed', err ? { rep: err.rep, error: err.message } : {});
-            if (!client.destroyed) client.end(() => client.destroy());
-            break;
+      const run = (cmds: ServerCommand[]): void => {
+        for (const c of cmds) {
+          switch (c.type) {
+            case 'send':
+              client.write(c.data);
+              break;
+            case 'data':
+              early.push(c.data);
+              break;
+            case 'authenticate': {
+              client.pause();
+              record.user = c.username;
+              const users = this.users;
+              if (!users) throw new Error('authenticate without users');
+              users.verify(c.username, c.password).then(
+                guard((ok: boolean) => {
+                  client.resume();
+                  run(s.authResult(ok));
+                }),
+                guard(() => run(s.authResult(false))),
+              );
+              break;
+            }
+            case 'request':
+              clearTimeout(handshakeTimer);
+              client.pause();
+              client.off('data', onData);
+              Object.assign(record, { cmd: CMD_NAMES[c.request.cmd], host: c.request.host, port: c.request.port });
+              if (overCap) run(s.fail(new RequestError('ERR_CONNECTION_CAP', `limit ${this.config.maxConnections}`)));
+              else this.dispatch(ctx(c.request), internal);
+              break;
+            case 'close': {
+              clearTimeout(handshakeTimer);
+              const err = c.error;
+              finish(err?.code ?? 'closed', err ? { rep: err.rep, error: err.message } : {});
+              if (!client.destroyed) client.end(() => client.destroy());
+              break;
+            }
           }
         }
-      }
-    };
-    const onData = (chunk: Buffer): void => run(session.feed(chunk));
-    client.on('data', onData);
-    // a client gone before its request (a health check, a port scan) is closed now, not at the timeout
-    client.once('end', () => {
-      if (!granted && session.phase !== 'request-wait') {
-        clearTimeout(handshakeTimer);
-        client.destroy();
-      }
-    });
+      };
+      const onData = guard((chunk: Buffer): void => run(s.feed(chunk)));
+      client.on('data', onData);
+      // a client gone before its request (a health check, a port scan) is closed now, not at the timeout
+      client.once('end', guard(() => {
+        if (!granted && s.phase !== 'request-wait') {
+          clearTimeout(handshakeTimer);
+          client.destroy();
+        }
+      }));
 
-    const ctx = (request: Request): RequestContext => ({
-      gateway: this,
-      client,
-      request,
-      record,
-      signal: aborter.signal,
-      succeed: (bound) => {
-        granted = true;
-        run(session.succeed(bound));
-        const data = early;
-        early = [];
-        record.bound = joinHostPort(bound.host, bound.port);
-        return data;
-      },
-      fail: (error) => run(session.fail(error)),
-      reply: (rep, bound) => run(session.reply(rep, bound)),
-      finish,
-    });
+      const ctx = (request: Request): RequestContext => ({
+        gateway: this,
+        client,
+        request,
+        record,
+        signal: aborter.signal,
+        succeed: (bound) => {
+          granted = true;
+          run(s.succeed(bound));
+          const data = early;
+          early = [];
+          record.bound = joinHostPort(bound.host, bound.port);
+          return data;
+        },
+        fail: (error) => run(s.fail(error)),
+        reply: (rep, bound) => run(s.reply(rep, bound)),
+        finish,
+        guard,
+      });
+    })();
   }
 
-  private dispatch(ctx: RequestContext): void {
+  /** Runs the command's handler; a failure that is not a DualsocksError is a defect: `internal`. */
+  private dispatch(ctx: RequestContext, internal: (e: unknown) => void): void {
     const onError = (e: unknown): void => {
-      ctx.fail(e instanceof DualsocksError ? e : new SocksProtocolError('ERR_CONNECT_FAILED', String(e)));
+      if (e instanceof DualsocksError) ctx.guard(() => ctx.fail(e))();
+      else internal(e);
     };
     try {
       switch (ctx.request.cmd) {

@@ -108,9 +108,10 @@ export class Socks5ServerSession {
           if (d.status === 'need') return;
           if (d.status === 'error') return this.close(out, d.error);
           const { methods } = this.take(d);
-          const method = this.opts.requireAuth
-            ? methods.includes(METHOD.USERPASS) ? METHOD.USERPASS : METHOD.NO_ACCEPTABLE
-            : methods.includes(METHOD.NO_AUTH) ? METHOD.NO_AUTH : methods.includes(METHOD.USERPASS) ? METHOD.USERPASS : METHOD.NO_ACCEPTABLE;
+          // RFC 1928 §3: select only a method this server supports; without users that is
+          // NO_AUTH alone (selecting USERPASS would ask for credentials nobody can check)
+          const supported = this.opts.requireAuth ? METHOD.USERPASS : METHOD.NO_AUTH;
+          const method = methods.includes(supported) ? supported : METHOD.NO_ACCEPTABLE;
           out.push({ type: 'send', data: encodeMethodSelection({ method }) });
           if (method === METHOD.NO_ACCEPTABLE) {
             return this.close(out, new SocksProtocolError('ERR_SOCKS_NO_METHOD', `offered ${methods.join(',')}`));

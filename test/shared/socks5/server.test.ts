@@ -165,11 +165,12 @@ describe('Socks5ServerSession without auth', () => {
     assert.deepEqual(out[1], { type: 'data', data: early });
   });
 
-  test('a client that offers only username/password still gets it', () => {
-    const s = noAuth();
-    assert.deepEqual(sends(s.feed(GREET_USERPASS)), bytes(5, 2));
-    assert.equal(s.phase, 'auth');
-    assert.deepEqual(s.feed(AUTH), [{ type: 'authenticate', username: 'alice', password: 'wonder land' }]);
+  test('without users, a client that offers only username/password gets 05 FF, never an authenticate', () => {
+    // issue 10 item 1: selecting 0x02 here made the gateway verify against no users and crash
+    const log = assertSplitInvariant(noAuth, concatBytes(GREET_USERPASS, AUTH, CONNECT));
+    assert.deepEqual(log, [{ type: 'send', hex: '05ff' }, { type: 'close', error: { code: 'ERR_SOCKS_NO_METHOD', rep: REP.GENERAL_FAILURE } }]);
+    // offered both, it takes NO_AUTH
+    assert.deepEqual(sends(noAuth().feed(GREET_BOTH)), bytes(5, 0));
   });
 
   test('greeting without an acceptable method sends 05 FF and closes', () => {

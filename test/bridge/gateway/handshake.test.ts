@@ -1,0 +1,156 @@
+// The gateway's handshake against hostile and odd clients (issue 10): what one connection sends
+// never ends the process, and a defect while serving one connection ends only that connection.
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
+import { gatewayConfig } from '../../../bridge/gateway/config.js';
+import { Gateway } from '../../../bridge/gateway/server.js';
+import type { Users } from '../../../bridge/gateway/users.js';
+import { concatBytes, decodeReply, encodeAuthRequest, encodeGreeting, encodeRequest } from '../../../shared/socks5/codec.js';
+import { CMD, METHOD, REP } from '../../../shared/socks5/constants.js';
+import { readAll, startOrigin } from '../../helpers/origin.js';
+import { run, startCli } from '../../helpers/process.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'dualsocks-handshake-'));
+const hostsFile = join(dir, 'hosts');
+writeFileSync(hostsFile, '127.0.0.1 web.test\n');
+
+/** The issue's reproducer: a greeting offering only USERPASS, then credentials. */
+const ONLY_USERPASS = Buffer.from('\x05\x01\x02\x01\x01a\x01b', 'latin1');
+
+async function ncat(port: number, input: Buffer): Promise<Buffer> {
+  const r = await run('ncat', ['127.0.0.1', String(port)], { input, timeoutMs: 20000 });
+  return r.stdout;
+}
+
+async function curlVia(proxy: string, url: string): Promise<{ code: number | null; body: string; stderr: string }> {
+  const r = await run('curl', ['-sS', '--max-time', '20', '--proxy', proxy, url]);
+  return { code: r.code, body: r.stdout.toString(), stderr: r.stderr };
+}
+
+/** Opens a raw client, sends `bytes`, resolves with everything it got before the gateway closed. */
+async function rawExchange(port: number, bytes: Uint8Array): Promise<Buffer> {
+  const s: Socket = connect({ host: '127.0.0.1', port });
+  await new Promise((r) => s.once('connect', r));
+  s.write(bytes);
+  return readAll(s);
+}
+
+describe('a gateway without --users and a client offering only username/password', () => {
+  test('`dualsocks gateway`: 05 FF, the process lives on and serves the next request', async () => {
+    const origin = await startOrigin('127.0.0.1', 16);
+    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']);
+    const port = gw.listening[0]!.port;
+    try {
+      for (let i = 0; i < 3; i++) assert.equal((await ncat(port, ONLY_USERPASS)).toString('hex'), '05ff');
+      const rec = await gw.waitRecord((r) => r.result === 'ERR_SOCKS_NO_METHOD');
+      assert.match(String(rec.error), /offered 2/);
+      const page = await curlVia(`socks5h://127.0.0.1:${port}`, `http://web.test:${origin.port}/`);
+      assert.equal(page.code, 0, page.stderr);
+      assert.equal(page.body, 'hello from origin');
+      assert.equal(gw.proc.exitCode, null, 'still running');
+      assert.doesNotMatch(gw.stderr.join('\n'), /TypeError|ERR_INTERNAL/);
+    } finally {
+      await gw.stop();
+      await origin.close();
+    }
+  });
+
+  test('`dualsocks start`: neither its gateway nor its bridge dies', async () => {
+    const origin = await startOrigin('127.0.0.1', 16);
+    const start = await startCli(['start', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']);
+    try {
+      const inner = /in process on 127\.0\.0\.1:(\d+)/.exec(await start.waitStderr(/in process on/));
+      const innerPort = Number(inner![1]);
+      const bridgePort = start.listening[0]!.port;
+      assert.equal((await ncat(innerPort, ONLY_USERPASS)).toString('hex'), '05ff');
+      // the bridge's own SOCKS5 has no users either: it refuses at once rather than hanging
+      assert.equal((await ncat(bridgePort, ONLY_USERPASS)).toString('hex'), '05ff');
+      const page = await curlVia(`http://127.0.0.1:${bridgePort}`, `http://web.test:${origin.port}/`);
+      assert.equal(page.code, 0, page.stderr);
+      assert.equal(page.body, 'hello from origin');
+      const direct = await curlVia(`socks5h://127.0.0.1:${innerPort}`, `http://web.test:${origin.port}/`);
+      assert.equal(direct.code, 0, direct.stderr);
+      assert.equal(start.proc.exitCode, null, 'still running');
+    } finally {
+      await start.stop();
+      await origin.close();
+    }
+  });
+});
+
+describe('one guard per connection', () => {
+  /** An in-process gateway whose stderr lines are collected. */
+  async function inProcess(): Promise<{ gw: Gateway; port: number; records: Record<string, unknown>[]; stderr: string[]; done(): Promise<void> }> {
+    const records: Record<string, unknown>[] = [];
+    const stderr: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+      const text = String(chunk);
+      if (text.startsWith('dualsocks gateway: internal error')) {
+        stderr.push(text);
+        return true;
+      }
+      return (write as (c: string | Uint8Array, ...r: unknown[]) => boolean)(chunk, ...rest);
+    }) as typeof process.stderr.write;
+    const gw = new Gateway(gatewayConfig(['--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']), (r) => void records.push(r));
+    const [bound] = await gw.listen();
+    return {
+      gw,
+      port: bound!.port,
+      records,
+      stderr,
+      async done() {
+        process.stderr.write = write;
+        await gw.close();
+      },
+    };
+  }
+
+  test('an exception inside a socket event handler ends that connection only (ERR_INTERNAL, one stack)', async () => {
+    const origin = await startOrigin('127.0.0.1', 16);
+    const t = await inProcess();
+    try {
+      // a defect planted in the password check, which runs inside the socket's 'data' handler
+      t.gw.users = { verify: () => { throw new TypeError('planted defect'); } } as unknown as Users;
+      const got = await rawExchange(t.port, concatBytes(encodeGreeting({ methods: [METHOD.USERPASS] }), encodeAuthRequest({ username: 'u', password: 'p' })));
+      assert.equal(got.subarray(0, 2).toString('hex'), '0502', 'method selected, then closed');
+      assert.equal(t.records.length, 1);
+      assert.equal(t.records[0]!.result, 'ERR_INTERNAL');
+      assert.equal(t.stderr.length, 1, 'one stack');
+      assert.match(t.stderr[0]!, /planted defect\n\s+at /);
+      // the next connection is served
+      t.gw.users = undefined;
+      const { socket } = await dialSocks5({ host: '127.0.0.1', port: t.port }, { host: 'web.test', port: origin.port }, { timeoutMs: 5000 });
+      socket.destroy();
+    } finally {
+      await t.done();
+      await origin.close();
+    }
+  });
+
+  test('a rejected promise from a command handler: the client gets REP 0x01, the log ERR_INTERNAL', async () => {
+    const t = await inProcess();
+    try {
+      t.gw.addressesFor = () => Promise.reject(new TypeError('planted async defect'));
+      const got = await rawExchange(t.port, concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH] }), encodeRequest({ cmd: CMD.CONNECT, host: 'web.test', port: 80 })));
+      assert.equal(got.subarray(0, 2).toString('hex'), '0500');
+      const reply = decodeReply(got.subarray(2));
+      assert.equal(reply.status, 'ok');
+      assert.equal(reply.status === 'ok' && reply.msg.rep, REP.GENERAL_FAILURE);
+      await new Promise((r) => setImmediate(r));
+      assert.equal(t.records.length, 1);
+      assert.equal(t.records[0]!.result, 'ERR_INTERNAL');
+      assert.equal(t.records[0]!.host, 'web.test');
+      assert.equal(t.stderr.length, 1);
+      assert.match(t.stderr[0]!, /planted async defect/);
+      assert.equal(t.gw.stats.active, 0, 'its place is given back');
+    } finally {
+      await t.done();
+    }
+  });
+});
