@@ -158,6 +158,7 @@ export class Gateway {
     const aborter = new AbortController();
     let granted = false;
     let session: Socks5ServerSession | undefined;
+    let handshakeTimer: NodeJS.Timeout | undefined;
 
     // One guard per connection: a defect while serving it ends this connection (ERR_INTERNAL,
     // its stack once on stderr), never the process. Every callback of this connection runs in it.
@@ -188,6 +189,7 @@ export class Gateway {
 
     client.once('close', guard(() => {
       this.sockets.delete(client);
+      clearTimeout(handshakeTimer);
       aborter.abort(CLIENT_CLOSED);
       // the native relay carries on with the connection: its end finishes it
       if (releasedToNative(client)) return;
@@ -209,7 +211,7 @@ export class Gateway {
       }
       const overCap = this.stats.active > this.config.maxConnections;
       const s = (session = new Socks5ServerSession({ requireAuth: this.users !== undefined }));
-      const handshakeTimer = setTimeout(guard(() => {
+      handshakeTimer = setTimeout(guard(() => {
         finish('ERR_HANDSHAKE_TIMEOUT', { phase: s.phase });
         client.destroy();
       }), this.config.handshakeTimeoutMs);
@@ -226,7 +228,7 @@ export class Gateway {
               break;
             case 'authenticate': {
               client.pause();
-              record.user = c.username;
+              record.user = s.username;
               const users = this.users;
               if (!users) throw new Error('authenticate without users');
               users.verify(c.username, c.password).then(

@@ -1,5 +1,7 @@
 // RFC 1929 credentials. Passwords are stored as scrypt hashes ("user:scrypt$N$r$p$salt$hash",
 // base64) and compared in constant time; an unknown user costs the same scrypt as a known one.
+// Usernames and passwords are bytes (RFC 1929): the file's text stands for its UTF-8 bytes, and
+// what a client sends is hashed and looked up as sent, never decoded.
 import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../../shared/errors.js';
@@ -15,15 +17,25 @@ interface Entry {
   opts: ScryptOptions;
 }
 
-function derive(password: string, salt: Buffer, opts: ScryptOptions, keylen: number): Promise<Buffer> {
+function derive(password: Uint8Array, salt: Buffer, opts: ScryptOptions, keylen: number): Promise<Buffer> {
   return new Promise((resolve, reject) =>
     scrypt(password, salt, keylen, { ...opts, maxmem: 64 * 1024 * 1024 }, (err, key) => (err ? reject(err) : resolve(key))),
   );
 }
 
-export async function hashPassword(password: string): Promise<string> {
+/** The bytes a name or password stands for: text as UTF-8. */
+function bytesOf(v: string | Uint8Array): Buffer {
+  return typeof v === 'string' ? Buffer.from(v, 'utf8') : Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+}
+
+/** A Map key that is one-to-one with the bytes (latin1 maps each byte to one char). */
+function keyOf(name: string | Uint8Array): string {
+  return bytesOf(name).toString('latin1');
+}
+
+export async function hashPassword(password: string | Uint8Array): Promise<string> {
   const salt = randomBytes(16);
-  const hash = await derive(password, salt, { N, r: R, p: P }, KEYLEN);
+  const hash = await derive(bytesOf(password), salt, { N, r: R, p: P }, KEYLEN);
   return `scrypt$${N}$${R}$${P}$${salt.toString('base64')}$${hash.toString('base64')}`;
 }
 
@@ -58,7 +70,7 @@ export class Users {
       const name = line.slice(0, colon);
       const entry = colon > 0 ? parseEntry(line.slice(colon + 1)) : null;
       if (!entry) throw new ConfigError('users', `${source} line ${i + 1}: expected "user:scrypt$…" as printed by \`dualsocks passwd USER\``);
-      users.entries.set(name, entry);
+      users.entries.set(keyOf(name), entry);
     });
     if (users.entries.size === 0) throw new ConfigError('users', `${source} holds no users`);
     return users;
@@ -68,10 +80,10 @@ export class Users {
     return this.entries.size;
   }
 
-  async verify(username: string, password: string): Promise<boolean> {
-    const entry = this.entries.get(username);
+  async verify(username: string | Uint8Array, password: string | Uint8Array): Promise<boolean> {
+    const entry = this.entries.get(keyOf(username));
     const e = entry ?? this.dummy;
-    const key = await derive(password, e.salt, e.opts, e.hash.length);
+    const key = await derive(bytesOf(password), e.salt, e.opts, e.hash.length);
     return timingSafeEqual(key, e.hash) && entry !== undefined;
   }
 }

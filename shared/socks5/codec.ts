@@ -23,9 +23,10 @@ export interface Greeting {
 export interface MethodSelection {
   method: number;
 }
+/** RFC 1929 fields are bytes, not text: two passwords that differ in one byte are different. */
 export interface AuthRequest {
-  username: string;
-  password: string;
+  username: Uint8Array;
+  password: Uint8Array;
 }
 export interface AuthReply {
   status: number;
@@ -195,12 +196,14 @@ export function decodeAuthRequest(buf: Uint8Array): Decoded<AuthRequest> {
   const plen = buf[2 + ulen]!;
   const size = 3 + ulen + plen;
   if (buf.length < size) return NEED;
-  return ok({ username: utf8(buf.subarray(2, 2 + ulen)), password: utf8(buf.subarray(3 + ulen, size)) }, size);
+  // copies: the credentials outlive the receive buffer and must not alias it
+  return ok({ username: buf.slice(2, 2 + ulen), password: buf.slice(3 + ulen, size) }, size);
 }
 
-export function encodeAuthRequest(a: AuthRequest): Uint8Array {
-  const u = new TextEncoder().encode(a.username);
-  const p = new TextEncoder().encode(a.password);
+/** Text is sent as its UTF-8 bytes; bytes as they are. */
+export function encodeAuthRequest(a: { username: string | Uint8Array; password: string | Uint8Array }): Uint8Array {
+  const u = typeof a.username === 'string' ? new TextEncoder().encode(a.username) : a.username;
+  const p = typeof a.password === 'string' ? new TextEncoder().encode(a.password) : a.password;
   if (u.length < 1 || u.length > 255) throw new RangeError('username must be 1 to 255 bytes');
   if (p.length > 255) throw new RangeError('password must be at most 255 bytes');
   return concatBytes(Uint8Array.of(AUTH_USERPASS_VERSION, u.length), u, Uint8Array.of(p.length), p);

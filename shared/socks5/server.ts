@@ -18,11 +18,20 @@ import { AUTH_STATUS_FAIL, AUTH_STATUS_OK, METHOD, REP } from './constants.js';
 
 export type ServerCommand =
   | { type: 'send'; data: Uint8Array }
-  | { type: 'authenticate'; username: string; password: string }
+  /** RFC 1929 credentials, as the bytes the client sent. */
+  | { type: 'authenticate'; username: Uint8Array; password: Uint8Array }
   | { type: 'request'; request: Request }
   /** Bytes the client sent after its request; they belong to the relay. */
   | { type: 'data'; data: Uint8Array }
   | { type: 'close'; error?: DualsocksError };
+
+function displayName(bytes: Uint8Array): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    return `0x${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
+  }
+}
 
 type State = 'greeting' | 'auth' | 'auth-wait' | 'request' | 'request-wait' | 'open' | 'closed';
 
@@ -32,6 +41,7 @@ const MAX_HANDSHAKE_BUFFER = 1024;
 export class Socks5ServerSession {
   private state: State = 'greeting';
   private buf: Uint8Array = new Uint8Array(0);
+  /** The username as text for logs (UTF-8, or 0x… hex when it is not UTF-8); compare bytes, never this. */
   username: string | undefined;
 
   constructor(private readonly opts: { requireAuth: boolean }) {}
@@ -127,7 +137,7 @@ export class Socks5ServerSession {
             return this.close(out, d.error);
           }
           const { username, password } = this.take(d);
-          this.username = username;
+          this.username = displayName(username);
           this.state = 'auth-wait';
           out.push({ type: 'authenticate', username, password });
           return;

@@ -32,6 +32,23 @@ async function curlVia(proxy: string, url: string): Promise<{ code: number | nul
   return { code: r.code, body: r.stdout.toString(), stderr: r.stderr };
 }
 
+/** Opens a raw client, sends `bytes`, resolves with the first `n` bytes it gets (or all before a close), then leaves. */
+async function rawFirst(port: number, bytes: Uint8Array, n: number): Promise<Buffer> {
+  const s: Socket = connect({ host: '127.0.0.1', port });
+  s.write(bytes);
+  let got = Buffer.alloc(0);
+  await new Promise<void>((resolve) => {
+    s.on('data', (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      if (got.length >= n) resolve();
+    });
+    s.once('close', () => resolve());
+    s.once('error', () => resolve());
+  });
+  s.destroy();
+  return got;
+}
+
 /** Opens a raw client, sends `bytes`, resolves with everything it got before the gateway closed. */
 async function rawExchange(port: number, bytes: Uint8Array): Promise<Buffer> {
   const s: Socket = connect({ host: '127.0.0.1', port });
@@ -151,6 +168,28 @@ describe('one guard per connection', () => {
       assert.equal(t.gw.stats.active, 0, 'its place is given back');
     } finally {
       await t.done();
+    }
+  });
+});
+
+describe('RFC 1929 credentials are bytes (live gateway)', () => {
+  test('a password of Latin-1 bytes logs in; other bytes that decode to the same text do not', async () => {
+    const { hashPassword } = await import('../../../bridge/gateway/users.js');
+    const right = Buffer.from([0x70, 0xe4, 0x73, 0x73, 0x77, 0xf6, 0x72]);
+    const wrong = Buffer.from([0x70, 0xfc, 0x73, 0x73, 0x77, 0xff, 0x72]);
+    const users = join(dir, 'latin1-users');
+    writeFileSync(users, `bob:${await hashPassword(right)}\n`);
+    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--users', users, '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']);
+    const login = async (password: Uint8Array): Promise<string> => {
+      const got = await rawFirst(gw.listening[0]!.port, concatBytes(encodeGreeting({ methods: [METHOD.USERPASS] }), encodeAuthRequest({ username: 'bob', password })), 4);
+      return got.toString('hex');
+    };
+    try {
+      assert.equal(await login(wrong), '05020101', 'refused');
+      assert.equal(await gw.waitRecord((r) => r.result === 'ERR_SOCKS_AUTH_FAILED').then((r) => r.user), 'bob');
+      assert.equal(await login(right), '05020100', 'accepted');
+    } finally {
+      await gw.stop();
     }
   });
 });

@@ -142,7 +142,18 @@ describe('username/password (RFC 1929)', () => {
     for (const a of cases) {
       const enc = encodeAuthRequest(a);
       assert.equal(enc[0], 1);
-      assertMessage(decodeAuthRequest, enc, a);
+      assertMessage(decodeAuthRequest, enc, { username: ascii(a.username), password: ascii(a.password) });
+    }
+  });
+
+  test('credentials are bytes: invalid UTF-8 is kept exactly, and bytes encode as they are', () => {
+    // two passwords that decode to the same replacement characters must stay different
+    const a = bytes(0x70, 0xe4, 0x73, 0x73, 0x77, 0xf6, 0x72);
+    const b = bytes(0x70, 0xfc, 0x73, 0x73, 0x77, 0xff, 0x72);
+    for (const password of [a, b]) {
+      const enc = encodeAuthRequest({ username: bytes(0xff, 0x61), password });
+      assert.deepEqual(enc, concatBytes(bytes(1, 2, 0xff, 0x61, 7), password));
+      assertMessage(decodeAuthRequest, enc, { username: bytes(0xff, 0x61), password });
     }
   });
 

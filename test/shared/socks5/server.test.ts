@@ -36,7 +36,7 @@ function normalise(cmds: ServerCommand[]): Entry[] {
         if (c.data.length > 0) out.push({ type: c.type, hex: hex(c.data) });
         break;
       case 'authenticate':
-        out.push({ type: 'authenticate', username: c.username, password: c.password });
+        out.push({ type: 'authenticate', username: text(c.username), password: text(c.password) });
         break;
       case 'request':
         out.push({ type: 'request', request: { ...c.request } });
@@ -48,6 +48,8 @@ function normalise(cmds: ServerCommand[]): Entry[] {
   }
   return out;
 }
+
+const text = (b: Uint8Array): string => Buffer.from(b).toString('utf8');
 
 interface Responder {
   auth?: (username: string, password: string) => boolean;
@@ -62,7 +64,7 @@ function drive(session: Socks5ServerSession, chunks: Uint8Array[], r: Responder 
   const run = (cmds: ServerCommand[]): void => {
     for (const c of cmds) {
       log.push(c);
-      if (c.type === 'authenticate') run(session.authResult(r.auth ? r.auth(c.username, c.password) : true));
+      if (c.type === 'authenticate') run(session.authResult(r.auth ? r.auth(text(c.username), text(c.password)) : true));
       if (c.type === 'request') run(r.request ? r.request(session) : session.succeed(BOUND));
     }
   };
@@ -227,7 +229,7 @@ describe('Socks5ServerSession with requireAuth', () => {
   test('authenticate, authResult(true), then the request', () => {
     const s = withAuth();
     assert.deepEqual(s.feed(GREET_BOTH), [{ type: 'send', data: bytes(5, 2) }]);
-    assert.deepEqual(s.feed(AUTH), [{ type: 'authenticate', username: 'alice', password: 'wonder land' }]);
+    assert.deepEqual(s.feed(AUTH), [{ type: 'authenticate', username: ascii('alice'), password: ascii('wonder land') }]);
     assert.equal(s.phase, 'auth-wait');
     assert.equal(s.username, 'alice');
     assert.deepEqual(s.authResult(true), [{ type: 'send', data: bytes(1, 0) }]);
@@ -445,8 +447,8 @@ describe('Socks5ServerSession against floods and garbage', () => {
           assert.ok(c.data instanceof Uint8Array, where);
           break;
         case 'authenticate':
-          assert.equal(typeof c.username, 'string', where);
-          assert.equal(typeof c.password, 'string', where);
+          assert.ok(c.username instanceof Uint8Array && c.username.length > 0, where);
+          assert.ok(c.password instanceof Uint8Array, where);
           break;
         case 'request':
           assert.ok([CMD.CONNECT, CMD.BIND, CMD.UDP_ASSOCIATE].includes(c.request.cmd as 1 | 2 | 3), where);
