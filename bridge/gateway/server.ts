@@ -18,11 +18,14 @@ import { serveBind } from './bind.js';
 import { serveConnect } from './connect.js';
 import { serveUdp } from './udp.js';
 import { NameResolver } from './resolver.js';
-import { Users } from './users.js';
+import { PasswordChecks, sourceKey, Users, type CheckResult } from './users.js';
 
 const CMD_NAMES: Record<number, string> = { [CMD.CONNECT]: 'connect', [CMD.BIND]: 'bind', [CMD.UDP_ASSOCIATE]: 'udp' };
 // abort() without a reason builds a DOMException (with a stack) on every client close
 const CLIENT_CLOSED = Object.freeze(new Error('client closed'));
+// what a client may send behind its credentials before its password check ends (pipelined request
+// and early data); past this the socket is paused
+const MAX_READ_DURING_AUTH = 64 * 1024;
 
 /** What a command handler gets: the request, the client socket, and ways to answer. */
 export interface RequestContext {
@@ -84,8 +87,10 @@ class Conn {
     if (result === 'ok') gateway.stats.succeeded++;
     else gateway.stats.failed++;
     // a peer that left before asking for anything (health checks, a bridge's pipelining probe,
-    // scanners) is not worth a line; a failed login or a protocol error is
-    if (!gateway.config.quiet && (record.cmd !== undefined || result !== 'ERR_CLIENT_CLOSED')) gateway.log(record);
+    // scanners) is not worth a line; a failed login, one it left before it was checked, or a
+    // protocol error is
+    const worth = record.cmd !== undefined || result !== 'ERR_CLIENT_CLOSED' || (record.auth !== undefined && record.auth !== 'ok');
+    if (!gateway.config.quiet && worth) gateway.log(record);
   }
 }
 
@@ -95,6 +100,8 @@ export class Gateway {
   /** Tunnels being relayed; close() ends them. */
   readonly relays = new RelayGroup();
   users: Users | undefined;
+  /** Password checks: concurrency cap, per-source turns and failure back-off (see users.ts). */
+  passwordChecks = new PasswordChecks();
   /** Which --upstream first hops take a pipelined handshake. */
   readonly pipelining: PipeliningCache;
   readonly stats: GatewayStats = { accepted: 0, active: 0, succeeded: 0, failed: 0 };
@@ -159,6 +166,14 @@ export class Gateway {
     let granted = false;
     let session: Socks5ServerSession | undefined;
     let handshakeTimer: NodeJS.Timeout | undefined;
+    /** Cancels the password check this client waits for. */
+    let cancelCheck: (() => boolean) | undefined;
+    // a client gone while its password check waits: the check never starts ('dropped'); one
+    // already computing finishes unheard ('abandoned')
+    const dropCheck = (): void => {
+      if (cancelCheck) record.auth = cancelCheck() ? 'dropped' : 'abandoned';
+      cancelCheck = undefined;
+    };
 
     // One guard per connection: a defect while serving it ends this connection (ERR_INTERNAL,
     // its stack once on stderr), never the process. Every callback of this connection runs in it.
@@ -190,6 +205,7 @@ export class Gateway {
     client.once('close', guard(() => {
       this.sockets.delete(client);
       clearTimeout(handshakeTimer);
+      dropCheck();
       aborter.abort(CLIENT_CLOSED);
       // the native relay carries on with the connection: its end finishes it
       if (releasedToNative(client)) return;
@@ -212,6 +228,7 @@ export class Gateway {
       const overCap = this.stats.active > this.config.maxConnections;
       const s = (session = new Socks5ServerSession({ requireAuth: this.users !== undefined }));
       handshakeTimer = setTimeout(guard(() => {
+        dropCheck();
         finish('ERR_HANDSHAKE_TIMEOUT', { phase: s.phase });
         client.destroy();
       }), this.config.handshakeTimeoutMs);
@@ -227,17 +244,21 @@ export class Gateway {
               early.push(c.data);
               break;
             case 'authenticate': {
-              client.pause();
+              // reading goes on (up to a bound) so that a client leaving is seen and its check dropped
+              authReadFrom = client.bytesRead;
               record.user = s.username;
               const users = this.users;
               if (!users) throw new Error('authenticate without users');
-              users.verify(c.username, c.password).then(
-                guard((ok: boolean) => {
-                  client.resume();
-                  run(s.authResult(ok));
-                }),
-                guard(() => run(s.authResult(false))),
-              );
+              cancelCheck = this.passwordChecks.check(users, sourceKey(clientHost), c.username, c.password, guard((r: CheckResult) => {
+                cancelCheck = undefined;
+                if (r.result === 'error') throw r.error;
+                record.auth = r.result;
+                client.resume();
+                if (r.result === 'ok') run(s.authResult(true));
+                else if (r.result === 'busy') run(s.authResult(false, new RequestError('ERR_CONNECTION_CAP', `${this.passwordChecks.stats.waiting} password checks waiting`)));
+                else if (r.result === 'backoff') run(s.authResult(false, new SocksProtocolError('ERR_SOCKS_AUTH_FAILED', `user ${JSON.stringify(s.username)}: too many failed logins from ${sourceKey(clientHost)}, refused without a check for ${Math.ceil(r.retryMs / 1000)} s`)));
+                else run(s.authResult(false));
+              }));
               break;
             }
             case 'request':
@@ -250,6 +271,12 @@ export class Gateway {
               break;
             case 'close': {
               clearTimeout(handshakeTimer);
+              if (c.clientGone) {
+                dropCheck();
+                finish('ERR_CLIENT_CLOSED');
+                client.destroy();
+                break;
+              }
               const err = c.error;
               finish(err?.code ?? 'closed', err ? { rep: err.rep, error: err.message } : {});
               if (!client.destroyed) client.end(() => client.destroy());
@@ -258,14 +285,17 @@ export class Gateway {
           }
         }
       };
-      const onData = guard((chunk: Buffer): void => run(s.feed(chunk)));
+      let authReadFrom = 0;
+      const onData = guard((chunk: Buffer): void => {
+        run(s.feed(chunk));
+        // bytes pipelined behind the credentials wait in the socket, not here, past a bound
+        if (s.phase === 'auth-wait' && client.bytesRead - authReadFrom > MAX_READ_DURING_AUTH) client.pause();
+      });
       client.on('data', onData);
-      // a client gone before its request (a health check, a port scan) is closed now, not at the timeout
+      // a client gone before its request (a health check, a port scan) is closed now, not at the
+      // timeout; one that sent all it needs (request included) before its FIN is still answered
       client.once('end', guard(() => {
-        if (!granted && s.phase !== 'request-wait') {
-          clearTimeout(handshakeTimer);
-          client.destroy();
-        }
+        if (!granted) run(s.end());
       }));
 
       const ctx = (request: Request): RequestContext => ({

@@ -23,7 +23,8 @@ export type ServerCommand =
   | { type: 'request'; request: Request }
   /** Bytes the client sent after its request; they belong to the relay. */
   | { type: 'data'; data: Uint8Array }
-  | { type: 'close'; error?: DualsocksError };
+  /** `clientGone`: the client ended before saying all the handshake needs (no reply to send). */
+  | { type: 'close'; error?: DualsocksError; clientGone?: true };
 
 function displayName(bytes: Uint8Array): string {
   try {
@@ -41,6 +42,8 @@ const MAX_HANDSHAKE_BUFFER = 1024;
 export class Socks5ServerSession {
   private state: State = 'greeting';
   private buf: Uint8Array = new Uint8Array(0);
+  /** The client sent FIN: no byte will follow what is in `buf`. */
+  private eof = false;
   /** The username as text for logs (UTF-8, or 0x… hex when it is not UTF-8); compare bytes, never this. */
   username: string | undefined;
 
@@ -56,22 +59,40 @@ export class Socks5ServerSession {
     this.buf = this.buf.length === 0 ? chunk : concat(this.buf, chunk);
     const out: ServerCommand[] = [];
     this.advance(out);
-    if ((this.state === 'greeting' || this.state === 'auth' || this.state === 'request') && this.buf.length > MAX_HANDSHAKE_BUFFER) {
+    if (this.needsBytes() && this.buf.length > MAX_HANDSHAKE_BUFFER) {
       this.close(out, new SocksProtocolError('ERR_SOCKS_TRUNCATED', 'handshake too long'));
     }
     return out;
   }
 
-  /** The I/O layer's answer to an 'authenticate' command. */
-  authResult(okay: boolean): ServerCommand[] {
+  /**
+   * The client sent FIN. A handshake still waiting for its bytes ends now. One waiting for the
+   * I/O layer goes on only if what is buffered can still be answered (a pipelining client that
+   * sent greeting, credentials and request, then FIN); otherwise the pending work (a password
+   * check) is for nothing and the close says so. After the request, FIN is the relay's.
+   */
+  end(): ServerCommand[] {
+    if (this.state === 'closed' || this.state === 'open') return [];
+    this.eof = true;
+    const out: ServerCommand[] = [];
+    if (this.needsBytes() || (this.state === 'auth-wait' && decodeRequest(this.buf).status === 'need')) this.gone(out);
+    return out;
+  }
+
+  /**
+   * The I/O layer's answer to an 'authenticate' command. A refusal closes with `why`, by default
+   * ERR_SOCKS_AUTH_FAILED naming the user (the client is told only "failure", RFC 1929 §2).
+   */
+  authResult(okay: boolean, why?: DualsocksError): ServerCommand[] {
     if (this.state !== 'auth-wait') return [];
     const out: ServerCommand[] = [{ type: 'send', data: encodeAuthReply({ status: okay ? AUTH_STATUS_OK : AUTH_STATUS_FAIL }) }];
     if (!okay) {
-      this.close(out, new SocksProtocolError('ERR_SOCKS_AUTH_FAILED', this.username ? `user ${JSON.stringify(this.username)}` : undefined));
+      this.close(out, why ?? new SocksProtocolError('ERR_SOCKS_AUTH_FAILED', this.username ? `user ${JSON.stringify(this.username)}` : undefined));
       return out;
     }
     this.state = 'request';
     this.advance(out);
+    if (this.eof && this.needsBytes()) this.gone(out);
     return out;
   }
 
@@ -97,6 +118,16 @@ export class Socks5ServerSession {
     if (this.state === 'request-wait' || this.state === 'open') out.push({ type: 'send', data: encodeReply({ rep: error.rep }) });
     this.close(out, error);
     return out;
+  }
+
+  private needsBytes(): boolean {
+    return this.state === 'greeting' || this.state === 'auth' || this.state === 'request';
+  }
+
+  private gone(out: ServerCommand[]): void {
+    this.state = 'closed';
+    this.buf = new Uint8Array(0);
+    out.push({ type: 'close', clientGone: true });
   }
 
   private close(out: ServerCommand[], error?: DualsocksError): void {

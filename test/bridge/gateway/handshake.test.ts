@@ -193,3 +193,133 @@ describe('RFC 1929 credentials are bytes (live gateway)', () => {
     }
   });
 });
+
+describe('login flood (password checks are capped, dropped when the client left, backed off per source)', () => {
+  test('wrong passwords from 127.0.0.1 as fast as it can: a login from 127.0.0.2 succeeds while the flood runs', { timeout: 60_000 }, async (t) => {
+    const { hashPassword } = await import('../../../bridge/gateway/users.js');
+    const origin = await startOrigin('127.0.0.1', 16);
+    const users = join(dir, 'flood-users');
+    writeFileSync(users, `alice:${await hashPassword('s3cret')}\n`);
+    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--users', users, '--handshake-timeout', '5', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']);
+    const port = gw.listening[0]!.port;
+    const creds = concatBytes(encodeGreeting({ methods: [METHOD.USERPASS] }), encodeAuthRequest({ username: 'mallory', password: 'guess' }));
+    const LIMIT = 100_000;
+    let attempts = 0;
+    let stop = false;
+    // three ways to flood: hang up at once (FIN), reset, or wait for the refusal
+    const attempt = (kind: number): Promise<void> =>
+      new Promise((resolve) => {
+        const s = connect({ host: '127.0.0.1', port });
+        s.on('error', () => {});
+        s.once('close', () => resolve());
+        s.once('connect', () => {
+          attempts++;
+          if (kind === 0) s.end(creds);
+          else if (kind === 1) {
+            s.write(creds);
+            s.resetAndDestroy();
+          } else s.write(creds);
+          s.resume();
+        });
+      });
+    const flooder = async (kind: number): Promise<void> => {
+      while (!stop && attempts < LIMIT) await attempt(kind);
+    };
+    const flood = Promise.all(Array.from({ length: 24 }, (_, i) => flooder(i % 3)));
+    try {
+      while (attempts < 500) await new Promise((r) => setImmediate(r));
+      const legit = await run('curl', ['-sS', '--max-time', '20', '--interface', '127.0.0.2', '--proxy', `socks5h://alice:s3cret@127.0.0.1:${port}`, `http://web.test:${origin.port}/`]);
+      const attemptsByThen = attempts;
+      stop = true;
+      await flood;
+      assert.equal(legit.code, 0, legit.stderr);
+      assert.equal(legit.stdout.toString(), 'hello from origin');
+      assert.ok(attemptsByThen < LIMIT, 'the flood was still running');
+      const rec = await gw.waitRecord((r) => r.user === 'alice');
+      assert.equal(rec.result, 'ok');
+      assert.equal(rec.client, '127.0.0.2');
+      // the flood's lines: how many of its attempts were hashed at all
+      await gw.waitRecords(200);
+      const by: Record<string, number> = {};
+      for (const r of gw.records()) if (r.user === 'mallory') by[String(r.auth)] = (by[String(r.auth)] ?? 0) + 1;
+      const total = Object.values(by).reduce((a, b) => a + b, 0);
+      const hashed = (by.fail ?? 0) + (by.abandoned ?? 0);
+      t.diagnostic(`flood attempts when the login succeeded: ${attemptsByThen}, in all: ${attempts}; flood lines by auth: ${JSON.stringify(by)}`);
+      assert.ok(total >= 200, JSON.stringify(by));
+      assert.ok(hashed < total / 4, `most attempts cost no scrypt: ${JSON.stringify(by)}`);
+      assert.ok((by.dropped ?? 0) > 0, `checks of clients that left were dropped: ${JSON.stringify(by)}`);
+      assert.ok((by.backoff ?? 0) > 0, `the failing address is refused without a check: ${JSON.stringify(by)}`);
+      assert.equal(gw.proc.exitCode, null);
+    } finally {
+      stop = true;
+      await flood;
+      await gw.stop();
+      await origin.close();
+    }
+  });
+
+  /** An in-process gateway whose password checks never end (the test holds them). */
+  async function stuckChecks(handshakeTimeout: string): Promise<{ gw: Gateway; port: number; records: Record<string, unknown>[]; started: () => number }> {
+    const records: Record<string, unknown>[] = [];
+    const gw = new Gateway(gatewayConfig(['--listen', '127.0.0.1:0', '--handshake-timeout', handshakeTimeout]), (r) => void records.push(r));
+    let started = 0;
+    gw.users = { verify: () => (started++, new Promise<boolean>(() => {})) } as unknown as Users;
+    const [bound] = await gw.listen();
+    return { gw, port: bound!.port, records, started: () => started };
+  }
+
+  const CREDS = concatBytes(encodeGreeting({ methods: [METHOD.USERPASS] }), encodeAuthRequest({ username: 'u', password: 'p' }));
+
+  test('clients that leave while their check waits leave nothing queued', async () => {
+    const t = await stuckChecks('30');
+    try {
+      const limit = t.gw.passwordChecks.limits.concurrency;
+      // the first ones take every slot and stay
+      const stayers = await Promise.all(Array.from({ length: limit }, async () => {
+        const s = connect({ host: '127.0.0.1', port: t.port });
+        s.write(CREDS);
+        s.resume();
+        return s;
+      }));
+      while (t.gw.passwordChecks.stats.running < limit) await new Promise((r) => setImmediate(r));
+      // then 50 that queue their credentials and hang up
+      await Promise.all(Array.from({ length: 50 }, (_, i) => new Promise<void>((resolve) => {
+        const s = connect({ host: '127.0.0.1', port: t.port });
+        s.on('error', () => {});
+        s.resume();
+        s.once('close', () => resolve());
+        s.once('data', () => (i % 2 ? s.resetAndDestroy() : s.end()));
+        s.write(CREDS);
+      })));
+      while (t.records.length < 50) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(t.records.filter((r) => r.auth === 'dropped' && r.result === 'ERR_CLIENT_CLOSED').length, 50);
+      assert.equal(t.gw.passwordChecks.stats.waiting, 0, 'nothing left queued');
+      assert.equal(t.gw.passwordChecks.stats.dropped, 50);
+      assert.equal(t.started(), limit, 'no check began for those that left');
+      for (const s of stayers) s.destroy();
+    } finally {
+      await t.gw.close();
+    }
+  });
+
+  test('the handshake timeout applies to a client waiting for its check', async () => {
+    const t = await stuckChecks('0.3');
+    try {
+      const limit = t.gw.passwordChecks.limits.concurrency;
+      const clients = Array.from({ length: limit + 1 }, () => {
+        const s = connect({ host: '127.0.0.1', port: t.port });
+        s.on('error', () => {});
+        s.write(CREDS);
+        s.resume();
+        return new Promise((r) => s.once('close', r));
+      });
+      await Promise.all(clients);
+      while (t.records.length < limit + 1) await new Promise((r) => setTimeout(r, 10));
+      assert.ok(t.records.every((r) => r.result === 'ERR_HANDSHAKE_TIMEOUT' && r.phase === 'auth-wait'), JSON.stringify(t.records));
+      assert.equal(t.records.filter((r) => r.auth === 'dropped').length, 1, 'the one waiting was dropped');
+      assert.equal(t.gw.passwordChecks.stats.waiting, 0);
+    } finally {
+      await t.gw.close();
+    }
+  });
+});

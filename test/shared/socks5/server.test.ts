@@ -300,6 +300,46 @@ describe('Socks5ServerSession with requireAuth', () => {
     }
   });
 
+  test('FIN while the password is checked: the check matters only if the request came before the FIN', () => {
+    const GONE = [{ type: 'close', clientGone: true }];
+    // credentials, then FIN: no request can follow, the pending check is for nothing
+    const a = withAuth();
+    a.feed(concatBytes(GREET_USERPASS, AUTH));
+    assert.deepEqual(a.end(), GONE);
+    assert.equal(a.phase, 'closed');
+    assert.deepEqual(a.authResult(true), [], 'a late answer does nothing');
+    // a pipelining client that sent everything, then FIN, is answered
+    const b = withAuth();
+    b.feed(concatBytes(GREET_USERPASS, AUTH, CONNECT));
+    assert.deepEqual(b.end(), []);
+    assert.deepEqual(normalise(b.authResult(true)), [{ type: 'send', hex: '0100' }, { type: 'request', request: CONNECT_MSG }]);
+    assert.deepEqual(b.end(), [], 'after the request, FIN belongs to the relay');
+    // half a request, then FIN: it can never be served either
+    const c = withAuth();
+    c.feed(concatBytes(GREET_USERPASS, AUTH, CONNECT.subarray(0, 4)));
+    assert.deepEqual(c.end(), GONE);
+    // a wrong password is still refused with its reason when the request was complete
+    const d = withAuth();
+    d.feed(concatBytes(GREET_USERPASS, AUTH, CONNECT));
+    d.end();
+    assert.deepEqual(normalise(d.authResult(false)), [{ type: 'send', hex: '0101' }, { type: 'close', error: { code: 'ERR_SOCKS_AUTH_FAILED', rep: REP.NOT_ALLOWED } }]);
+  });
+
+  test('FIN during greeting or before the request closes at once; FIN with a whole request waits for the answer', () => {
+    const GONE = [{ type: 'close', clientGone: true }];
+    const a = noAuth();
+    a.feed(GREET_NOAUTH.subarray(0, 2));
+    assert.deepEqual(a.end(), GONE);
+    const b = noAuth();
+    b.feed(GREET_NOAUTH);
+    assert.deepEqual(b.end(), GONE);
+    const c = noAuth();
+    c.feed(concatBytes(GREET_NOAUTH, CONNECT));
+    assert.deepEqual(c.end(), []);
+    assert.equal(c.phase, 'request-wait');
+    assert.deepEqual(noAuth().end(), GONE);
+  });
+
   test('authResult outside auth-wait does nothing', () => {
     const s = withAuth();
     assert.deepEqual(s.authResult(true), []);
