@@ -26,6 +26,8 @@ const CLIENT_CLOSED = Object.freeze(new Error('client closed'));
 // what a client may send behind its credentials before its password check ends (pipelined request
 // and early data); past this the socket is paused
 const MAX_READ_DURING_AUTH = 64 * 1024;
+// handshakes at once: a quarter of --max-connections, at least this many
+const MIN_HANDSHAKE_BUDGET = 16;
 
 /** What a command handler gets: the request, the client socket, and ways to answer. */
 export interface RequestContext {
@@ -50,7 +52,12 @@ export interface RequestContext {
 
 export interface GatewayStats {
   accepted: number;
+  /** Connections past their request: what --max-connections counts. */
   active: number;
+  /** Connections still in their handshake (their own budget, see Gateway.handshakeBudget). */
+  handshaking: number;
+  /** Handshakes ended to make room for a newer one. */
+  evicted: number;
   succeeded: number;
   failed: number;
 }
@@ -62,7 +69,10 @@ export interface GatewayStats {
  */
 class Conn {
   private logged = false;
-  private counted = true;
+  /** Which budget holds this connection. */
+  private place: 'none' | 'handshake' | 'served' = 'none';
+  /** Ends the connection to make room for a newer handshake. */
+  evict: () => void = () => {};
 
   constructor(
     private readonly gateway: Gateway,
@@ -70,11 +80,40 @@ class Conn {
     private readonly started: number,
   ) {}
 
-  /** Leaves the active count (once). */
+  /** Takes a place in the handshake budget, evicting the oldest handshake when it is full. */
+  enterHandshake(evict: () => void): void {
+    const { gateway } = this;
+    const oldest = gateway.handshakes.values().next().value;
+    if (oldest && gateway.handshakes.size >= gateway.handshakeBudget) {
+      gateway.stats.evicted++;
+      oldest.evict();
+      // a defect in its eviction must not leave it holding a place
+      oldest.release();
+    }
+    this.evict = evict;
+    this.place = 'handshake';
+    gateway.handshakes.add(this);
+    gateway.stats.handshaking++;
+  }
+
+  /** Leaves the handshake for a place under --max-connections; false when those are all taken. */
+  serve(): boolean {
+    this.release();
+    const { stats, config } = this.gateway;
+    if (stats.active >= config.maxConnections) return false;
+    this.place = 'served';
+    stats.active++;
+    return true;
+  }
+
+  /** Leaves whichever count holds it (once). */
   release(): void {
-    if (!this.counted) return;
-    this.counted = false;
-    this.gateway.stats.active--;
+    const { gateway } = this;
+    if (this.place === 'handshake') {
+      gateway.handshakes.delete(this);
+      gateway.stats.handshaking--;
+    } else if (this.place === 'served') gateway.stats.active--;
+    this.place = 'none';
   }
 
   /** Logs the outcome (once) and leaves the active count. */
@@ -104,7 +143,14 @@ export class Gateway {
   passwordChecks = new PasswordChecks();
   /** Which --upstream first hops take a pipelined handshake. */
   readonly pipelining: PipeliningCache;
-  readonly stats: GatewayStats = { accepted: 0, active: 0, succeeded: 0, failed: 0 };
+  readonly stats: GatewayStats = { accepted: 0, active: 0, handshaking: 0, evicted: 0, succeeded: 0, failed: 0 };
+  /**
+   * Connections in their handshake, oldest first. They have their own budget, apart from
+   * --max-connections: idle or slow clients cannot take the places of served ones, and when the
+   * budget is full the oldest handshake makes room (a slowloris only evicts itself).
+   */
+  readonly handshakes = new Set<Conn>();
+  readonly handshakeBudget: number;
   private readonly servers: Server[] = [];
   private readonly sockets = new Set<Socket>();
 
@@ -115,6 +161,7 @@ export class Gateway {
     this.users = config.usersFile ? Users.fromFile(config.usersFile) : undefined;
     this.resolver = new NameResolver({ hostsFile: config.hostsFile, dns: config.dns, cacheSeconds: config.dnsCacheSeconds });
     this.pipelining = new PipeliningCache(config.connectTimeoutMs);
+    this.handshakeBudget = Math.max(MIN_HANDSHAKE_BUDGET, Math.ceil(config.maxConnections / 4));
   }
 
   async listen(): Promise<HostPort[]> {
@@ -156,7 +203,6 @@ export class Gateway {
   private accept(client: Socket): void {
     const started = Date.now();
     this.stats.accepted++;
-    this.stats.active++;
     this.sockets.add(client);
     const clientHost = canonicalHost(client.remoteAddress ?? '');
     const record: LogRecord = { client: clientHost, clientPort: client.remotePort };
@@ -225,13 +271,17 @@ export class Gateway {
         client.end(encodeMethodSelection({ method: METHOD.NO_ACCEPTABLE }), () => client.destroy());
         return;
       }
-      const overCap = this.stats.active > this.config.maxConnections;
       const s = (session = new Socks5ServerSession({ requireAuth: this.users !== undefined }));
       handshakeTimer = setTimeout(guard(() => {
         dropCheck();
         finish('ERR_HANDSHAKE_TIMEOUT', { phase: s.phase });
         client.destroy();
       }), this.config.handshakeTimeoutMs);
+      conn.enterHandshake(guard(() => {
+        dropCheck();
+        finish('ERR_CONNECTION_CAP', { phase: s.phase, error: `${this.handshakeBudget} handshakes at once: the oldest made room` });
+        client.destroy();
+      }));
       let early: Uint8Array[] = [];
 
       const run = (cmds: ServerCommand[]): void => {
@@ -266,7 +316,7 @@ export class Gateway {
               client.pause();
               client.off('data', onData);
               Object.assign(record, { cmd: CMD_NAMES[c.request.cmd], host: c.request.host, port: c.request.port });
-              if (overCap) run(s.fail(new RequestError('ERR_CONNECTION_CAP', `limit ${this.config.maxConnections}`)));
+              if (!conn.serve()) run(s.fail(new RequestError('ERR_CONNECTION_CAP', `limit ${this.config.maxConnections}`)));
               else this.dispatch(ctx(c.request), internal);
               break;
             case 'close': {

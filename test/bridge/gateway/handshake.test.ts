@@ -323,3 +323,64 @@ describe('login flood (password checks are capped, dropped when the client left,
     }
   });
 });
+
+describe('connection budget: handshakes apart from --max-connections', () => {
+  test('cap 50, 60 silent sockets: a real CONNECT still succeeds, and the oldest silent ones made room', async () => {
+    const origin = await startOrigin('127.0.0.1', 16);
+    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--max-connections', '50', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']);
+    const port = gw.listening[0]!.port;
+    const idle: Socket[] = [];
+    try {
+      const closed: Promise<unknown>[] = [];
+      for (let i = 0; i < 60; i++) {
+        const s = connect({ host: '127.0.0.1', port });
+        s.on('error', () => {});
+        closed.push(new Promise((r) => s.once('close', r)));
+        await new Promise((r) => s.once('connect', r));
+        idle.push(s);
+      }
+      // accepted after the 60, so it finds them all in their handshake
+      const { socket, reply } = await dialSocks5({ host: '127.0.0.1', port }, { host: 'web.test', port: origin.port }, { timeoutMs: 5000 });
+      assert.equal(reply.rep, REP.SUCCEEDED);
+      const body = readAll(socket);
+      socket.resume();
+      socket.write(`GET / HTTP/1.0\r\nHost: web.test\r\n\r\n`);
+      assert.match((await body).toString(), /hello from origin$/);
+      // the budget is a quarter of the cap, at least 16: the oldest silent sockets were closed
+      const evicted = await gw.waitRecords(60 - 16);
+      const caps = evicted.filter((r) => r.result === 'ERR_CONNECTION_CAP');
+      assert.ok(caps.length >= 60 - 16, `${caps.length} evicted`);
+      assert.ok(caps.every((r) => r.phase === 'greeting'));
+      await Promise.all(closed.slice(0, caps.length));
+      assert.equal(gw.proc.exitCode, null);
+    } finally {
+      for (const s of idle) s.destroy();
+      await gw.stop();
+      await origin.close();
+    }
+  });
+
+  test('only connections past their request count toward --max-connections', async () => {
+    const origin = await startOrigin('127.0.0.1', 16);
+    const t = new Gateway(gatewayConfig(['--listen', '127.0.0.1:0', '--max-connections', '1', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']), () => {});
+    const [bound] = await t.listen();
+    const target = { host: '127.0.0.1', port: bound!.port };
+    const idle: Socket[] = [];
+    try {
+      for (let i = 0; i < 5; i++) idle.push(connect(target).on('error', () => {}));
+      const first = await dialSocks5(target, { host: 'web.test', port: origin.port }, { timeoutMs: 5000 });
+      assert.equal(t.stats.active, 1);
+      assert.equal(t.stats.handshaking, 5);
+      await assert.rejects(dialSocks5(target, { host: 'web.test', port: origin.port }, { timeoutMs: 5000 }), (e: { rep: number }) => e.rep === REP.GENERAL_FAILURE);
+      first.socket.destroy();
+      while (t.stats.active > 0) await new Promise((r) => setTimeout(r, 10));
+      const second = await dialSocks5(target, { host: 'web.test', port: origin.port }, { timeoutMs: 5000 });
+      second.socket.destroy();
+      assert.equal(t.stats.handshaking, 5, 'the silent ones are still there, counted apart');
+    } finally {
+      for (const s of idle) s.destroy();
+      await t.close();
+      await origin.close();
+    }
+  });
+});
