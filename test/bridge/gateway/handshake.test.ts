@@ -384,3 +384,29 @@ describe('connection budget: handshakes apart from --max-connections', () => {
     }
   });
 });
+
+describe('destination names that are no host name', () => {
+  test('an empty name or "." gets REP 0x01 (ERR_SOCKS_NAME) and never reaches dns.lookup (no DEP0118)', async () => {
+    // the system resolver, as a default gateway has it: dns.lookup("") warns and answers nothing
+    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0']);
+    const port = gw.listening[0]!.port;
+    try {
+      // (only names that cannot leave this host even where the check is missing; the others are the codec's tests)
+      for (const name of ['', '.']) {
+        const n = Buffer.from(name);
+        const got = await rawExchange(port, concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH] }), Uint8Array.of(5, CMD.CONNECT, 0, 3, n.length), n, Uint8Array.of(0, 80)));
+        assert.equal(got.subarray(0, 2).toString('hex'), '0500', name);
+        const reply = decodeReply(got.subarray(2));
+        assert.equal(reply.status === 'ok' && reply.msg.rep, REP.GENERAL_FAILURE, JSON.stringify(name));
+      }
+      const recs = await gw.waitRecords(2);
+      assert.deepEqual(recs.map((r) => r.result), ['ERR_SOCKS_NAME', 'ERR_SOCKS_NAME']);
+      // SIGHUP's answer comes after any warning those requests caused
+      gw.proc.kill('SIGHUP');
+      await gw.waitStderr(/SIGHUP/);
+      assert.doesNotMatch(gw.stderr.join('\n'), /DEP0118|Warning/);
+    } finally {
+      await gw.stop();
+    }
+  });
+});
