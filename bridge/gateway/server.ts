@@ -362,9 +362,10 @@ export class Gateway {
           record.bound = joinHostPort(bound.host, bound.port);
           return data;
         },
-        fail: (error) => run(s.fail(error)),
-        reply: (rep, bound) => run(s.reply(rep, bound)),
-        finish,
+        // handlers call these from their own callbacks (a BIND peer arriving, a relay ending)
+        fail: guard((error: DualsocksError) => run(s.fail(error))),
+        reply: guard((rep: number, bound: HostPort) => run(s.reply(rep, bound))),
+        finish: guard(finish),
         guard,
       });
     })();
