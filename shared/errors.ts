@@ -30,6 +30,7 @@ export const ERRORS = {
   ERR_CONNECTION_CAP: { rep: REP.GENERAL_FAILURE, text: 'too many connections' },
   ERR_HANDSHAKE_TIMEOUT: { rep: REP.GENERAL_FAILURE, text: 'handshake timed out' },
   ERR_NO_GATEWAY: { rep: REP.GENERAL_FAILURE, text: 'no gateway reachable' },
+  ERR_INTERNAL: { rep: REP.GENERAL_FAILURE, text: 'internal error' },
   ERR_CONFIG: { rep: REP.GENERAL_FAILURE, text: 'invalid configuration' },
 } as const;
 

@@ -4,12 +4,12 @@ import type { Server, Socket } from 'node:net';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
 import { canonicalHost, joinHostPort, parseIp, type Ip } from '../../shared/net/address.js';
 import { checkDestination } from '../../shared/net/policy.js';
-import { encodeMethodSelection, type Request } from '../../shared/socks5/codec.js';
-import { CMD, METHOD } from '../../shared/socks5/constants.js';
+import { encodeMethodSelection, encodeReply, type Request } from '../../shared/socks5/codec.js';
+import { CMD, METHOD, REP } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
 import { hostAddresses } from '../host-addresses.js';
 import { closeAll, listenAll } from '../listen.js';
-import type { LogRecord, Logger } from '../log.js';
+import { say, type LogRecord, type Logger } from '../log.js';
 import { releasedToNative } from '../native/loader.js';
 import { PipeliningCache } from '../upstream/pool.js';
 import { RelayGroup } from '../relay.js';
@@ -18,11 +18,16 @@ import { serveBind } from './bind.js';
 import { serveConnect } from './connect.js';
 import { serveUdp } from './udp.js';
 import { NameResolver } from './resolver.js';
-import { Users } from './users.js';
+import { PasswordChecks, sourceKey, Users, type CheckResult } from './users.js';
 
 const CMD_NAMES: Record<number, string> = { [CMD.CONNECT]: 'connect', [CMD.BIND]: 'bind', [CMD.UDP_ASSOCIATE]: 'udp' };
 // abort() without a reason builds a DOMException (with a stack) on every client close
 const CLIENT_CLOSED = Object.freeze(new Error('client closed'));
+// what a client may send behind its credentials before its password check ends (pipelined request
+// and early data); past this the socket is paused
+const MAX_READ_DURING_AUTH = 64 * 1024;
+// handshakes at once: a quarter of --max-connections, at least this many
+const MIN_HANDSHAKE_BUDGET = 16;
 
 /** What a command handler gets: the request, the client socket, and ways to answer. */
 export interface RequestContext {
@@ -38,11 +43,21 @@ export interface RequestContext {
   reply(rep: number, bound: HostPort): void;
   /** Logs the end of a granted request (once). */
   finish(result: string, extra?: LogRecord): void;
+  /**
+   * Wraps a callback the handler registers (socket events, timers) in the connection's guard:
+   * an unexpected exception ends this connection with ERR_INTERNAL, never the process.
+   */
+  guard<A extends unknown[]>(fn: (...args: A) => void): (...args: A) => void;
 }
 
 export interface GatewayStats {
   accepted: number;
+  /** Connections past their request: what --max-connections counts. */
   active: number;
+  /** Connections still in their handshake (their own budget, see Gateway.handshakeBudget). */
+  handshaking: number;
+  /** Handshakes ended to make room for a newer one. */
+  evicted: number;
   succeeded: number;
   failed: number;
 }
@@ -54,7 +69,10 @@ export interface GatewayStats {
  */
 class Conn {
   private logged = false;
-  private counted = true;
+  /** Which budget holds this connection. */
+  private place: 'none' | 'handshake' | 'served' = 'none';
+  /** Ends the connection to make room for a newer handshake. */
+  evict: () => void = () => {};
 
   constructor(
     private readonly gateway: Gateway,
@@ -62,11 +80,40 @@ class Conn {
     private readonly started: number,
   ) {}
 
-  /** Leaves the active count (once). */
+  /** Takes a place in the handshake budget, evicting the oldest handshake when it is full. */
+  enterHandshake(evict: () => void): void {
+    const { gateway } = this;
+    const oldest = gateway.handshakes.values().next().value;
+    if (oldest && gateway.handshakes.size >= gateway.handshakeBudget) {
+      gateway.stats.evicted++;
+      oldest.evict();
+      // a defect in its eviction must not leave it holding a place
+      oldest.release();
+    }
+    this.evict = evict;
+    this.place = 'handshake';
+    gateway.handshakes.add(this);
+    gateway.stats.handshaking++;
+  }
+
+  /** Leaves the handshake for a place under --max-connections; false when those are all taken. */
+  serve(): boolean {
+    this.release();
+    const { stats, config } = this.gateway;
+    if (stats.active >= config.maxConnections) return false;
+    this.place = 'served';
+    stats.active++;
+    return true;
+  }
+
+  /** Leaves whichever count holds it (once). */
   release(): void {
-    if (!this.counted) return;
-    this.counted = false;
-    this.gateway.stats.active--;
+    const { gateway } = this;
+    if (this.place === 'handshake') {
+      gateway.handshakes.delete(this);
+      gateway.stats.handshaking--;
+    } else if (this.place === 'served') gateway.stats.active--;
+    this.place = 'none';
   }
 
   /** Logs the outcome (once) and leaves the active count. */
@@ -79,8 +126,10 @@ class Conn {
     if (result === 'ok') gateway.stats.succeeded++;
     else gateway.stats.failed++;
     // a peer that left before asking for anything (health checks, a bridge's pipelining probe,
-    // scanners) is not worth a line; a failed login or a protocol error is
-    if (!gateway.config.quiet && (record.cmd !== undefined || result !== 'ERR_CLIENT_CLOSED')) gateway.log(record);
+    // scanners) is not worth a line; a failed login, one it left before it was checked, or a
+    // protocol error is
+    const worth = record.cmd !== undefined || result !== 'ERR_CLIENT_CLOSED' || (record.auth !== undefined && record.auth !== 'ok');
+    if (!gateway.config.quiet && worth) gateway.log(record);
   }
 }
 
@@ -90,9 +139,18 @@ export class Gateway {
   /** Tunnels being relayed; close() ends them. */
   readonly relays = new RelayGroup();
   users: Users | undefined;
+  /** Password checks: concurrency cap, per-source turns and failure back-off (see users.ts). */
+  passwordChecks = new PasswordChecks();
   /** Which --upstream first hops take a pipelined handshake. */
   readonly pipelining: PipeliningCache;
-  readonly stats: GatewayStats = { accepted: 0, active: 0, succeeded: 0, failed: 0 };
+  readonly stats: GatewayStats = { accepted: 0, active: 0, handshaking: 0, evicted: 0, succeeded: 0, failed: 0 };
+  /**
+   * Connections in their handshake, oldest first. They have their own budget, apart from
+   * --max-connections: idle or slow clients cannot take the places of served ones, and when the
+   * budget is full the oldest handshake makes room (a slowloris only evicts itself).
+   */
+  readonly handshakes = new Set<Conn>();
+  readonly handshakeBudget: number;
   private readonly servers: Server[] = [];
   private readonly sockets = new Set<Socket>();
 
@@ -103,6 +161,7 @@ export class Gateway {
     this.users = config.usersFile ? Users.fromFile(config.usersFile) : undefined;
     this.resolver = new NameResolver({ hostsFile: config.hostsFile, dns: config.dns, cacheSeconds: config.dnsCacheSeconds });
     this.pipelining = new PipeliningCache(config.connectTimeoutMs);
+    this.handshakeBudget = Math.max(MIN_HANDSHAKE_BUDGET, Math.ceil(config.maxConnections / 4));
   }
 
   async listen(): Promise<HostPort[]> {
@@ -144,7 +203,6 @@ export class Gateway {
   private accept(client: Socket): void {
     const started = Date.now();
     this.stats.accepted++;
-    this.stats.active++;
     this.sockets.add(client);
     const clientHost = canonicalHost(client.remoteAddress ?? '');
     const record: LogRecord = { client: clientHost, clientPort: client.remotePort };
@@ -152,105 +210,172 @@ export class Gateway {
     const finish = conn.finish.bind(conn);
     const aborter = new AbortController();
     let granted = false;
-    client.once('close', () => {
+    let session: Socks5ServerSession | undefined;
+    let handshakeTimer: NodeJS.Timeout | undefined;
+    /** Cancels the password check this client waits for. */
+    let cancelCheck: (() => boolean) | undefined;
+    // a client gone while its password check waits: the check never starts ('dropped'); one
+    // already computing finishes unheard ('abandoned')
+    const dropCheck = (): void => {
+      if (cancelCheck) record.auth = cancelCheck() ? 'dropped' : 'abandoned';
+      cancelCheck = undefined;
+    };
+
+    // One guard per connection: a defect while serving it ends this connection (ERR_INTERNAL,
+    // its stack once on stderr), never the process. Every callback of this connection runs in it.
+    let failedInternally = false;
+    const internal = (e: unknown): void => {
+      if (failedInternally) return;
+      failedInternally = true;
+      try {
+        say(`dualsocks gateway: internal error serving ${joinHostPort(clientHost, record.clientPort as number)}, connection closed: ${e instanceof Error ? e.stack : String(e)}`);
+        finish('ERR_INTERNAL', { rep: REP.GENERAL_FAILURE, error: e instanceof Error ? e.message : String(e) });
+        aborter.abort(CLIENT_CLOSED);
+        // a client waiting for its reply is told "general failure"; relayed bytes never get one mixed in
+        if (session?.phase === 'request-wait' && !client.destroyed) client.end(encodeReply({ rep: REP.GENERAL_FAILURE }), () => client.destroy());
+        else client.destroy();
+      } catch {
+        client.destroy();
+      }
+    };
+    const guard =
+      <A extends unknown[]>(fn: (...args: A) => void) =>
+      (...args: A): void => {
+        try {
+          fn(...args);
+        } catch (e) {
+          internal(e);
+        }
+      };
+
+    client.once('close', guard(() => {
       this.sockets.delete(client);
+      clearTimeout(handshakeTimer);
+      dropCheck();
       aborter.abort(CLIENT_CLOSED);
       // the native relay carries on with the connection: its end finishes it
       if (releasedToNative(client)) return;
       conn.release();
       // after the reply, the handler logs the relay's outcome itself
       if (!granted) finish('ERR_CLIENT_CLOSED');
-    });
-    client.on('error', (e: NodeJS.ErrnoException) => {
+    }));
+    client.on('error', guard((e: NodeJS.ErrnoException) => {
       record.clientError = e.code ?? e.message;
       client.destroy();
-    });
+    }));
 
-    const clientIp = parseIp(clientHost);
-    if (this.config.clients && !(clientIp && this.config.clients.has(clientIp))) {
-      finish('ERR_POLICY_CLIENT', { rep: 2 });
-      client.end(encodeMethodSelection({ method: METHOD.NO_ACCEPTABLE }), () => client.destroy());
-      return;
-    }
-    const overCap = this.stats.active > this.config.maxConnections;
-    const session = new Socks5ServerSession({ requireAuth: this.users !== undefined });
-    const handshakeTimer = setTimeout(() => {
-      finish('ERR_HANDSHAKE_TIMEOUT', { phase: session.phase });
-      client.destroy();
-    }, this.config.handshakeTimeoutMs);
-    let early: Uint8Array[] = [];
+    guard(() => {
+      const clientIp = parseIp(clientHost);
+      if (this.config.clients && !(clientIp && this.config.clients.has(clientIp))) {
+        finish('ERR_POLICY_CLIENT', { rep: 2 });
+        client.end(encodeMethodSelection({ method: METHOD.NO_ACCEPTABLE }), () => client.destroy());
+        return;
+      }
+      const s = (session = new Socks5ServerSession({ requireAuth: this.users !== undefined }));
+      handshakeTimer = setTimeout(guard(() => {
+        dropCheck();
+        finish('ERR_HANDSHAKE_TIMEOUT', { phase: s.phase });
+        client.destroy();
+      }), this.config.handshakeTimeoutMs);
+      conn.enterHandshake(guard(() => {
+        dropCheck();
+        finish('ERR_CONNECTION_CAP', { phase: s.phase, error: `${this.handshakeBudget} handshakes at once: the oldest made room` });
+        client.destroy();
+      }));
+      let early: Uint8Array[] = [];
 
-    const run = (cmds: ServerCommand[]): void => {
-      for (const c of cmds) {
-        switch (c.type) {
-          case 'send':
-            client.write(c.data);
-            break;
-          case 'data':
-            early.push(c.data);
-            break;
-          case 'authenticate':
-            client.pause();
-            record.user = c.username;
-            this.users!.verify(c.username, c.password).then(
-              (ok) => {
+      const run = (cmds: ServerCommand[]): void => {
+        for (const c of cmds) {
+          switch (c.type) {
+            case 'send':
+              client.write(c.data);
+              break;
+            case 'data':
+              early.push(c.data);
+              break;
+            case 'authenticate': {
+              // reading goes on (up to a bound) so that a client leaving is seen and its check dropped
+              authReadFrom = client.bytesRead;
+              record.user = s.username;
+              const users = this.users;
+              if (!users) throw new Error('authenticate without users');
+              cancelCheck = this.passwordChecks.check(users, sourceKey(clientHost), c.username, c.password, guard((r: CheckResult) => {
+                cancelCheck = undefined;
+                if (r.result === 'error') throw r.error;
+                record.auth = r.result;
                 client.resume();
-                run(session.authResult(ok));
-              },
-              () => run(session.authResult(false)),
-            );
-            break;
-          case 'request':
-            clearTimeout(handshakeTimer);
-            client.pause();
-            client.off('data', onData);
-            Object.assign(record, { cmd: CMD_NAMES[c.request.cmd], host: c.request.host, port: c.request.port });
-            if (overCap) run(session.fail(new RequestError('ERR_CONNECTION_CAP', `limit ${this.config.maxConnections}`)));
-            else this.dispatch(ctx(c.request));
-            break;
-          case 'close': {
-            clearTimeout(handshakeTimer);
-            const err = c.error;
-            finish(err?.code ?? 'closed', err ? { rep: err.rep, error: err.message } : {});
-            if (!client.destroyed) client.end(() => client.destroy());
-            break;
+                if (r.result === 'ok') run(s.authResult(true));
+                else if (r.result === 'busy') run(s.authResult(false, new RequestError('ERR_CONNECTION_CAP', `${this.passwordChecks.stats.waiting} password checks waiting`)));
+                else if (r.result === 'backoff') run(s.authResult(false, new SocksProtocolError('ERR_SOCKS_AUTH_FAILED', `user ${JSON.stringify(s.username)}: too many failed logins from ${sourceKey(clientHost)}, refused without a check for ${Math.ceil(r.retryMs / 1000)} s`)));
+                else run(s.authResult(false));
+              }));
+              break;
+            }
+            case 'request':
+              clearTimeout(handshakeTimer);
+              client.pause();
+              client.off('data', onData);
+              Object.assign(record, { cmd: CMD_NAMES[c.request.cmd], host: c.request.host, port: c.request.port });
+              if (!conn.serve()) run(s.fail(new RequestError('ERR_CONNECTION_CAP', `limit ${this.config.maxConnections}`)));
+              else this.dispatch(ctx(c.request), internal);
+              break;
+            case 'close': {
+              clearTimeout(handshakeTimer);
+              if (c.clientGone) {
+                dropCheck();
+                finish('ERR_CLIENT_CLOSED');
+                client.destroy();
+                break;
+              }
+              const err = c.error;
+              finish(err?.code ?? 'closed', err ? { rep: err.rep, error: err.message } : {});
+              if (!client.destroyed) client.end(() => client.destroy());
+              break;
+            }
           }
         }
-      }
-    };
-    const onData = (chunk: Buffer): void => run(session.feed(chunk));
-    client.on('data', onData);
-    // a client gone before its request (a health check, a port scan) is closed now, not at the timeout
-    client.once('end', () => {
-      if (!granted && session.phase !== 'request-wait') {
-        clearTimeout(handshakeTimer);
-        client.destroy();
-      }
-    });
+      };
+      let authReadFrom = 0;
+      const onData = guard((chunk: Buffer): void => {
+        run(s.feed(chunk));
+        // bytes pipelined behind the credentials wait in the socket, not here, past a bound
+        if (s.phase === 'auth-wait' && client.bytesRead - authReadFrom > MAX_READ_DURING_AUTH) client.pause();
+      });
+      client.on('data', onData);
+      // a client gone before its request (a health check, a port scan) is closed now, not at the
+      // timeout; one that sent all it needs (request included) before its FIN is still answered
+      client.once('end', guard(() => {
+        if (!granted) run(s.end());
+      }));
 
-    const ctx = (request: Request): RequestContext => ({
-      gateway: this,
-      client,
-      request,
-      record,
-      signal: aborter.signal,
-      succeed: (bound) => {
-        granted = true;
-        run(session.succeed(bound));
-        const data = early;
-        early = [];
-        record.bound = joinHostPort(bound.host, bound.port);
-        return data;
-      },
-      fail: (error) => run(session.fail(error)),
-      reply: (rep, bound) => run(session.reply(rep, bound)),
-      finish,
-    });
+      const ctx = (request: Request): RequestContext => ({
+        gateway: this,
+        client,
+        request,
+        record,
+        signal: aborter.signal,
+        succeed: (bound) => {
+          granted = true;
+          run(s.succeed(bound));
+          const data = early;
+          early = [];
+          record.bound = joinHostPort(bound.host, bound.port);
+          return data;
+        },
+        // handlers call these from their own callbacks (a BIND peer arriving, a relay ending)
+        fail: guard((error: DualsocksError) => run(s.fail(error))),
+        reply: guard((rep: number, bound: HostPort) => run(s.reply(rep, bound))),
+        finish: guard(finish),
+        guard,
+      });
+    })();
   }
 
-  private dispatch(ctx: RequestContext): void {
+  /** Runs the command's handler; a failure that is not a DualsocksError is a defect: `internal`. */
+  private dispatch(ctx: RequestContext, internal: (e: unknown) => void): void {
     const onError = (e: unknown): void => {
-      ctx.fail(e instanceof DualsocksError ? e : new SocksProtocolError('ERR_CONNECT_FAILED', String(e)));
+      if (e instanceof DualsocksError) ctx.guard(() => ctx.fail(e))();
+      else internal(e);
     };
     try {
       switch (ctx.request.cmd) {

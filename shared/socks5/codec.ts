@@ -23,9 +23,10 @@ export interface Greeting {
 export interface MethodSelection {
   method: number;
 }
+/** RFC 1929 fields are bytes, not text: two passwords that differ in one byte are different. */
 export interface AuthRequest {
-  username: string;
-  password: string;
+  username: Uint8Array;
+  password: Uint8Array;
 }
 export interface AuthReply {
   status: number;
@@ -69,12 +70,24 @@ export function sniffProtocol(firstByte: number): 'socks5' | 'socks4' | 'other' 
 }
 
 const MAX_NAME = 255;
+const MAX_LABEL = 63;
 
-/** Printable ASCII without spaces: names travel into logs, resolvers and HTTP headers. */
-function validName(bytes: Uint8Array): boolean {
-  if (bytes.length === 0) return false;
-  for (const b of bytes) if (b < 0x21 || b > 0x7e) return false;
-  return true;
+/**
+ * Why a destination name cannot be a host name, or null. Printable ASCII without spaces (names
+ * travel into logs, resolvers and HTTP headers), no empty label and none over 63 bytes (RFC 1035
+ * §2.3.4), at most 255 bytes. Real names pass: underscores, a final dot, IP text (which is taken
+ * as the address). An empty name would reach dns.lookup as "" (DEP0118), "." too.
+ */
+function nameProblem(bytes: Uint8Array): string | null {
+  if (bytes.length === 0) return 'empty name';
+  if (bytes.length > MAX_NAME) return `name longer than ${MAX_NAME} bytes`;
+  for (const b of bytes) if (b < 0x21 || b > 0x7e) return 'name has bytes outside printable ASCII';
+  const text = ascii(bytes);
+  if (parseIp(text)) return null;
+  const labels = (text.endsWith('.') ? text.slice(0, -1) : text).split('.');
+  if (labels.some((l) => l.length === 0)) return 'name has an empty label';
+  if (labels.some((l) => l.length > MAX_LABEL)) return `name has a label longer than ${MAX_LABEL} bytes`;
+  return null;
 }
 
 function ascii(bytes: Uint8Array): string {
@@ -108,7 +121,8 @@ function decodeAddress(buf: Uint8Array, off: number): Decoded<SocksAddress> {
       const len = buf[off + 1]!;
       if (buf.length < off + 2 + len + 2) return NEED;
       const name = buf.subarray(off + 2, off + 2 + len);
-      if (!validName(name)) return fail('ERR_SOCKS_NAME', len === 0 ? 'empty name' : 'name has bytes outside printable ASCII');
+      const problem = nameProblem(name);
+      if (problem) return fail('ERR_SOCKS_NAME', problem);
       host = ascii(name);
       p = off + 2 + len;
       break;
@@ -133,7 +147,8 @@ function encodeAddress(host: string, port: number): Uint8Array {
     out.set(ip, 1);
   } else {
     const name = new TextEncoder().encode(host);
-    if (name.length > MAX_NAME || !validName(name)) throw new SocksProtocolError('ERR_SOCKS_NAME', JSON.stringify(host));
+    const problem = nameProblem(name);
+    if (problem) throw new SocksProtocolError('ERR_SOCKS_NAME', `${JSON.stringify(host)}: ${problem}`);
     out = new Uint8Array(2 + name.length + 2);
     out[0] = ATYP.DOMAIN;
     out[1] = name.length;
@@ -195,12 +210,14 @@ export function decodeAuthRequest(buf: Uint8Array): Decoded<AuthRequest> {
   const plen = buf[2 + ulen]!;
   const size = 3 + ulen + plen;
   if (buf.length < size) return NEED;
-  return ok({ username: utf8(buf.subarray(2, 2 + ulen)), password: utf8(buf.subarray(3 + ulen, size)) }, size);
+  // copies: the credentials outlive the receive buffer and must not alias it
+  return ok({ username: buf.slice(2, 2 + ulen), password: buf.slice(3 + ulen, size) }, size);
 }
 
-export function encodeAuthRequest(a: AuthRequest): Uint8Array {
-  const u = new TextEncoder().encode(a.username);
-  const p = new TextEncoder().encode(a.password);
+/** Text is sent as its UTF-8 bytes; bytes as they are. */
+export function encodeAuthRequest(a: { username: string | Uint8Array; password: string | Uint8Array }): Uint8Array {
+  const u = typeof a.username === 'string' ? new TextEncoder().encode(a.username) : a.username;
+  const p = typeof a.password === 'string' ? new TextEncoder().encode(a.password) : a.password;
   if (u.length < 1 || u.length > 255) throw new RangeError('username must be 1 to 255 bytes');
   if (p.length > 255) throw new RangeError('password must be at most 255 bytes');
   return concatBytes(Uint8Array.of(AUTH_USERPASS_VERSION, u.length), u, Uint8Array.of(p.length), p);
@@ -324,7 +341,8 @@ export function decodeSocks4Request(buf: Uint8Array): Decoded<Socks4Request> {
   if (nameEnd === 'need') return NEED;
   if (nameEnd === 'long') return fail('ERR_SOCKS4_USERID', 'SOCKS4a host name longer than 255 bytes');
   const name = buf.subarray(uidEnd + 1, nameEnd);
-  if (!validName(name)) return fail('ERR_SOCKS_NAME', 'SOCKS4a host name');
+  const problem = nameProblem(name);
+  if (problem) return fail('ERR_SOCKS_NAME', `SOCKS4a host name: ${problem}`);
   return ok({ cmd, port, host: ascii(name), socks4a, userId }, nameEnd + 1);
 }
 

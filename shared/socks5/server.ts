@@ -18,11 +18,21 @@ import { AUTH_STATUS_FAIL, AUTH_STATUS_OK, METHOD, REP } from './constants.js';
 
 export type ServerCommand =
   | { type: 'send'; data: Uint8Array }
-  | { type: 'authenticate'; username: string; password: string }
+  /** RFC 1929 credentials, as the bytes the client sent. */
+  | { type: 'authenticate'; username: Uint8Array; password: Uint8Array }
   | { type: 'request'; request: Request }
   /** Bytes the client sent after its request; they belong to the relay. */
   | { type: 'data'; data: Uint8Array }
-  | { type: 'close'; error?: DualsocksError };
+  /** `clientGone`: the client ended before saying all the handshake needs (no reply to send). */
+  | { type: 'close'; error?: DualsocksError; clientGone?: true };
+
+function displayName(bytes: Uint8Array): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    return `0x${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
+  }
+}
 
 type State = 'greeting' | 'auth' | 'auth-wait' | 'request' | 'request-wait' | 'open' | 'closed';
 
@@ -32,6 +42,9 @@ const MAX_HANDSHAKE_BUFFER = 1024;
 export class Socks5ServerSession {
   private state: State = 'greeting';
   private buf: Uint8Array = new Uint8Array(0);
+  /** The client sent FIN: no byte will follow what is in `buf`. */
+  private eof = false;
+  /** The username as text for logs (UTF-8, or 0x… hex when it is not UTF-8); compare bytes, never this. */
   username: string | undefined;
 
   constructor(private readonly opts: { requireAuth: boolean }) {}
@@ -46,22 +59,40 @@ export class Socks5ServerSession {
     this.buf = this.buf.length === 0 ? chunk : concat(this.buf, chunk);
     const out: ServerCommand[] = [];
     this.advance(out);
-    if ((this.state === 'greeting' || this.state === 'auth' || this.state === 'request') && this.buf.length > MAX_HANDSHAKE_BUFFER) {
+    if (this.needsBytes() && this.buf.length > MAX_HANDSHAKE_BUFFER) {
       this.close(out, new SocksProtocolError('ERR_SOCKS_TRUNCATED', 'handshake too long'));
     }
     return out;
   }
 
-  /** The I/O layer's answer to an 'authenticate' command. */
-  authResult(okay: boolean): ServerCommand[] {
+  /**
+   * The client sent FIN. A handshake still waiting for its bytes ends now. One waiting for the
+   * I/O layer goes on only if what is buffered can still be answered (a pipelining client that
+   * sent greeting, credentials and request, then FIN); otherwise the pending work (a password
+   * check) is for nothing and the close says so. After the request, FIN is the relay's.
+   */
+  end(): ServerCommand[] {
+    if (this.state === 'closed' || this.state === 'open') return [];
+    this.eof = true;
+    const out: ServerCommand[] = [];
+    if (this.needsBytes() || (this.state === 'auth-wait' && decodeRequest(this.buf).status === 'need')) this.gone(out);
+    return out;
+  }
+
+  /**
+   * The I/O layer's answer to an 'authenticate' command. A refusal closes with `why`, by default
+   * ERR_SOCKS_AUTH_FAILED naming the user (the client is told only "failure", RFC 1929 §2).
+   */
+  authResult(okay: boolean, why?: DualsocksError): ServerCommand[] {
     if (this.state !== 'auth-wait') return [];
     const out: ServerCommand[] = [{ type: 'send', data: encodeAuthReply({ status: okay ? AUTH_STATUS_OK : AUTH_STATUS_FAIL }) }];
     if (!okay) {
-      this.close(out, new SocksProtocolError('ERR_SOCKS_AUTH_FAILED', this.username ? `user ${JSON.stringify(this.username)}` : undefined));
+      this.close(out, why ?? new SocksProtocolError('ERR_SOCKS_AUTH_FAILED', this.username ? `user ${JSON.stringify(this.username)}` : undefined));
       return out;
     }
     this.state = 'request';
     this.advance(out);
+    if (this.eof && this.needsBytes()) this.gone(out);
     return out;
   }
 
@@ -89,6 +120,16 @@ export class Socks5ServerSession {
     return out;
   }
 
+  private needsBytes(): boolean {
+    return this.state === 'greeting' || this.state === 'auth' || this.state === 'request';
+  }
+
+  private gone(out: ServerCommand[]): void {
+    this.state = 'closed';
+    this.buf = new Uint8Array(0);
+    out.push({ type: 'close', clientGone: true });
+  }
+
   private close(out: ServerCommand[], error?: DualsocksError): void {
     this.state = 'closed';
     this.buf = new Uint8Array(0);
@@ -108,9 +149,10 @@ export class Socks5ServerSession {
           if (d.status === 'need') return;
           if (d.status === 'error') return this.close(out, d.error);
           const { methods } = this.take(d);
-          const method = this.opts.requireAuth
-            ? methods.includes(METHOD.USERPASS) ? METHOD.USERPASS : METHOD.NO_ACCEPTABLE
-            : methods.includes(METHOD.NO_AUTH) ? METHOD.NO_AUTH : methods.includes(METHOD.USERPASS) ? METHOD.USERPASS : METHOD.NO_ACCEPTABLE;
+          // RFC 1928 §3: select only a method this server supports; without users that is
+          // NO_AUTH alone (selecting USERPASS would ask for credentials nobody can check)
+          const supported = this.opts.requireAuth ? METHOD.USERPASS : METHOD.NO_AUTH;
+          const method = methods.includes(supported) ? supported : METHOD.NO_ACCEPTABLE;
           out.push({ type: 'send', data: encodeMethodSelection({ method }) });
           if (method === METHOD.NO_ACCEPTABLE) {
             return this.close(out, new SocksProtocolError('ERR_SOCKS_NO_METHOD', `offered ${methods.join(',')}`));
@@ -126,7 +168,7 @@ export class Socks5ServerSession {
             return this.close(out, d.error);
           }
           const { username, password } = this.take(d);
-          this.username = username;
+          this.username = displayName(username);
           this.state = 'auth-wait';
           out.push({ type: 'authenticate', username, password });
           return;

@@ -302,7 +302,7 @@ describe('client and server sessions wired together', () => {
       for (const c of cmds) {
         serverLog.push(c);
         if (c.type === 'send') toClient.push(c.data);
-        if (c.type === 'authenticate') onServer(server.authResult(checkAuth(c.username, c.password)));
+        if (c.type === 'authenticate') onServer(server.authResult(checkAuth(Buffer.from(c.username).toString(), Buffer.from(c.password).toString())));
         if (c.type === 'request') onServer(gateway(server, c));
       }
     };

@@ -142,7 +142,18 @@ describe('username/password (RFC 1929)', () => {
     for (const a of cases) {
       const enc = encodeAuthRequest(a);
       assert.equal(enc[0], 1);
-      assertMessage(decodeAuthRequest, enc, a);
+      assertMessage(decodeAuthRequest, enc, { username: ascii(a.username), password: ascii(a.password) });
+    }
+  });
+
+  test('credentials are bytes: invalid UTF-8 is kept exactly, and bytes encode as they are', () => {
+    // two passwords that decode to the same replacement characters must stay different
+    const a = bytes(0x70, 0xe4, 0x73, 0x73, 0x77, 0xf6, 0x72);
+    const b = bytes(0x70, 0xfc, 0x73, 0x73, 0x77, 0xff, 0x72);
+    for (const password of [a, b]) {
+      const enc = encodeAuthRequest({ username: bytes(0xff, 0x61), password });
+      assert.deepEqual(enc, concatBytes(bytes(1, 2, 0xff, 0x61, 7), password));
+      assertMessage(decodeAuthRequest, enc, { username: bytes(0xff, 0x61), password });
     }
   });
 
@@ -220,12 +231,26 @@ describe('request and reply', () => {
       const name = ascii(bad);
       assertBad(decodeRequest, concatBytes(bytes(5, 1, 0, 3, name.length), name, bytes(0, 80)), 'ERR_SOCKS_NAME', 1);
     }
+    // names that are no host name (an empty one reached dns.lookup as "": DEP0118)
+    for (const bad of ['.', '..', 'a..b', '.a', 'a.b..', `${'x'.repeat(64)}.test`, `a.${'x'.repeat(64)}`]) {
+      const name = ascii(bad);
+      assertBad(decodeRequest, concatBytes(bytes(5, 1, 0, 3, name.length), name, bytes(0, 80)), 'ERR_SOCKS_NAME', 1);
+      assertBad(decodeSocks4Request, concatBytes(bytes(4, 1, 0, 80, 0, 0, 0, 1, 0), name, bytes(0)), 'ERR_SOCKS_NAME');
+      assertError(decodeUdpHeader(concatBytes(bytes(0, 0, 0, 3, name.length), name, bytes(0, 53))), 'ERR_SOCKS_NAME');
+    }
+    // real-world names pass: underscores, a final dot, hyphens, one label, 63-byte labels, IP text
+    for (const good of ['_sip._tcp.example.com', 'example.com.', 'my-host', 'localhost', `${'x'.repeat(63)}.test`, '::1', '[2001:db8::1]', '::ffff:192.0.2.1', 'xn--bcher-kva.example']) {
+      const name = ascii(good);
+      const d = decodeRequest(concatBytes(bytes(5, 1, 0, 3, name.length), name, bytes(0, 80)));
+      assert.equal(d.status, 'ok', good);
+      assert.doesNotThrow(() => encodeRequest({ cmd: CMD.CONNECT, host: good, port: 80 }), good);
+    }
     // a name is judged only once the whole field is in
     assert.equal(decodeRequest(bytes(5, 1, 0, 3, 3, 0x20)).status, 'need');
   });
 
   test('encoders refuse what the decoders would refuse', () => {
-    for (const host of ['', 'a b', 'x'.repeat(256), 'bad\u0000name', 'ünïcode']) {
+    for (const host of ['', 'a b', 'x'.repeat(256), 'bad\u0000name', 'ünïcode', '.', 'a..b', `${'x'.repeat(64)}.test`]) {
       assert.throws(() => encodeRequest({ cmd: CMD.CONNECT, host, port: 80 }), (e: unknown) => e instanceof SocksProtocolError && e.code === 'ERR_SOCKS_NAME');
     }
     for (const port of [-1, 65536, 1.5, NaN]) {

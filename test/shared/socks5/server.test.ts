@@ -36,7 +36,7 @@ function normalise(cmds: ServerCommand[]): Entry[] {
         if (c.data.length > 0) out.push({ type: c.type, hex: hex(c.data) });
         break;
       case 'authenticate':
-        out.push({ type: 'authenticate', username: c.username, password: c.password });
+        out.push({ type: 'authenticate', username: text(c.username), password: text(c.password) });
         break;
       case 'request':
         out.push({ type: 'request', request: { ...c.request } });
@@ -48,6 +48,8 @@ function normalise(cmds: ServerCommand[]): Entry[] {
   }
   return out;
 }
+
+const text = (b: Uint8Array): string => Buffer.from(b).toString('utf8');
 
 interface Responder {
   auth?: (username: string, password: string) => boolean;
@@ -62,7 +64,7 @@ function drive(session: Socks5ServerSession, chunks: Uint8Array[], r: Responder 
   const run = (cmds: ServerCommand[]): void => {
     for (const c of cmds) {
       log.push(c);
-      if (c.type === 'authenticate') run(session.authResult(r.auth ? r.auth(c.username, c.password) : true));
+      if (c.type === 'authenticate') run(session.authResult(r.auth ? r.auth(text(c.username), text(c.password)) : true));
       if (c.type === 'request') run(r.request ? r.request(session) : session.succeed(BOUND));
     }
   };
@@ -165,11 +167,12 @@ describe('Socks5ServerSession without auth', () => {
     assert.deepEqual(out[1], { type: 'data', data: early });
   });
 
-  test('a client that offers only username/password still gets it', () => {
-    const s = noAuth();
-    assert.deepEqual(sends(s.feed(GREET_USERPASS)), bytes(5, 2));
-    assert.equal(s.phase, 'auth');
-    assert.deepEqual(s.feed(AUTH), [{ type: 'authenticate', username: 'alice', password: 'wonder land' }]);
+  test('without users, a client that offers only username/password gets 05 FF, never an authenticate', () => {
+    // issue 10 item 1: selecting 0x02 here made the gateway verify against no users and crash
+    const log = assertSplitInvariant(noAuth, concatBytes(GREET_USERPASS, AUTH, CONNECT));
+    assert.deepEqual(log, [{ type: 'send', hex: '05ff' }, { type: 'close', error: { code: 'ERR_SOCKS_NO_METHOD', rep: REP.GENERAL_FAILURE } }]);
+    // offered both, it takes NO_AUTH
+    assert.deepEqual(sends(noAuth().feed(GREET_BOTH)), bytes(5, 0));
   });
 
   test('greeting without an acceptable method sends 05 FF and closes', () => {
@@ -226,7 +229,7 @@ describe('Socks5ServerSession with requireAuth', () => {
   test('authenticate, authResult(true), then the request', () => {
     const s = withAuth();
     assert.deepEqual(s.feed(GREET_BOTH), [{ type: 'send', data: bytes(5, 2) }]);
-    assert.deepEqual(s.feed(AUTH), [{ type: 'authenticate', username: 'alice', password: 'wonder land' }]);
+    assert.deepEqual(s.feed(AUTH), [{ type: 'authenticate', username: ascii('alice'), password: ascii('wonder land') }]);
     assert.equal(s.phase, 'auth-wait');
     assert.equal(s.username, 'alice');
     assert.deepEqual(s.authResult(true), [{ type: 'send', data: bytes(1, 0) }]);
@@ -295,6 +298,46 @@ describe('Socks5ServerSession with requireAuth', () => {
       const log = assertSplitInvariant(withAuth, concatBytes(GREET_USERPASS, auth));
       assert.deepEqual(log, [{ type: 'send', hex: '05020101' }, { type: 'close', error: { code, rep: 1 } }]);
     }
+  });
+
+  test('FIN while the password is checked: the check matters only if the request came before the FIN', () => {
+    const GONE = [{ type: 'close', clientGone: true }];
+    // credentials, then FIN: no request can follow, the pending check is for nothing
+    const a = withAuth();
+    a.feed(concatBytes(GREET_USERPASS, AUTH));
+    assert.deepEqual(a.end(), GONE);
+    assert.equal(a.phase, 'closed');
+    assert.deepEqual(a.authResult(true), [], 'a late answer does nothing');
+    // a pipelining client that sent everything, then FIN, is answered
+    const b = withAuth();
+    b.feed(concatBytes(GREET_USERPASS, AUTH, CONNECT));
+    assert.deepEqual(b.end(), []);
+    assert.deepEqual(normalise(b.authResult(true)), [{ type: 'send', hex: '0100' }, { type: 'request', request: CONNECT_MSG }]);
+    assert.deepEqual(b.end(), [], 'after the request, FIN belongs to the relay');
+    // half a request, then FIN: it can never be served either
+    const c = withAuth();
+    c.feed(concatBytes(GREET_USERPASS, AUTH, CONNECT.subarray(0, 4)));
+    assert.deepEqual(c.end(), GONE);
+    // a wrong password is still refused with its reason when the request was complete
+    const d = withAuth();
+    d.feed(concatBytes(GREET_USERPASS, AUTH, CONNECT));
+    d.end();
+    assert.deepEqual(normalise(d.authResult(false)), [{ type: 'send', hex: '0101' }, { type: 'close', error: { code: 'ERR_SOCKS_AUTH_FAILED', rep: REP.NOT_ALLOWED } }]);
+  });
+
+  test('FIN during greeting or before the request closes at once; FIN with a whole request waits for the answer', () => {
+    const GONE = [{ type: 'close', clientGone: true }];
+    const a = noAuth();
+    a.feed(GREET_NOAUTH.subarray(0, 2));
+    assert.deepEqual(a.end(), GONE);
+    const b = noAuth();
+    b.feed(GREET_NOAUTH);
+    assert.deepEqual(b.end(), GONE);
+    const c = noAuth();
+    c.feed(concatBytes(GREET_NOAUTH, CONNECT));
+    assert.deepEqual(c.end(), []);
+    assert.equal(c.phase, 'request-wait');
+    assert.deepEqual(noAuth().end(), GONE);
   });
 
   test('authResult outside auth-wait does nothing', () => {
@@ -388,7 +431,7 @@ describe('Socks5ServerSession against floods and garbage', () => {
     // the biggest messages, trickled, still succeed
     const bigGreeting = encodeGreeting({ methods: Array.from({ length: 255 }, (_, i) => 255 - i) });
     const bigAuth = encodeAuthRequest({ username: 'u'.repeat(255), password: 'p'.repeat(255) });
-    const bigRequest = encodeRequest({ cmd: CMD.CONNECT, host: 'n'.repeat(255), port: 1 });
+    const bigRequest = encodeRequest({ cmd: CMD.CONNECT, host: ['a', 'b', 'c', 'd'].map((c) => c.repeat(63)).join('.'), port: 1 });
     const log = assertSplitInvariant(withAuth, concatBytes(bigGreeting, bigAuth, bigRequest));
     assert.deepEqual(log.map((e) => e.type), ['send', 'authenticate', 'send', 'request', 'send']);
   });
@@ -444,8 +487,8 @@ describe('Socks5ServerSession against floods and garbage', () => {
           assert.ok(c.data instanceof Uint8Array, where);
           break;
         case 'authenticate':
-          assert.equal(typeof c.username, 'string', where);
-          assert.equal(typeof c.password, 'string', where);
+          assert.ok(c.username instanceof Uint8Array && c.username.length > 0, where);
+          assert.ok(c.password instanceof Uint8Array, where);
           break;
         case 'request':
           assert.ok([CMD.CONNECT, CMD.BIND, CMD.UDP_ASSOCIATE].includes(c.request.cmd as 1 | 2 | 3), where);
