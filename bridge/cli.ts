@@ -12,7 +12,7 @@ import { Bridge } from './local/server.js';
 import { GatewayPool } from './upstream/pool.js';
 import { Gateway } from './gateway/server.js';
 import { startWorkers } from './gateway/workers.js';
-import { hashPassword, Users } from './gateway/users.js';
+import { hashPassword, PasswordChecks, Users } from './gateway/users.js';
 import { policyCommand } from './policy.js';
 import { jsonLines, say } from './log.js';
 import { helpText, parseOptions } from './options.js';
@@ -111,6 +111,9 @@ async function start(argv: string[]): Promise<void> {
   const gw = new Gateway(gwCfg, jsonLines);
   const inner = innerCredentials();
   gw.users = inner.users;
+  // a password of 192 random bits cannot be guessed, and any local process can reach this port:
+  // a back-off per source would let it lock the bridge (also 127.0.0.1) out
+  gw.passwordChecks = new PasswordChecks({ freeFailures: Number.POSITIVE_INFINITY });
   const { hosts: _h, dns: _d, prefer: _p, allow: _a, allowPrivate: _ap, quiet: _q, ...bridgeOpts } = o;
   // checked before anything listens; the gateway's port is known once it does
   // --quiet silences both parts
