@@ -11,10 +11,10 @@ export interface BridgeContext {
   state: BridgeState;
   /** Opens a tunnel to host:port through a gateway; the name is never resolved here. */
   open(host: string, port: number, via: Inbound): Promise<Tunnel>;
-  /** Opens a UDP association through a gateway (one at each hop of a chain). */
-  associate?(): Promise<UdpAssociation>;
-  /** Asks a gateway to BIND for host:port; the tunnel's first reply is where it listens. */
-  bind?(host: string, port: number): Promise<Tunnel>;
+  /** Opens a UDP association through a gateway (one at each hop of a chain); `signal`: the client left, give up. */
+  associate?(signal?: AbortSignal): Promise<UdpAssociation>;
+  /** Asks a gateway to BIND for host:port; the tunnel's first reply is where it listens. `signal`: the client left. */
+  bind?(host: string, port: number, signal?: AbortSignal): Promise<Tunnel>;
   /**
    * Relays client <-> tunnel until both sides close, then releases the tunnel's place in its
    * gateway's count. The native relay may release both sockets at once: a caller keeps what it

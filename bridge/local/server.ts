@@ -39,9 +39,9 @@ export class Bridge {
       state: this.state,
       open: (host, port, via) => this.open(host, port, via),
       // 0.0.0.0:0: our port toward the gateway is fixed by our first datagram
-      associate: () => this.pool.associate(),
+      associate: (signal) => this.pool.associate(signal),
       // the peer connects to the gateway, so BIND always goes there, whatever the rules say
-      bind: (host, port) => this.pool.open(host, port, CMD.BIND),
+      bind: (host, port, signal) => this.pool.open(host, port, CMD.BIND, signal),
       relay: (client, tunnel) => {
         // the tunnel object holds its socket: keep only what the end needs
         const { release } = tunnel;
