@@ -66,41 +66,55 @@ interface BindReplies {
  * BIND through a gateway (FTP active mode and the like): the first reply is where the gateway
  * listens, the second names the peer that connected to it; then the bytes are relayed. What the
  * client sends while waiting is held and passed on. A gateway's refusal or timeout reaches the
- * client as its own reply code (SOCKS4: rejected).
+ * client as its own reply code (SOCKS4: rejected). A client that ends while waiting (FIN or
+ * close, before either reply) ends the BIND at once: the gateway's connection is closed, so its
+ * listener goes too. After the second reply a FIN is the relay's.
  */
 async function bindThrough(ctx: BridgeContext, client: Socket, via: Inbound, host: string, port: number, replies: BindReplies, done: () => void): Promise<void> {
   const line = ctx.state.begin(via, client, host, port, { cmd: 'bind' });
-  let tunnel: Tunnel;
-  try {
-    tunnel = await ctx.bind!(host, port);
-  } catch (e) {
-    const err = asError(e);
-    ctx.state.finish(line, { result: err.code, rep: err.rep });
-    replies.fail(err);
-    return;
-  }
+  const gone = new AbortController();
+  const leave = (): void => gone.abort();
+  client.once('end', leave);
+  client.once('close', leave);
+  if (client.readableEnded || client.destroyed) leave();
+  const held: Uint8Array[] = [];
+  let tunnel: Tunnel | undefined;
+  const waiting = (async (): Promise<Socks5Dial> => {
+    const t = await ctx.bind!(host, port, gone.signal);
+    if (gone.signal.aborted) {
+      t.socket.destroy();
+      throw new RequestError('ERR_CONNECT_FAILED', 'client went away');
+    }
+    tunnel = t;
+    // bytes that came with the request go before any read while waiting
+    held.unshift(...replies.first(t.reply));
+    return bindSecondReply(t.dial!, { signal: gone.signal });
+  })();
   let second: Socks5Dial | null;
   try {
-    const held = replies.first(tunnel.reply);
-    second = await holdWhile(client, held, bindSecondReply(tunnel.dial!));
-    if (second !== null) {
-      replies.second(second.reply);
-      // counted from after the second reply
-      tunnel.overhead = second.overhead;
-      for (const chunk of held) tunnel.socket.write(chunk);
-    }
+    second = await holdWhile(client, held, waiting, gone.signal);
   } catch (e) {
     const err = asError(e);
-    tunnel.socket.destroy();
-    ctx.state.finish(line, { gateway: tunnel.gateway, result: err.code, rep: err.rep });
+    tunnel?.socket.destroy();
+    ctx.state.finish(line, { ...(tunnel ? { gateway: tunnel.gateway } : {}), result: err.code, rep: err.rep });
     replies.fail(err);
     return;
+  } finally {
+    client.off('end', leave);
+    client.off('close', leave);
   }
-  if (second === null) {
-    tunnel.socket.destroy();
-    ctx.state.finish(line, { gateway: tunnel.gateway, result: 'ERR_CLIENT_CLOSED' });
+  if (second === null || gone.signal.aborted || !tunnel) {
+    // a dial or a wait still in flight gives up; a tunnel already there is closed
+    gone.abort();
+    tunnel?.socket.destroy();
+    ctx.state.finish(line, { ...(tunnel ? { gateway: tunnel.gateway } : {}), result: 'ERR_CLIENT_CLOSED' });
+    client.destroy();
     return;
   }
+  replies.second(second.reply);
+  // counted from after the second reply
+  tunnel.overhead = second.overhead;
+  for (const chunk of held) tunnel.socket.write(chunk);
   relayToEnd(ctx, client, tunnel, line, done, { peer: joinHostPort(second.reply.host, second.reply.port) });
 }
 
