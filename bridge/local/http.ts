@@ -176,15 +176,24 @@ class TunnelAgent extends Agent {
   }
 }
 
-export function createHttpFrontend(ctx: BridgeContext): Server {
+/** Largest request head (request line and headers) the bridge reads; more gets a 431. */
+export const MAX_HEAD_BYTES = 16 * 1024;
+
+export function createHttpFrontend(ctx: BridgeContext, opts: { handshakeTimeoutMs?: number } = {}): Server {
   const agent = new TunnelAgent(ctx);
+  const headersTimeout = opts.handshakeTimeoutMs ?? 10_000;
   const server = createServer({
     // CONNECT tunnels and long uploads live longer than any request timeout would allow
     requestTimeout: 0,
-    headersTimeout: 30_000,
+    // a request head (from its first byte) not complete in time gets a 408 and the connection closes
+    headersTimeout,
+    connectionsCheckingInterval: Math.min(1000, headersTimeout),
     keepAliveTimeout: 60_000,
-    maxHeaderSize: 16 * 1024,
+    maxHeaderSize: MAX_HEAD_BYTES,
   });
+  // Node checks headersTimeout only for servers that listen (it starts its checks on 'listening');
+  // this one is handed sockets by the mixed port, so start them here (slow-loris heads)
+  server.emit('listening');
 
   // the listener may hand over a socket it paused while sniffing the first byte
   server.on('connection', (s: Socket) => s.resume());
@@ -227,7 +236,7 @@ export function createHttpFrontend(ctx: BridgeContext): Server {
 }
 
 function clientErrorWords(err: NodeJS.ErrnoException & { rawPacket?: Buffer }): [number, string, string] {
-  if (err.code === 'HPE_HEADER_OVERFLOW') return [431, 'Request Header Fields Too Large', 'The request headers are larger than the bridge accepts (16 KiB).'];
+  if (err.code === 'HPE_HEADER_OVERFLOW') return [431, 'Request Header Fields Too Large', `The request line and headers are larger than the bridge accepts (${MAX_HEAD_BYTES / 1024} KiB).`];
   if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ERR_HTTP_HEADERS_TIMEOUT') return [408, 'Request Timeout', 'The request headers did not arrive in time.'];
   if (err.rawPacket?.[0] === 0x16) {
     return [400, 'Bad Request', 'This port speaks plain HTTP proxy and SOCKS, not TLS: use http:// (not https://) as the proxy URL.'];

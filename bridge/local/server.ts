@@ -16,8 +16,6 @@ import { createHttpFrontend } from './http.js';
 import { serveSocks4, serveSocks5 } from './socks.js';
 import { BridgeState, type Inbound } from './state.js';
 
-const FIRST_BYTE_TIMEOUT_MS = 30_000;
-
 export class Bridge {
   readonly state: BridgeState;
   /** Tunnels being relayed; close() ends them. */
@@ -51,7 +49,7 @@ export class Bridge {
       port: config.listen[0]?.port ?? 1080,
       pacProxy: config.pacProxy,
     };
-    this.http = createHttpFrontend(this.ctx);
+    this.http = createHttpFrontend(this.ctx, { handshakeTimeoutMs: config.handshakeTimeoutMs });
   }
 
   private open(host: string, port: number, _via: Inbound): Promise<Tunnel> {
@@ -109,8 +107,16 @@ export class Bridge {
       client.destroy();
       return;
     }
-    const timer = setTimeout(() => client.destroy(), FIRST_BYTE_TIMEOUT_MS);
+    // from the first byte to a complete SOCKS request (HTTP heads: the HTTP server's headersTimeout)
+    const timer = setTimeout(() => client.destroy(), this.config.handshakeTimeoutMs);
+    // gone before saying anything (a port scan, a health check): closed now, not at the timeout
+    const early = (): void => {
+      clearTimeout(timer);
+      client.destroy();
+    };
+    client.once('end', early);
     client.once('data', (first: Buffer) => {
+      client.off('end', early);
       client.pause();
       client.unshift(first);
       switch (sniffProtocol(first[0]!)) {

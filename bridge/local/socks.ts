@@ -130,6 +130,12 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
   const done = ctx.state.opened('socks5');
   // a socket the native relay took over closes at once: the relay's end closes the count then
   client.once('close', () => releasedToNative(client) || done());
+  // gone before its request: closed now, not at the handshake timeout
+  const leftEarly = (): void => {
+    clearTimeout(handshakeTimer);
+    client.destroy();
+  };
+  client.once('end', leftEarly);
   const run = (cmds: ServerCommand[]): Uint8Array[] => {
     const early: Uint8Array[] = [];
     for (const c of cmds) {
@@ -140,6 +146,7 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
         if (!client.destroyed) client.end(() => client.destroy());
       } else if (c.type === 'request') {
         clearTimeout(handshakeTimer);
+        client.off('end', leftEarly);
         client.pause();
         client.off('data', onData);
         const { cmd, host, port } = c.request;
@@ -175,12 +182,18 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
 export function serveSocks4(ctx: BridgeContext, client: Socket, handshakeTimer: NodeJS.Timeout): void {
   const done = ctx.state.opened('socks4');
   client.once('close', () => releasedToNative(client) || done());
+  const leftEarly = (): void => {
+    clearTimeout(handshakeTimer);
+    client.destroy();
+  };
+  client.once('end', leftEarly);
   let buf: Uint8Array = new Uint8Array(0);
   const onData = (chunk: Buffer): void => {
     buf = buf.length === 0 ? chunk : concatBytes(buf, chunk);
     const d = decodeSocks4Request(buf);
     if (d.status === 'need') return;
     clearTimeout(handshakeTimer);
+    client.off('end', leftEarly);
     client.off('data', onData);
     client.pause();
     const reject = (): void => {
