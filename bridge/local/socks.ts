@@ -3,8 +3,8 @@
 import type { Socket } from 'node:net';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
 import { isV4, joinHostPort, parseIp } from '../../shared/net/address.js';
-import { concatBytes, decodeSocks4Request, encodeSocks4Reply } from '../../shared/socks5/codec.js';
-import { CMD, REP, SOCKS4_CD } from '../../shared/socks5/constants.js';
+import { concatBytes, decodeGreeting, decodeSocks4Request, encodeSocks4Reply, type Decoded, type Greeting } from '../../shared/socks5/codec.js';
+import { CMD, METHOD, REP, SOCKS4_CD } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
 import { releasedToNative } from '../native/loader.js';
 import { holdWhile } from '../relay.js';
@@ -125,8 +125,21 @@ function socks4Address(r: { host: string; port: number }): { host: string; port:
   return r;
 }
 
+/**
+ * Which session a greeting gets. The bridge has no users: NO_AUTH when offered; a client that
+ * offers only USERPASS (Firefox with a proxy username, any client configured with credentials
+ * that does not also offer NO_AUTH) has its credentials accepted, whatever they are, rather than
+ * refused with 0xFF.
+ */
+function sessionFor(greeting: Decoded<Greeting>): Socks5ServerSession {
+  const methods = greeting.status === 'ok' ? greeting.msg.methods : [];
+  return new Socks5ServerSession({ requireAuth: !methods.includes(METHOD.NO_AUTH) && methods.includes(METHOD.USERPASS) });
+}
+
 export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: NodeJS.Timeout): void {
-  const session = new Socks5ServerSession({ requireAuth: false });
+  // made once the greeting is read (sessionFor)
+  let session!: Socks5ServerSession;
+  let greeting: Uint8Array | null = new Uint8Array(0);
   const done = ctx.state.opened('socks5');
   // a socket the native relay took over closes at once: the relay's end closes the count then
   client.once('close', () => releasedToNative(client) || done());
@@ -141,6 +154,8 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
     for (const c of cmds) {
       if (c.type === 'send') client.write(c.data);
       else if (c.type === 'data') early.push(c.data);
+      // any credentials will do (sessionFor)
+      else if (c.type === 'authenticate') early.push(...run(session.authResult(true)));
       else if (c.type === 'close') {
         clearTimeout(handshakeTimer);
         if (!client.destroyed) client.end(() => client.destroy());
@@ -175,7 +190,21 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
     }
     return early;
   };
-  const onData = (chunk: Buffer): void => void run(session.feed(chunk));
+  const onData = (chunk: Buffer): void => {
+    if (greeting) {
+      const buf = greeting.length === 0 ? chunk : concatBytes(greeting, chunk);
+      const g = decodeGreeting(buf);
+      if (g.status === 'need') {
+        greeting = buf;
+        return;
+      }
+      greeting = null;
+      session = sessionFor(g);
+      run(session.feed(buf));
+      return;
+    }
+    run(session.feed(chunk));
+  };
   client.on('data', onData);
 }
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SocksClient } from 'socks';
 import { CMD, METHOD, REP } from '../../../shared/socks5/constants.js';
-import { concatBytes, decodeMethodSelection, decodeReply, decodeSocks4Reply, encodeGreeting, encodeRequest, encodeSocks4Request } from '../../../shared/socks5/codec.js';
+import { concatBytes, decodeMethodSelection, decodeReply, decodeSocks4Reply, encodeAuthRequest, encodeGreeting, encodeRequest, encodeSocks4Request } from '../../../shared/socks5/codec.js';
 import { bridgeStatus, eventually, openFds } from '../../helpers/settle.js';
 import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
 import { readAll, sha256, startOrigin, type Origin } from '../../helpers/origin.js';
@@ -347,6 +347,70 @@ describe('bridge BIND clients that leave while waiting', () => {
     } finally {
       for (const s of clients) s.destroy();
       await Promise.all([bridge.stop(), gw.stop()]);
+    }
+  });
+});
+
+/** Writes `bytes` and collects what comes back until `until` matches it (or the socket ends). */
+function exchange(port: number, bytes: Uint8Array, until: (got: Buffer) => boolean): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port }, () => s.write(bytes));
+    let got = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`no full answer, got ${got.toString('hex')}`));
+    }, 15_000);
+    const finish = (): void => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(got);
+    };
+    s.on('data', (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      if (until(got)) finish();
+    });
+    s.once('end', finish);
+    s.once('error', reject);
+  });
+}
+
+describe('bridge SOCKS5 clients that offer username/password', () => {
+  test('only 0x02 offered: any credentials are accepted at once (01 00) and the request served; with 0x00 also offered 0x00 is chosen; curl with socks5h://u:p@', async () => {
+    const origin = await startOrigin('127.0.0.1', 1024);
+    const b = await startCli(['start', '--listen', '127.0.0.1:0', '--allow', '127.0.0.1', '--dns', 'none', '--quiet']);
+    const port = b.listening[0]!.port;
+    try {
+      const get = Buffer.from('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      const request = encodeRequest({ cmd: CMD.CONNECT, host: '127.0.0.1', port: origin.port });
+      const hello = (got: Buffer): boolean => got.includes('hello from origin');
+      // as Firefox does with a proxy username: one method, 0x02; here all in one write
+      const onlyUserpass = await exchange(port, concatBytes(encodeGreeting({ methods: [METHOD.USERPASS] }), encodeAuthRequest({ username: 'anyone', password: 'whatever' }), request, get), hello);
+      assert.equal(onlyUserpass.subarray(0, 4).toString('hex'), '05020100', 'USERPASS chosen, credentials accepted');
+      assert.equal(onlyUserpass.subarray(4, 6).toString('hex'), '0500', 'request granted');
+      assert.ok(hello(onlyUserpass));
+      // one message at a time, as most clients send them
+      const s = connect({ host: '127.0.0.1', port });
+      const read = (n: number): Promise<Buffer> =>
+        new Promise((resolve) => {
+          const take = (): void => {
+            const d = s.read(n) as Buffer | null;
+            if (d) resolve(d);
+            else s.once('readable', take);
+          };
+          take();
+        });
+      s.write(encodeGreeting({ methods: [METHOD.USERPASS] }));
+      assert.equal((await read(2)).toString('hex'), '0502');
+      s.write(encodeAuthRequest({ username: 'u', password: '' }));
+      assert.equal((await read(2)).toString('hex'), '0100', 'answered at once');
+      s.destroy();
+      const both = await exchange(port, concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH, METHOD.USERPASS] }), request, get), hello);
+      assert.equal(both.subarray(0, 4).toString('hex'), '05000500', 'NO_AUTH chosen, no credentials asked');
+      const r = await curl(['--proxy', `socks5h://u:p@127.0.0.1:${port}`, `http://127.0.0.1:${origin.port}/`]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout.toString(), 'hello from origin');
+    } finally {
+      await Promise.all([b.stop(), origin.close()]);
     }
   });
 });
