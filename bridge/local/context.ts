@@ -42,3 +42,34 @@ export function relayToEnd(ctx: BridgeContext, client: Socket, tunnel: Tunnel, l
   });
 }
 
+
+const guards = new WeakMap<Socket, (e: unknown) => void>();
+
+/**
+ * One guard per accepted socket: an exception thrown by any of its event listeners (the SOCKS
+ * and relay handlers run in them) or given to failInternally() ends that connection through
+ * `internal`, never the process. No process-wide handler: the guard is the socket's emit.
+ */
+export function guardSocket(client: Socket, internal: (e: unknown) => void): void {
+  guards.set(client, internal);
+  const emit = client.emit;
+  client.emit = function guardedEmit(this: Socket, event: string | symbol, ...args: unknown[]): boolean {
+    try {
+      return (emit as (event: string | symbol, ...args: unknown[]) => boolean).call(this, event, ...args);
+    } catch (e) {
+      internal(e);
+      return false;
+    }
+  } as Socket['emit'];
+}
+
+/** A defect found outside the socket's own events (a handler's promise, an HTTP callback): ends that connection. */
+export function failInternally(client: Socket, e: unknown): void {
+  const internal = guards.get(client);
+  if (internal) internal(e);
+  else {
+    // not an accepted socket (cannot happen): still only this connection
+    process.stderr.write(`dualsocks bridge: internal error: ${e instanceof Error ? e.stack : String(e)}\n`);
+    client.destroy();
+  }
+}

@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import { formatIp, joinHostPort, parseIp, splitHostPort } from '../../shared/net/address.js';
 import { isDualsocksError, RequestError } from '../../shared/errors.js';
 import type { Tunnel } from '../upstream/pool.js';
-import { relayToEnd, type BridgeContext } from './context.js';
+import { failInternally, relayToEnd, type BridgeContext } from './context.js';
 import { describeFailure, type Failure } from './failure.js';
 import { handlePage } from './pages.js';
 
@@ -19,6 +19,17 @@ const VIA = '1.1 dualsocks';
 // RFC 9110 §7.6.1, plus Proxy-Connection (pre-standard, still sent by clients).
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+/** `fn` inside the connection's guard: what it throws ends that connection (ERR_INTERNAL), not the process. */
+function guarded<A extends unknown[]>(socket: Duplex, fn: (...args: A) => void): (...args: A) => void {
+  return (...args: A): void => {
+    try {
+      fn(...args);
+    } catch (e) {
+      failInternally(socket as Socket, e);
+    }
+  };
+}
 
 export interface Target {
   host: string;
@@ -198,7 +209,8 @@ export function createHttpFrontend(ctx: BridgeContext, opts: { handshakeTimeoutM
   // the listener may hand over a socket it paused while sniffing the first byte
   server.on('connection', (s: Socket) => s.resume());
 
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => guarded(req.socket, serve)(req, res));
+  const serve = (req: IncomingMessage, res: ServerResponse): void => {
     const url = req.url ?? '';
     if (url.startsWith('/') || url === '*') {
       if (!handlePage(ctx, req, res)) textResponse(res, 400, notAPage(ctx, url), {}, 'Not A Proxy Request');
@@ -212,16 +224,17 @@ export function createHttpFrontend(ctx: BridgeContext, opts: { handshakeTimeoutM
       return;
     }
     forward(ctx, agent, req, res, parsed.target, parsed.authority, parsed.path);
-  });
+  };
 
   server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    void tunnelConnect(ctx, req, socket as Socket, head);
+    guarded(socket, () => void tunnelConnect(ctx, req, socket as Socket, head).catch((e: unknown) => failInternally(socket as Socket, e)))();
   });
 
   // No 'upgrade' listener on purpose: Node then serves Upgrade requests as plain ones, and
   // forward() drops Upgrade as hop-by-hop. Browsers send WebSockets through CONNECT.
 
-  server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => {
+  server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => guarded(socket, clientError)(err, socket));
+  const clientError = (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex): void => {
     const busy = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage?.headersSent;
     if (err.code === 'ECONNRESET' || !socket.writable || busy) {
       socket.destroy();
@@ -229,7 +242,7 @@ export function createHttpFrontend(ctx: BridgeContext, opts: { handshakeTimeoutM
     }
     const [status, reason, text] = clientErrorWords(err);
     rawResponse(socket, status, reason, `${text}\n\n(${err.code ?? 'error'}: ${err.message})\n`);
-  });
+  };
 
   server.on('close', () => agent.destroy());
   return server;
@@ -272,7 +285,7 @@ function forward(ctx: BridgeContext, agent: Agent, req: IncomingMessage, res: Se
       req.resume();
       return;
     }
-    proxyReq.on('response', (pres: IncomingMessage) => {
+    proxyReq.on('response', guarded(req.socket, (pres: IncomingMessage) => {
       if (res.destroyed) {
         pres.destroy();
         return;
@@ -290,8 +303,8 @@ function forward(ctx: BridgeContext, agent: Agent, req: IncomingMessage, res: Se
       pres.pipe(res);
       pres.once('error', () => res.destroy());
       pres.once('aborted', () => res.destroy());
-    });
-    proxyReq.on('error', (err: NodeJS.ErrnoException) => {
+    }));
+    proxyReq.on('error', guarded(req.socket, (err: NodeJS.ErrnoException) => {
       if (res.destroyed || res.writableEnded) return;
       if (res.headersSent) {
         res.destroy();
@@ -310,7 +323,7 @@ function forward(ctx: BridgeContext, agent: Agent, req: IncomingMessage, res: Se
         req.resume();
       }
       textResponse(res, f.httpStatus, failureBody(f, label, err), failureHeaders(f), f.reason);
-    });
+    }));
     res.once('close', () => {
       if (!res.writableFinished) proxyReq.destroy();
     });

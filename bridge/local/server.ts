@@ -8,10 +8,11 @@ import { sniffProtocol } from '../../shared/socks5/codec.js';
 import { CMD } from '../../shared/socks5/constants.js';
 import { relay, RelayGroup } from '../relay.js';
 import { closeAll, listenAll, type HostPort } from '../listen.js';
+import { say } from '../log.js';
 import { connectTcp } from '../upstream/direct.js';
 import type { GatewayPool, Tunnel } from '../upstream/pool.js';
 import { readRules, type BridgeConfig } from './config.js';
-import type { BridgeContext } from './context.js';
+import { guardSocket, type BridgeContext } from './context.js';
 import { createHttpFrontend } from './http.js';
 import { serveSocks4, serveSocks5 } from './socks.js';
 import { BridgeState, type Inbound } from './state.js';
@@ -99,6 +100,19 @@ export class Bridge {
   }
 
   private accept(client: Socket): void {
+    let failed = false;
+    guardSocket(client, (e) => {
+      if (failed) return;
+      failed = true;
+      const host = canonicalHost(client.remoteAddress ?? '');
+      say(`dualsocks bridge: internal error serving ${joinHostPort(host, client.remotePort ?? 0)}, connection closed: ${e instanceof Error ? e.stack : String(e)}`);
+      try {
+        this.state.log({ client: host, clientPort: client.remotePort, result: 'ERR_INTERNAL', rep: 1, error: e instanceof Error ? e.message : String(e) });
+      } catch {
+        // the logger may be what failed: the stack above is the record
+      }
+      client.destroy();
+    });
     this.sockets.add(client);
     client.once('close', () => this.sockets.delete(client));
     client.on('error', () => client.destroy());

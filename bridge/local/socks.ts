@@ -10,7 +10,7 @@ import { releasedToNative } from '../native/loader.js';
 import { holdWhile } from '../relay.js';
 import type { Tunnel } from '../upstream/pool.js';
 import { bindSecondReply, type Socks5Dial } from '../upstream/socks5.js';
-import { relayToEnd, type BridgeContext } from './context.js';
+import { failInternally, relayToEnd, type BridgeContext } from './context.js';
 import type { Inbound } from './state.js';
 import { serveUdpAssociate } from './udp.js';
 
@@ -140,6 +140,7 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
   // made once the greeting is read (sessionFor)
   let session!: Socks5ServerSession;
   let greeting: Uint8Array | null = new Uint8Array(0);
+  const internal = (e: unknown): void => failInternally(client, e);
   const done = ctx.state.opened('socks5');
   // a socket the native relay took over closes at once: the relay's end closes the count then
   client.once('close', () => releasedToNative(client) || done());
@@ -166,26 +167,26 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
         client.off('data', onData);
         const { cmd, host, port } = c.request;
         if (cmd === CMD.UDP_ASSOCIATE) {
-          void serveUdpAssociate(ctx, client, c.request, (r) => void run(r instanceof DualsocksError ? session.fail(r) : session.succeed(r)));
+          serveUdpAssociate(ctx, client, c.request, (r) => void run(r instanceof DualsocksError ? session.fail(r) : session.succeed(r))).catch(internal);
           continue;
         }
         if (cmd === CMD.BIND && ctx.bind) {
-          void bindThrough(ctx, client, 'socks5', host, port, {
+          bindThrough(ctx, client, 'socks5', host, port, {
             first: (bound) => run(session.succeed(bound)),
             second: (peer) => void run(session.reply(REP.SUCCEEDED, peer)),
             fail: (err) => void run(session.fail(err)),
-          }, done);
+          }, done).catch(internal);
           continue;
         }
         if (cmd !== CMD.CONNECT) {
           run(session.fail(new SocksProtocolError('ERR_SOCKS_COMMAND', `command ${cmd} through the bridge`)));
           continue;
         }
-        void tunnelFor(ctx, client, 'socks5', host, port, (r) => {
+        tunnelFor(ctx, client, 'socks5', host, port, (r) => {
           if (r instanceof DualsocksError) return run(session.fail(r));
           // BND.ADDR is the gateway's outbound address: the client sees which family it used
           return run(session.succeed(r));
-        }, done);
+        }, done).catch(internal);
       }
     }
     return early;
@@ -210,6 +211,7 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
 
 export function serveSocks4(ctx: BridgeContext, client: Socket, handshakeTimer: NodeJS.Timeout): void {
   const done = ctx.state.opened('socks4');
+  const internal = (e: unknown): void => failInternally(client, e);
   client.once('close', () => releasedToNative(client) || done());
   const leftEarly = (): void => {
     clearTimeout(handshakeTimer);
@@ -236,17 +238,17 @@ export function serveSocks4(ctx: BridgeContext, client: Socket, handshakeTimer: 
     if (rest.length > 0) client.unshift(rest);
     const { host, port } = d.msg;
     if (d.msg.cmd === CMD.BIND) {
-      void bindThrough(ctx, client, 'socks4', host, port, {
+      bindThrough(ctx, client, 'socks4', host, port, {
         first: (bound) => {
           client.write(encodeSocks4Reply({ cd: SOCKS4_CD.GRANTED, ...socks4Address(bound) }));
           return [];
         },
         second: (peer) => void client.write(encodeSocks4Reply({ cd: SOCKS4_CD.GRANTED, ...socks4Address(peer) })),
         fail: reject,
-      }, done);
+      }, done).catch(internal);
       return;
     }
-    void tunnelFor(ctx, client, 'socks4', host, port, (r) => {
+    tunnelFor(ctx, client, 'socks4', host, port, (r) => {
       if (r instanceof DualsocksError) {
         client.end(encodeSocks4Reply({ cd: SOCKS4_CD.REJECTED }), () => client.destroy());
         return [];
@@ -255,7 +257,7 @@ export function serveSocks4(ctx: BridgeContext, client: Socket, handshakeTimer: 
       // SOCKS4 can only show an IPv4 bound address
       client.write(encodeSocks4Reply({ cd: SOCKS4_CD.GRANTED, ...(ip && isV4(ip) ? r : {}) }));
       return [];
-    }, done);
+    }, done).catch(internal);
   };
   client.on('data', onData);
 }
