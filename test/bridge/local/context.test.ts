@@ -15,6 +15,7 @@ import type { LogRecord } from '../../../bridge/log.js';
 import { prng } from '../../helpers/bytes.js';
 import { readAll } from '../../helpers/origin.js';
 import { run, startCli } from '../../helpers/process.js';
+import { eventually, openFds } from '../../helpers/settle.js';
 
 /** A pool with no gateway: every tunnel is refused (the bridge's failure path). */
 const noGateway = {
@@ -107,8 +108,11 @@ describe('bridge connection guard', () => {
         Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00]),
       ];
       for (let i = 0; i < 300; i++) odd.push(bytes(1 + Math.floor(rnd() * 64)));
+      const base = openFds(b);
       for (let i = 0; i < odd.length; i += 20) await Promise.all(odd.slice(i, i + 20).map((x) => exchange(port, x)));
       assert.equal(b.proc.exitCode, null, 'still running');
+      // every one of them closed (by its FIN, a reply, or the handshake timeout): nothing left open
+      await eventually(() => openFds(b) <= base, `descriptors back to ${base}`, { describe: () => openFds(b) });
       const r = await run('curl', ['-sS', '--max-time', '10', `http://127.0.0.1:${port}/api/status`]);
       assert.equal(r.code, 0, r.stderr);
       assert.equal((JSON.parse(r.stdout.toString()) as { name: string }).name, 'dualsocks-bridge');
