@@ -13,6 +13,7 @@ export const BRIDGE_LISTEN_OPTIONS: OptionSpec[] = [
   { key: 'clients', kind: 'list', arg: 'CIDR', help: 'sources allowed to use the bridge; required to listen beyond loopback' },
   { key: 'rules', kind: 'string', arg: 'FILE', help: 'routing rules (JSON) for the PAC file and the bridge' },
   { key: 'pacProxy', kind: 'string', arg: 'HOST:PORT', help: "proxy address written into the PAC (default: the address the PAC was fetched from)" },
+  { key: 'handshakeTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed for a SOCKS handshake or an HTTP request head (default 10)' },
   { key: 'connectTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed to reach a gateway and the destination (default 10)' },
   { key: 'idleTimeout', kind: 'seconds', zero: 'never', arg: 'SECONDS', help: 'close a tunnel idle this long, 0 for never (default 3600)' },
 ];
@@ -41,6 +42,8 @@ export interface BridgeConfig {
   healthIntervalMs: number;
   /** No per-connection log lines. */
   quiet: boolean;
+  /** A SOCKS handshake or an HTTP request head not complete within this closes the connection. */
+  handshakeTimeoutMs: number;
 }
 
 export const DEFAULT_BRIDGE_LISTEN: HostPort[] = [
@@ -87,5 +90,6 @@ export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig 
     idleTimeoutMs: millis(o, 'idleTimeout', 3600),
     healthIntervalMs: Math.max(1000, millis(o, 'healthInterval', 10)),
     quiet: o.quiet === true,
+    handshakeTimeoutMs: Math.round(((o.handshakeTimeout as number | undefined) ?? 10) * 1000),
   };
 }

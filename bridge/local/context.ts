@@ -15,10 +15,10 @@ export interface BridgeContext {
    * (left out: treated as a client elsewhere).
    */
   open(host: string, port: number, via: Inbound, from?: string): Promise<Tunnel>;
-  /** Opens a UDP association through a gateway (one at each hop of a chain). */
-  associate?(): Promise<UdpAssociation>;
-  /** Asks a gateway to BIND for host:port; the tunnel's first reply is where it listens. */
-  bind?(host: string, port: number): Promise<Tunnel>;
+  /** Opens a UDP association through a gateway (one at each hop of a chain); `signal`: the client left, give up. */
+  associate?(signal?: AbortSignal): Promise<UdpAssociation>;
+  /** Asks a gateway to BIND for host:port; the tunnel's first reply is where it listens. `signal`: the client left. */
+  bind?(host: string, port: number, signal?: AbortSignal): Promise<Tunnel>;
   /**
    * Relays client <-> tunnel until both sides close, then releases the tunnel's place in its
    * gateway's count. The native relay may release both sockets at once: a caller keeps what it
@@ -46,3 +46,34 @@ export function relayToEnd(ctx: BridgeContext, client: Socket, tunnel: Tunnel, l
   });
 }
 
+
+const guards = new WeakMap<Socket, (e: unknown) => void>();
+
+/**
+ * One guard per accepted socket: an exception thrown by any of its event listeners (the SOCKS
+ * and relay handlers run in them) or given to failInternally() ends that connection through
+ * `internal`, never the process. No process-wide handler: the guard is the socket's emit.
+ */
+export function guardSocket(client: Socket, internal: (e: unknown) => void): void {
+  guards.set(client, internal);
+  const emit = client.emit;
+  client.emit = function guardedEmit(this: Socket, event: string | symbol, ...args: unknown[]): boolean {
+    try {
+      return (emit as (event: string | symbol, ...args: unknown[]) => boolean).call(this, event, ...args);
+    } catch (e) {
+      internal(e);
+      return false;
+    }
+  } as Socket['emit'];
+}
+
+/** A defect found outside the socket's own events (a handler's promise, an HTTP callback): ends that connection. */
+export function failInternally(client: Socket, e: unknown): void {
+  const internal = guards.get(client);
+  if (internal) internal(e);
+  else {
+    // not an accepted socket (cannot happen): still only this connection
+    process.stderr.write(`dualsocks bridge: internal error: ${e instanceof Error ? e.stack : String(e)}\n`);
+    client.destroy();
+  }
+}

@@ -11,7 +11,7 @@ import { formatIp, joinHostPort, parseIp, splitHostPort } from '../../shared/net
 import { isDualsocksError, RequestError } from '../../shared/errors.js';
 import { isLocalPeer } from '../host-addresses.js';
 import type { Tunnel } from '../upstream/pool.js';
-import { relayToEnd, type BridgeContext } from './context.js';
+import { failInternally, relayToEnd, type BridgeContext } from './context.js';
 import { describeFailure, type Failure } from './failure.js';
 import { handlePage } from './pages.js';
 
@@ -20,6 +20,17 @@ const VIA = '1.1 dualsocks';
 // RFC 9110 §7.6.1, plus Proxy-Connection (pre-standard, still sent by clients).
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+/** `fn` inside the connection's guard: what it throws ends that connection (ERR_INTERNAL), not the process. */
+function guarded<A extends unknown[]>(socket: Duplex, fn: (...args: A) => void): (...args: A) => void {
+  return (...args: A): void => {
+    try {
+      fn(...args);
+    } catch (e) {
+      failInternally(socket as Socket, e);
+    }
+  };
+}
 
 export interface Target {
   host: string;
@@ -182,20 +193,30 @@ class TunnelAgent extends Agent {
   }
 }
 
-export function createHttpFrontend(ctx: BridgeContext): Server {
+/** Largest request head (request line and headers) the bridge reads; more gets a 431. */
+export const MAX_HEAD_BYTES = 16 * 1024;
+
+export function createHttpFrontend(ctx: BridgeContext, opts: { handshakeTimeoutMs?: number } = {}): Server {
   const agent = new TunnelAgent(ctx);
+  const headersTimeout = opts.handshakeTimeoutMs ?? 10_000;
   const server = createServer({
     // CONNECT tunnels and long uploads live longer than any request timeout would allow
     requestTimeout: 0,
-    headersTimeout: 30_000,
+    // a request head (from its first byte) not complete in time gets a 408 and the connection closes
+    headersTimeout,
+    connectionsCheckingInterval: Math.min(1000, headersTimeout),
     keepAliveTimeout: 60_000,
-    maxHeaderSize: 16 * 1024,
+    maxHeaderSize: MAX_HEAD_BYTES,
   });
+  // Node checks headersTimeout only for servers that listen (it starts its checks on 'listening');
+  // this one is handed sockets by the mixed port, so start them here (slow-loris heads)
+  server.emit('listening');
 
   // the listener may hand over a socket it paused while sniffing the first byte
   server.on('connection', (s: Socket) => s.resume());
 
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => guarded(req.socket, serve)(req, res));
+  const serve = (req: IncomingMessage, res: ServerResponse): void => {
     const url = req.url ?? '';
     if (url.startsWith('/') || url === '*') {
       if (!handlePage(ctx, req, res)) textResponse(res, 400, notAPage(ctx, url), {}, 'Not A Proxy Request');
@@ -209,16 +230,17 @@ export function createHttpFrontend(ctx: BridgeContext): Server {
       return;
     }
     forward(ctx, agent, req, res, parsed.target, parsed.authority, parsed.path);
-  });
+  };
 
   server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    void tunnelConnect(ctx, req, socket as Socket, head);
+    guarded(socket, () => void tunnelConnect(ctx, req, socket as Socket, head).catch((e: unknown) => failInternally(socket as Socket, e)))();
   });
 
   // No 'upgrade' listener on purpose: Node then serves Upgrade requests as plain ones, and
   // forward() drops Upgrade as hop-by-hop. Browsers send WebSockets through CONNECT.
 
-  server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => {
+  server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => guarded(socket, clientError)(err, socket));
+  const clientError = (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex): void => {
     const busy = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage?.headersSent;
     if (err.code === 'ECONNRESET' || !socket.writable || busy) {
       socket.destroy();
@@ -226,14 +248,14 @@ export function createHttpFrontend(ctx: BridgeContext): Server {
     }
     const [status, reason, text] = clientErrorWords(err);
     rawResponse(socket, status, reason, `${text}\n\n(${err.code ?? 'error'}: ${err.message})\n`);
-  });
+  };
 
   server.on('close', () => agent.destroy());
   return server;
 }
 
 function clientErrorWords(err: NodeJS.ErrnoException & { rawPacket?: Buffer }): [number, string, string] {
-  if (err.code === 'HPE_HEADER_OVERFLOW') return [431, 'Request Header Fields Too Large', 'The request headers are larger than the bridge accepts (16 KiB).'];
+  if (err.code === 'HPE_HEADER_OVERFLOW') return [431, 'Request Header Fields Too Large', `The request line and headers are larger than the bridge accepts (${MAX_HEAD_BYTES / 1024} KiB).`];
   if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ERR_HTTP_HEADERS_TIMEOUT') return [408, 'Request Timeout', 'The request headers did not arrive in time.'];
   if (err.rawPacket?.[0] === 0x16) {
     return [400, 'Bad Request', 'This port speaks plain HTTP proxy and SOCKS, not TLS: use http:// (not https://) as the proxy URL.'];
@@ -269,7 +291,7 @@ function forward(ctx: BridgeContext, agent: Agent, req: IncomingMessage, res: Se
       req.resume();
       return;
     }
-    proxyReq.on('response', (pres: IncomingMessage) => {
+    proxyReq.on('response', guarded(req.socket, (pres: IncomingMessage) => {
       if (res.destroyed) {
         pres.destroy();
         return;
@@ -287,8 +309,8 @@ function forward(ctx: BridgeContext, agent: Agent, req: IncomingMessage, res: Se
       pres.pipe(res);
       pres.once('error', () => res.destroy());
       pres.once('aborted', () => res.destroy());
-    });
-    proxyReq.on('error', (err: NodeJS.ErrnoException) => {
+    }));
+    proxyReq.on('error', guarded(req.socket, (err: NodeJS.ErrnoException) => {
       if (res.destroyed || res.writableEnded) return;
       if (res.headersSent) {
         res.destroy();
@@ -307,7 +329,7 @@ function forward(ctx: BridgeContext, agent: Agent, req: IncomingMessage, res: Se
         req.resume();
       }
       textResponse(res, f.httpStatus, failureBody(f, label, err), failureHeaders(f), f.reason);
-    });
+    }));
     res.once('close', () => {
       if (!res.writableFinished) proxyReq.destroy();
     });

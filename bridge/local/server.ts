@@ -11,15 +11,15 @@ import { CMD } from '../../shared/socks5/constants.js';
 import { relay, RelayGroup } from '../relay.js';
 import { hostAddresses, isLocalPeer } from '../host-addresses.js';
 import { closeAll, listenAll, type HostPort } from '../listen.js';
+import { say } from '../log.js';
 import { connectTcp } from '../upstream/direct.js';
 import type { GatewayPool, Tunnel } from '../upstream/pool.js';
 import { readRules, type BridgeConfig } from './config.js';
-import type { BridgeContext } from './context.js';
+import { guardSocket, type BridgeContext } from './context.js';
 import { createHttpFrontend } from './http.js';
 import { serveSocks4, serveSocks5 } from './socks.js';
 import { BridgeState, type Inbound } from './state.js';
 
-const FIRST_BYTE_TIMEOUT_MS = 30_000;
 const NOTHING = new CidrSet([]);
 
 export class Bridge {
@@ -43,9 +43,9 @@ export class Bridge {
       state: this.state,
       open: (host, port, via, from) => this.open(host, port, via, from),
       // 0.0.0.0:0: our port toward the gateway is fixed by our first datagram
-      associate: () => this.pool.associate(),
+      associate: (signal) => this.pool.associate(signal),
       // the peer connects to the gateway, so BIND always goes there, whatever the rules say
-      bind: (host, port) => this.pool.open(host, port, CMD.BIND),
+      bind: (host, port, signal) => this.pool.open(host, port, CMD.BIND, signal),
       relay: (client, tunnel) => {
         // the tunnel object holds its socket: keep only what the end needs
         const { release } = tunnel;
@@ -55,7 +55,7 @@ export class Bridge {
       port: config.listen[0]?.port ?? 1080,
       pacProxy: config.pacProxy,
     };
-    this.http = createHttpFrontend(this.ctx);
+    this.http = createHttpFrontend(this.ctx, { handshakeTimeoutMs: config.handshakeTimeoutMs });
   }
 
   private open(host: string, port: number, _via: Inbound, from?: string): Promise<Tunnel> {
@@ -112,6 +112,19 @@ export class Bridge {
   }
 
   private accept(client: Socket): void {
+    let failed = false;
+    guardSocket(client, (e) => {
+      if (failed) return;
+      failed = true;
+      const host = canonicalHost(client.remoteAddress ?? '');
+      say(`dualsocks bridge: internal error serving ${joinHostPort(host, client.remotePort ?? 0)}, connection closed: ${e instanceof Error ? e.stack : String(e)}`);
+      try {
+        this.state.log({ client: host, clientPort: client.remotePort, result: 'ERR_INTERNAL', rep: 1, error: e instanceof Error ? e.message : String(e) });
+      } catch {
+        // the logger may be what failed: the stack above is the record
+      }
+      client.destroy();
+    });
     this.sockets.add(client);
     client.once('close', () => this.sockets.delete(client));
     client.on('error', () => client.destroy());
@@ -120,8 +133,16 @@ export class Bridge {
       client.destroy();
       return;
     }
-    const timer = setTimeout(() => client.destroy(), FIRST_BYTE_TIMEOUT_MS);
+    // from the first byte to a complete SOCKS request (HTTP heads: the HTTP server's headersTimeout)
+    const timer = setTimeout(() => client.destroy(), this.config.handshakeTimeoutMs);
+    // gone before saying anything (a port scan, a health check): closed now, not at the timeout
+    const early = (): void => {
+      clearTimeout(timer);
+      client.destroy();
+    };
+    client.once('end', early);
     client.once('data', (first: Buffer) => {
+      client.off('end', early);
       client.pause();
       client.unshift(first);
       switch (sniffProtocol(first[0]!)) {

@@ -3,14 +3,14 @@
 import type { Socket } from 'node:net';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
 import { isV4, joinHostPort, parseIp } from '../../shared/net/address.js';
-import { concatBytes, decodeSocks4Request, encodeSocks4Reply } from '../../shared/socks5/codec.js';
-import { CMD, REP, SOCKS4_CD } from '../../shared/socks5/constants.js';
+import { concatBytes, decodeGreeting, decodeSocks4Request, encodeSocks4Reply, type Decoded, type Greeting } from '../../shared/socks5/codec.js';
+import { CMD, METHOD, REP, SOCKS4_CD } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
 import { releasedToNative } from '../native/loader.js';
 import { holdWhile } from '../relay.js';
 import type { Tunnel } from '../upstream/pool.js';
 import { bindSecondReply, type Socks5Dial } from '../upstream/socks5.js';
-import { relayToEnd, type BridgeContext } from './context.js';
+import { failInternally, relayToEnd, type BridgeContext } from './context.js';
 import type { Inbound } from './state.js';
 import { serveUdpAssociate } from './udp.js';
 
@@ -66,41 +66,55 @@ interface BindReplies {
  * BIND through a gateway (FTP active mode and the like): the first reply is where the gateway
  * listens, the second names the peer that connected to it; then the bytes are relayed. What the
  * client sends while waiting is held and passed on. A gateway's refusal or timeout reaches the
- * client as its own reply code (SOCKS4: rejected).
+ * client as its own reply code (SOCKS4: rejected). A client that ends while waiting (FIN or
+ * close, before either reply) ends the BIND at once: the gateway's connection is closed, so its
+ * listener goes too. After the second reply a FIN is the relay's.
  */
 async function bindThrough(ctx: BridgeContext, client: Socket, via: Inbound, host: string, port: number, replies: BindReplies, done: () => void): Promise<void> {
   const line = ctx.state.begin(via, client, host, port, { cmd: 'bind' });
-  let tunnel: Tunnel;
-  try {
-    tunnel = await ctx.bind!(host, port);
-  } catch (e) {
-    const err = asError(e);
-    ctx.state.finish(line, { result: err.code, rep: err.rep });
-    replies.fail(err);
-    return;
-  }
+  const gone = new AbortController();
+  const leave = (): void => gone.abort();
+  client.once('end', leave);
+  client.once('close', leave);
+  if (client.readableEnded || client.destroyed) leave();
+  const held: Uint8Array[] = [];
+  let tunnel: Tunnel | undefined;
+  const waiting = (async (): Promise<Socks5Dial> => {
+    const t = await ctx.bind!(host, port, gone.signal);
+    if (gone.signal.aborted) {
+      t.socket.destroy();
+      throw new RequestError('ERR_CONNECT_FAILED', 'client went away');
+    }
+    tunnel = t;
+    // bytes that came with the request go before any read while waiting
+    held.unshift(...replies.first(t.reply));
+    return bindSecondReply(t.dial!, { signal: gone.signal });
+  })();
   let second: Socks5Dial | null;
   try {
-    const held = replies.first(tunnel.reply);
-    second = await holdWhile(client, held, bindSecondReply(tunnel.dial!));
-    if (second !== null) {
-      replies.second(second.reply);
-      // counted from after the second reply
-      tunnel.overhead = second.overhead;
-      for (const chunk of held) tunnel.socket.write(chunk);
-    }
+    second = await holdWhile(client, held, waiting, gone.signal);
   } catch (e) {
     const err = asError(e);
-    tunnel.socket.destroy();
-    ctx.state.finish(line, { gateway: tunnel.gateway, result: err.code, rep: err.rep });
+    tunnel?.socket.destroy();
+    ctx.state.finish(line, { ...(tunnel ? { gateway: tunnel.gateway } : {}), result: err.code, rep: err.rep });
     replies.fail(err);
     return;
+  } finally {
+    client.off('end', leave);
+    client.off('close', leave);
   }
-  if (second === null) {
-    tunnel.socket.destroy();
-    ctx.state.finish(line, { gateway: tunnel.gateway, result: 'ERR_CLIENT_CLOSED' });
+  if (second === null || gone.signal.aborted || !tunnel) {
+    // a dial or a wait still in flight gives up; a tunnel already there is closed
+    gone.abort();
+    tunnel?.socket.destroy();
+    ctx.state.finish(line, { ...(tunnel ? { gateway: tunnel.gateway } : {}), result: 'ERR_CLIENT_CLOSED' });
+    client.destroy();
     return;
   }
+  replies.second(second.reply);
+  // counted from after the second reply
+  tunnel.overhead = second.overhead;
+  for (const chunk of held) tunnel.socket.write(chunk);
   relayToEnd(ctx, client, tunnel, line, done, { peer: joinHostPort(second.reply.host, second.reply.port) });
 }
 
@@ -111,62 +125,106 @@ function socks4Address(r: { host: string; port: number }): { host: string; port:
   return r;
 }
 
+/**
+ * Which session a greeting gets. The bridge has no users: NO_AUTH when offered; a client that
+ * offers only USERPASS (Firefox with a proxy username, any client configured with credentials
+ * that does not also offer NO_AUTH) has its credentials accepted, whatever they are, rather than
+ * refused with 0xFF.
+ */
+function sessionFor(greeting: Decoded<Greeting>): Socks5ServerSession {
+  const methods = greeting.status === 'ok' ? greeting.msg.methods : [];
+  return new Socks5ServerSession({ requireAuth: !methods.includes(METHOD.NO_AUTH) && methods.includes(METHOD.USERPASS) });
+}
+
 export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: NodeJS.Timeout): void {
-  const session = new Socks5ServerSession({ requireAuth: false });
+  // made once the greeting is read (sessionFor)
+  let session!: Socks5ServerSession;
+  let greeting: Uint8Array | null = new Uint8Array(0);
+  const internal = (e: unknown): void => failInternally(client, e);
   const done = ctx.state.opened('socks5');
   // a socket the native relay took over closes at once: the relay's end closes the count then
   client.once('close', () => releasedToNative(client) || done());
+  // gone before its request: closed now, not at the handshake timeout
+  const leftEarly = (): void => {
+    clearTimeout(handshakeTimer);
+    client.destroy();
+  };
+  client.once('end', leftEarly);
   const run = (cmds: ServerCommand[]): Uint8Array[] => {
     const early: Uint8Array[] = [];
     for (const c of cmds) {
       if (c.type === 'send') client.write(c.data);
       else if (c.type === 'data') early.push(c.data);
+      // any credentials will do (sessionFor)
+      else if (c.type === 'authenticate') early.push(...run(session.authResult(true)));
       else if (c.type === 'close') {
         clearTimeout(handshakeTimer);
         if (!client.destroyed) client.end(() => client.destroy());
       } else if (c.type === 'request') {
         clearTimeout(handshakeTimer);
+        client.off('end', leftEarly);
         client.pause();
         client.off('data', onData);
         const { cmd, host, port } = c.request;
         if (cmd === CMD.UDP_ASSOCIATE) {
-          void serveUdpAssociate(ctx, client, c.request, (r) => void run(r instanceof DualsocksError ? session.fail(r) : session.succeed(r)));
+          serveUdpAssociate(ctx, client, c.request, (r) => void run(r instanceof DualsocksError ? session.fail(r) : session.succeed(r))).catch(internal);
           continue;
         }
         if (cmd === CMD.BIND && ctx.bind) {
-          void bindThrough(ctx, client, 'socks5', host, port, {
+          bindThrough(ctx, client, 'socks5', host, port, {
             first: (bound) => run(session.succeed(bound)),
             second: (peer) => void run(session.reply(REP.SUCCEEDED, peer)),
             fail: (err) => void run(session.fail(err)),
-          }, done);
+          }, done).catch(internal);
           continue;
         }
         if (cmd !== CMD.CONNECT) {
           run(session.fail(new SocksProtocolError('ERR_SOCKS_COMMAND', `command ${cmd} through the bridge`)));
           continue;
         }
-        void tunnelFor(ctx, client, 'socks5', host, port, (r) => {
+        tunnelFor(ctx, client, 'socks5', host, port, (r) => {
           if (r instanceof DualsocksError) return run(session.fail(r));
           // BND.ADDR is the gateway's outbound address: the client sees which family it used
           return run(session.succeed(r));
-        }, done);
+        }, done).catch(internal);
       }
     }
     return early;
   };
-  const onData = (chunk: Buffer): void => void run(session.feed(chunk));
+  const onData = (chunk: Buffer): void => {
+    if (greeting) {
+      const buf = greeting.length === 0 ? chunk : concatBytes(greeting, chunk);
+      const g = decodeGreeting(buf);
+      if (g.status === 'need') {
+        greeting = buf;
+        return;
+      }
+      greeting = null;
+      session = sessionFor(g);
+      run(session.feed(buf));
+      return;
+    }
+    run(session.feed(chunk));
+  };
   client.on('data', onData);
 }
 
 export function serveSocks4(ctx: BridgeContext, client: Socket, handshakeTimer: NodeJS.Timeout): void {
   const done = ctx.state.opened('socks4');
+  const internal = (e: unknown): void => failInternally(client, e);
   client.once('close', () => releasedToNative(client) || done());
+  const leftEarly = (): void => {
+    clearTimeout(handshakeTimer);
+    client.destroy();
+  };
+  client.once('end', leftEarly);
   let buf: Uint8Array = new Uint8Array(0);
   const onData = (chunk: Buffer): void => {
     buf = buf.length === 0 ? chunk : concatBytes(buf, chunk);
     const d = decodeSocks4Request(buf);
     if (d.status === 'need') return;
     clearTimeout(handshakeTimer);
+    client.off('end', leftEarly);
     client.off('data', onData);
     client.pause();
     const reject = (): void => {
@@ -180,17 +238,17 @@ export function serveSocks4(ctx: BridgeContext, client: Socket, handshakeTimer: 
     if (rest.length > 0) client.unshift(rest);
     const { host, port } = d.msg;
     if (d.msg.cmd === CMD.BIND) {
-      void bindThrough(ctx, client, 'socks4', host, port, {
+      bindThrough(ctx, client, 'socks4', host, port, {
         first: (bound) => {
           client.write(encodeSocks4Reply({ cd: SOCKS4_CD.GRANTED, ...socks4Address(bound) }));
           return [];
         },
         second: (peer) => void client.write(encodeSocks4Reply({ cd: SOCKS4_CD.GRANTED, ...socks4Address(peer) })),
         fail: reject,
-      }, done);
+      }, done).catch(internal);
       return;
     }
-    void tunnelFor(ctx, client, 'socks4', host, port, (r) => {
+    tunnelFor(ctx, client, 'socks4', host, port, (r) => {
       if (r instanceof DualsocksError) {
         client.end(encodeSocks4Reply({ cd: SOCKS4_CD.REJECTED }), () => client.destroy());
         return [];
@@ -199,7 +257,7 @@ export function serveSocks4(ctx: BridgeContext, client: Socket, handshakeTimer: 
       // SOCKS4 can only show an IPv4 bound address
       client.write(encodeSocks4Reply({ cd: SOCKS4_CD.GRANTED, ...(ip && isV4(ip) ? r : {}) }));
       return [];
-    }, done);
+    }, done).catch(internal);
   };
   client.on('data', onData);
 }

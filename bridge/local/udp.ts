@@ -24,19 +24,39 @@ export async function serveUdpAssociate(
   const localRaw = client.localAddress ?? '127.0.0.1';
   const local = parseIp(ipKey(localRaw));
   const peerIp = ipKey(client.remoteAddress ?? '');
+  // The control connection carries nothing after the request, and its end (FIN or close) is the
+  // association's end, also while the gateway is still being asked: watched from now on.
+  const gone = new AbortController();
+  const leave = (): void => gone.abort();
+  client.on('data', () => {});
+  client.on('error', () => {});
+  client.once('end', leave);
+  client.once('close', leave);
+  if (client.readableEnded || client.destroyed) leave();
+  client.resume();
+  const left = (): void => {
+    ctx.state.finish(line, { result: 'ERR_CLIENT_CLOSED' });
+    client.destroy();
+  };
   let assoc: UdpAssociation | undefined;
   let toClient: UdpSocket | undefined;
   try {
     if (!ctx.associate) throw new SocksProtocolError('ERR_SOCKS_COMMAND', 'UDP ASSOCIATE without a gateway pool');
     if (!local) throw new RequestError('ERR_CONNECT_FAILED', `no local address for the relay (${localRaw})`);
-    assoc = await ctx.associate();
-    toClient = await bindUdp(familyOf(local), familyOf(local) === 6 ? localRaw : formatIp(local));
+    assoc = await ctx.associate(gone.signal);
+    if (!gone.signal.aborted) toClient = await bindUdp(familyOf(local), familyOf(local) === 6 ? localRaw : formatIp(local));
   } catch (e) {
     assoc?.chain.close();
+    if (gone.signal.aborted) return left();
     const err = e instanceof DualsocksError ? e : new RequestError('ERR_CONNECT_FAILED', String(e));
     ctx.state.finish(line, { result: err.code, rep: err.rep });
     if (!client.destroyed) answer(err);
     return;
+  }
+  if (gone.signal.aborted || !toClient) {
+    assoc.chain.close();
+    toClient?.close();
+    return left();
   }
   const { chain } = assoc;
   const relay = chain.relays[0]!;
@@ -85,11 +105,8 @@ export async function serveUdpAssociate(
     down.send(msg, clientPort, clientHost);
   });
   down.on('error', () => {});
-  client.on('data', () => {});
-  client.on('error', () => {});
-  for (const ev of ['end', 'close'] as const) client.once(ev, end);
+  gone.signal.addEventListener('abort', end);
   void chain.ended.then(end);
   const bound = down.address();
   answer({ host: canonicalHost(bound.address), port: bound.port });
-  client.resume();
 }

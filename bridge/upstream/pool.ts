@@ -96,18 +96,37 @@ async function greet(hop: Hop, timeoutMs: number): Promise<void> {
   }
 }
 
-/** Opens host:port through a chain: TCP to the first hop, then CONNECT to each next hop. */
-export async function dialChain(hops: Hop[], req: { cmd?: number; host: string; port: number }, timeoutMs: number, opts: { pipelineFirst?: boolean } = {}): Promise<Socks5Dial> {
+/** The error of a dial given up because the client it was for went away. */
+const clientGone = (): RequestError => new RequestError('ERR_CONNECT_FAILED', 'client went away');
+
+/**
+ * Opens host:port through a chain: TCP to the first hop, then CONNECT to each next hop. `signal`
+ * (the client went away) ends the dial at once: its socket is closed, so the gateway frees what
+ * it held for the request.
+ */
+export async function dialChain(hops: Hop[], req: { cmd?: number; host: string; port: number }, timeoutMs: number, opts: { pipelineFirst?: boolean; signal?: AbortSignal | undefined } = {}): Promise<Socks5Dial> {
+  const { signal } = opts;
+  if (signal?.aborted) throw clientGone();
   const socket = await connectTcp(hops[0]!, timeoutMs);
-  for (let i = 0; i < hops.length - 1; i++) {
-    try {
-      await socks5Handshake(socket, hops[i]!, { cmd: CMD.CONNECT, host: hops[i + 1]!.host, port: hops[i + 1]!.port }, { timeoutMs, pipeline: i === 0 && opts.pipelineFirst });
-    } catch (e) {
-      // a refusal on the way is a broken chain, not the destination's answer
-      throw new RequestError('ERR_CONNECT_FAILED', `${hopLabel(hops[i]!)} → ${hopLabel(hops[i + 1]!)}: ${(e as Error).message}`);
+  const onAbort = (): void => void socket.destroy();
+  if (signal?.aborted) onAbort();
+  signal?.addEventListener('abort', onAbort);
+  try {
+    for (let i = 0; i < hops.length - 1; i++) {
+      try {
+        await socks5Handshake(socket, hops[i]!, { cmd: CMD.CONNECT, host: hops[i + 1]!.host, port: hops[i + 1]!.port }, { timeoutMs, pipeline: i === 0 && opts.pipelineFirst });
+      } catch (e) {
+        if (signal?.aborted) throw clientGone();
+        // a refusal on the way is a broken chain, not the destination's answer
+        throw new RequestError('ERR_CONNECT_FAILED', `${hopLabel(hops[i]!)} → ${hopLabel(hops[i + 1]!)}: ${(e as Error).message}`);
+      }
     }
+    return await socks5Handshake(socket, hops[hops.length - 1]!, req, { timeoutMs, pipeline: hops.length === 1 && opts.pipelineFirst }).catch((e: unknown) => {
+      throw signal?.aborted ? clientGone() : e;
+    });
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
   }
-  return socks5Handshake(socket, hops[hops.length - 1]!, req, { timeoutMs, pipeline: hops.length === 1 && opts.pipelineFirst });
 }
 
 /**
@@ -202,10 +221,10 @@ export class PipeliningCache {
   }
 
   /** dialChain, the first hop's handshake in one write once its probe said yes. */
-  async dial(hops: Hop[], req: { cmd?: number; host: string; port: number }, timeoutMs: number): Promise<Socks5Dial> {
+  async dial(hops: Hop[], req: { cmd?: number; host: string; port: number }, timeoutMs: number, signal?: AbortSignal): Promise<Socks5Dial> {
     const pipelined = this.allows(hops[0]!);
     try {
-      return await dialChain(hops, req, timeoutMs, { pipelineFirst: pipelined });
+      return await dialChain(hops, req, timeoutMs, { pipelineFirst: pipelined, signal });
     } catch (e) {
       // no answer after pipelining: maybe another server listens there now; ask again
       if (pipelined && e instanceof DualsocksError && e.code === 'ERR_CONNECT_TIMEOUT') this.forget(hops[0]!);
@@ -317,11 +336,13 @@ export class GatewayPool {
   /**
    * Runs `attempt` on the gateways for `host` in order until one works: an answer from a gateway
    * is final, only an unreachable one means "try another". The winner counts as opened and active
-   * until the release() it is given is called.
+   * until the release() it is given is called. `signal`: the client went away, stop trying (that
+   * says nothing about the gateway).
    */
-  private async failover<T>(host: string, attempt: (u: Upstream, release: () => void) => Promise<T>): Promise<T> {
+  private async failover<T>(host: string, attempt: (u: Upstream, release: () => void) => Promise<T>, signal?: AbortSignal): Promise<T> {
     const errors: string[] = [];
     for (const u of this.order(host)) {
+      if (signal?.aborted) throw clientGone();
       const started = performance.now();
       try {
         const place = countPlace(u.health);
@@ -331,6 +352,7 @@ export class GatewayPool {
         this.markUp(u, u.health.latencyMs === null ? performance.now() - started : null);
         return r;
       } catch (e) {
+        if (signal?.aborted) throw clientGone();
         u.health.failed++;
         if (e instanceof DualsocksError && e.code === 'ERR_SOCKS_REPLY') throw e;
         this.markDown(u, e);
@@ -340,25 +362,28 @@ export class GatewayPool {
     throw new RequestError('ERR_NO_GATEWAY', errors.join('; '));
   }
 
-  /** Opens a tunnel to host:port through one gateway, failing over while gateways are unreachable. */
-  open(host: string, port: number, cmd: number = CMD.CONNECT): Promise<Tunnel> {
+  /**
+   * Opens a tunnel to host:port through one gateway, failing over while gateways are unreachable;
+   * `signal` gives up (the client went away) and closes what was opened for it.
+   */
+  open(host: string, port: number, cmd: number = CMD.CONNECT, signal?: AbortSignal): Promise<Tunnel> {
     if (cmd === CMD.UDP_ASSOCIATE) return Promise.reject(new SocksProtocolError('ERR_SOCKS_COMMAND', 'UDP goes through associate()'));
     return this.failover(host, async (u, release) => {
-      const dial = await this.pipelining.dial(u.hops, { cmd, host, port }, this.opts.connectTimeoutMs);
+      const dial = await this.pipelining.dial(u.hops, { cmd, host, port }, this.opts.connectTimeoutMs, signal);
       const { socket, reply } = dial;
       socket.once('close', () => {
         if (!releasedToNative(socket)) release();
       });
       return { socket, reply, gateway: u.health.url, overhead: dial.overhead, release, ...(cmd === CMD.BIND ? { dial } : {}) };
-    });
+    }, signal);
   }
 
   /** A UDP association through one gateway (an association at every hop of a chain), failing over as open() does. */
-  associate(): Promise<UdpAssociation> {
+  associate(signal?: AbortSignal): Promise<UdpAssociation> {
     return this.failover('0.0.0.0', async (u, release) => {
-      const chain = await openUdpChain(u.hops, this.opts.connectTimeoutMs);
+      const chain = await openUdpChain(u.hops, this.opts.connectTimeoutMs, signal);
       void chain.ended.then(release);
       return { chain, gateway: u.health.url };
-    });
+    }, signal);
   }
 }

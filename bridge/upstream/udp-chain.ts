@@ -76,15 +76,18 @@ async function bindConnected(to: HostPort): Promise<UdpSocket> {
   return s;
 }
 
-/** Opens an association at every hop of `hops` (one hop is the plain case: no headers added). */
-export async function openUdpChain(hops: Hop[], timeoutMs: number): Promise<UdpChain> {
+/**
+ * Opens an association at every hop of `hops` (one hop is the plain case: no headers added).
+ * `signal` (the client went away) gives up and closes every control connection opened so far.
+ */
+export async function openUdpChain(hops: Hop[], timeoutMs: number, signal?: AbortSignal): Promise<UdpChain> {
   if (hops.length === 0) throw new RequestError('ERR_CONNECT_FAILED', 'no hops');
-  const asked = await Promise.allSettled(hops.map((_, i) => dialChain(hops.slice(0, i + 1), { cmd: CMD.UDP_ASSOCIATE, host: '0.0.0.0', port: 0 }, timeoutMs)));
+  const asked = await Promise.allSettled(hops.map((_, i) => dialChain(hops.slice(0, i + 1), { cmd: CMD.UDP_ASSOCIATE, host: '0.0.0.0', port: 0 }, timeoutMs, { signal })));
   const controls = asked.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
   const failed = asked.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) {
+  if (failed || signal?.aborted) {
     for (const c of controls) c.socket.destroy();
-    throw failed.reason;
+    throw failed ? failed.reason : new RequestError('ERR_CONNECT_FAILED', 'client went away');
   }
   const relays = controls.map((c, i) => relayOf(c, hops, i));
   let socket: UdpSocket;

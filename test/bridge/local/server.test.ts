@@ -126,3 +126,49 @@ describe('dualsocks bridge reloads --rules on SIGHUP', () => {
     }
   });
 });
+
+/** Sends `bytes` one every `everyMs` until the peer closes; resolves with what came back. */
+function trickle(port: number, bytes: Uint8Array, everyMs: number): Promise<{ answer: Buffer; sent: number }> {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port });
+    const parts: Buffer[] = [];
+    let sent = 0;
+    const timer = setInterval(() => {
+      if (sent < bytes.length && s.writable) s.write(bytes.subarray(sent, ++sent));
+    }, everyMs);
+    s.on('data', (d: Buffer) => parts.push(d));
+    s.on('error', () => {});
+    s.once('close', () => {
+      clearInterval(timer);
+      resolve({ answer: Buffer.concat(parts), sent });
+    });
+  });
+}
+
+describe('bridge handshake timeout (slow clients)', () => {
+  test('an HTTP head, a SOCKS5 and a SOCKS4 handshake trickled byte by byte, and a silent client, are closed by --handshake-timeout (HTTP with a 408); an oversized head gets a 431', async () => {
+    // the gateway need not answer: no request is ever complete
+    const b = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', 'socks5://127.0.0.1:9', '--handshake-timeout', '1', '--health-interval', '3600']);
+    const port = b.listening[0]!.port;
+    try {
+      const head = Buffer.from('GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nX-Slow: ' + 'a'.repeat(200) + '\r\n\r\n');
+      const socks5 = Buffer.from([5, 1, 0, 5, 1, 0, 3, 11, ...Buffer.from('example.com'), 0, 80]);
+      const socks4 = Buffer.from([4, 1, 0, 80, 0, 0, 0, 1, ...Buffer.from('someone'), 0, ...Buffer.from('example.com'), 0]);
+      // one byte every 200 ms: the bridge closes each long before it is complete (bounded by the test runner only)
+      const [http, s5, s4, silent] = await Promise.all([trickle(port, head, 200), trickle(port, Buffer.concat([socks5, Buffer.alloc(400)]), 200), trickle(port, Buffer.concat([socks4, Buffer.alloc(400)]), 200), trickle(port, new Uint8Array(0), 200)]);
+      assert.match(http.answer.toString(), /^HTTP\/1\.1 408 Request Timeout\r\n/);
+      assert.ok(http.sent < head.length, 'closed before the head was complete');
+      assert.ok(s5.sent < socks5.length, 'SOCKS5 closed before the request was complete');
+      assert.ok(s4.sent < socks4.length, 'SOCKS4 closed before the request was complete');
+      assert.equal(silent.answer.length, 0);
+      // the head size cap (request line included)
+      const big = connect({ host: '127.0.0.1', port });
+      big.on('error', () => {});
+      big.write(`GET http://example.com/${'x'.repeat(20_000)} HTTP/1.1\r\nHost: example.com\r\n\r\n`);
+      assert.match((await readAll(big)).toString(), /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+      assert.equal(b.proc.exitCode, null, 'still running');
+    } finally {
+      await b.stop();
+    }
+  });
+});

@@ -8,7 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SocksClient } from 'socks';
-import { REP } from '../../../shared/socks5/constants.js';
+import { CMD, METHOD, REP } from '../../../shared/socks5/constants.js';
+import { concatBytes, decodeMethodSelection, decodeReply, decodeSocks4Reply, encodeAuthRequest, encodeGreeting, encodeRequest, encodeSocks4Request } from '../../../shared/socks5/codec.js';
+import { bridgeStatus, eventually, openFds } from '../../helpers/settle.js';
 import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
 import { readAll, sha256, startOrigin, type Origin } from '../../helpers/origin.js';
 import { run, startCli, type Running } from '../../helpers/process.js';
@@ -261,6 +263,154 @@ describe('bridge with several gateways', () => {
       assert.match(open.stderr, /--clients CIDR/);
     } finally {
       await Promise.all([b.stop(), g.stop(), origin.close()]);
+    }
+  });
+});
+
+/** Resolves with the port the gateway's BIND listens on (from the first reply), null if the socket ends first. */
+function firstBindReply(s: Socket, version: 4 | 5): Promise<number | null> {
+  return new Promise((resolve) => {
+    let buf: Uint8Array = new Uint8Array(0);
+    s.on('data', (chunk: Buffer) => {
+      buf = concatBytes(buf, chunk);
+      if (version === 4) {
+        const r = decodeSocks4Reply(buf);
+        if (r.status === 'ok') resolve(r.msg.port);
+        return;
+      }
+      const m = decodeMethodSelection(buf);
+      if (m.status !== 'ok') return;
+      const r = decodeReply(buf.subarray(m.size));
+      if (r.status === 'ok') resolve(r.msg.port);
+    });
+    s.once('close', () => resolve(null));
+  });
+}
+
+const refused = (port: number): Promise<boolean> =>
+  new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
+  });
+
+describe('bridge BIND clients that leave while waiting', () => {
+  test('SOCKS5 and SOCKS4 clients that FIN before or after the first reply: closed at once, the gateway\'s listener gone, counts and descriptors back', async () => {
+    // the gateway's bind timeout is far beyond the bounds below: only the bridge can free these
+    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--allow', '127.0.0.1', '--bind-timeout', '600', '--quiet']);
+    const bridge = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${gw.listening[0]!.port}`, '--health-interval', '3600', '--quiet']);
+    const port = bridge.listening[0]!.port;
+    const clients: Socket[] = [];
+    try {
+      await eventually(async () => (await bridgeStatus(port)).gateways[0]!.checkedAt !== null, 'the start-up health check done');
+      const base = { bridge: openFds(bridge), gw: openFds(gw) };
+      const ask = {
+        5: concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH] }), encodeRequest({ cmd: CMD.BIND, host: '127.0.0.1', port: 0 })),
+        4: encodeSocks4Request({ cmd: CMD.BIND, host: '127.0.0.1', port: 0, userId: '' }),
+      };
+      const listeners: number[] = [];
+      const closed: Promise<void>[] = [];
+      const one = async (version: 4 | 5, when: 'with-request' | 'after-first-reply'): Promise<void> => {
+        const s = connect({ host: '127.0.0.1', port });
+        clients.push(s);
+        s.on('error', () => {});
+        closed.push(new Promise((r) => s.once('close', () => r())));
+        const first = firstBindReply(s, version);
+        await new Promise((r) => s.once('connect', r));
+        if (when === 'with-request') {
+          s.end(ask[version]);
+          return;
+        }
+        s.write(ask[version]);
+        const bound = await first;
+        assert.ok(bound, `SOCKS${version}: a first reply`);
+        listeners.push(bound);
+        s.end();
+      };
+      const N = 8;
+      await Promise.all(
+        ([4, 5] as const).flatMap((v) => (['with-request', 'after-first-reply'] as const).flatMap((w) => Array.from({ length: N }, () => one(v, w)))),
+      );
+      assert.equal(listeners.length, 2 * N);
+      // the bridge closes every one of them (the client sees its end)
+      await Promise.race([Promise.all(closed), new Promise((_, reject) => setTimeout(() => reject(new Error('clients not closed by the bridge')), 20_000))]);
+      await eventually(async () => {
+        const st = await bridgeStatus(port);
+        return st.connections.open === 0 && st.gateways[0]!.active === 0;
+      }, "the bridge's open count and the gateway's active count back to 0", { describe: () => bridgeStatus(port) });
+      await eventually(() => openFds(bridge) <= base.bridge, `bridge descriptors back to ${base.bridge}`, { describe: () => openFds(bridge) });
+      await eventually(() => openFds(gw) <= base.gw, `gateway descriptors back to ${base.gw}`, { describe: () => openFds(gw) });
+      for (const p of listeners) assert.ok(await refused(p), `the gateway no longer listens on ${p}`);
+    } finally {
+      for (const s of clients) s.destroy();
+      await Promise.all([bridge.stop(), gw.stop()]);
+    }
+  });
+});
+
+/** Writes `bytes` and collects what comes back until `until` matches it (or the socket ends). */
+function exchange(port: number, bytes: Uint8Array, until: (got: Buffer) => boolean): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port }, () => s.write(bytes));
+    let got = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`no full answer, got ${got.toString('hex')}`));
+    }, 15_000);
+    const finish = (): void => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(got);
+    };
+    s.on('data', (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      if (until(got)) finish();
+    });
+    s.once('end', finish);
+    s.once('error', reject);
+  });
+}
+
+describe('bridge SOCKS5 clients that offer username/password', () => {
+  test('only 0x02 offered: any credentials are accepted at once (01 00) and the request served; with 0x00 also offered 0x00 is chosen; curl with socks5h://u:p@', async () => {
+    const origin = await startOrigin('127.0.0.1', 1024);
+    const b = await startCli(['start', '--listen', '127.0.0.1:0', '--allow', '127.0.0.1', '--dns', 'none', '--quiet']);
+    const port = b.listening[0]!.port;
+    try {
+      const get = Buffer.from('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      const request = encodeRequest({ cmd: CMD.CONNECT, host: '127.0.0.1', port: origin.port });
+      const hello = (got: Buffer): boolean => got.includes('hello from origin');
+      // as Firefox does with a proxy username: one method, 0x02; here all in one write
+      const onlyUserpass = await exchange(port, concatBytes(encodeGreeting({ methods: [METHOD.USERPASS] }), encodeAuthRequest({ username: 'anyone', password: 'whatever' }), request, get), hello);
+      assert.equal(onlyUserpass.subarray(0, 4).toString('hex'), '05020100', 'USERPASS chosen, credentials accepted');
+      assert.equal(onlyUserpass.subarray(4, 6).toString('hex'), '0500', 'request granted');
+      assert.ok(hello(onlyUserpass));
+      // one message at a time, as most clients send them
+      const s = connect({ host: '127.0.0.1', port });
+      const read = (n: number): Promise<Buffer> =>
+        new Promise((resolve) => {
+          const take = (): void => {
+            const d = s.read(n) as Buffer | null;
+            if (d) resolve(d);
+            else s.once('readable', take);
+          };
+          take();
+        });
+      s.write(encodeGreeting({ methods: [METHOD.USERPASS] }));
+      assert.equal((await read(2)).toString('hex'), '0502');
+      s.write(encodeAuthRequest({ username: 'u', password: '' }));
+      assert.equal((await read(2)).toString('hex'), '0100', 'answered at once');
+      s.destroy();
+      const both = await exchange(port, concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH, METHOD.USERPASS] }), request, get), hello);
+      assert.equal(both.subarray(0, 4).toString('hex'), '05000500', 'NO_AUTH chosen, no credentials asked');
+      const r = await curl(['--proxy', `socks5h://u:p@127.0.0.1:${port}`, `http://127.0.0.1:${origin.port}/`]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout.toString(), 'hello from origin');
+    } finally {
+      await Promise.all([b.stop(), origin.close()]);
     }
   });
 });

@@ -7,8 +7,12 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { associate, closeAssociations, PYSOCKS_UDP, startUdpEcho, udpBind, type UdpEcho } from '../../helpers/udp.js';
 import { run, startCli, type Running } from '../../helpers/process.js';
+import { connect, type Socket } from 'node:net';
 import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
-import { CMD, REP } from '../../../shared/socks5/constants.js';
+import { concatBytes, encodeGreeting, encodeRequest } from '../../../shared/socks5/codec.js';
+import { CMD, METHOD, REP } from '../../../shared/socks5/constants.js';
+import { startOrigin } from '../../helpers/origin.js';
+import { bridgeStatus, eventually, openFds } from '../../helpers/settle.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-bridge-udp-'));
 const hostsFile = join(dir, 'hosts');
@@ -104,6 +108,52 @@ describe('bridge UDP ASSOCIATE over a chained gateway', () => {
       );
     } finally {
       await Promise.all([bridge.stop(), g1.stop(), g2.stop(), echo.close()]);
+    }
+  });
+});
+
+describe('bridge UDP ASSOCIATE abandoned before its reply', () => {
+  test('clients that leave (FIN or close) while the gateway is being asked: bridge and gateway free everything at once, and a CONNECT still works', async () => {
+    const origin = await startOrigin('127.0.0.1');
+    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--allow', '127.0.0.1', '--max-connections', '100', '--quiet']);
+    const bridge = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${gw.listening[0]!.port}`, '--health-interval', '3600', '--quiet']);
+    const port = bridge.listening[0]!.port;
+    const clients: Socket[] = [];
+    try {
+      // the start-up health check has come and gone
+      await eventually(async () => (await bridgeStatus(port)).gateways[0]!.checkedAt !== null, 'the start-up health check done');
+      const base = { bridge: openFds(bridge), gw: openFds(gw) };
+      // more than the gateway's connection cap: held slots would refuse the CONNECT below
+      const N = 120;
+      const ask = concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH] }), encodeRequest({ cmd: CMD.UDP_ASSOCIATE, host: '0.0.0.0', port: 0 }));
+      await Promise.all(
+        Array.from({ length: N }, (_, i) =>
+          new Promise<void>((resolve) => {
+            const s = connect({ host: '127.0.0.1', port }, () => s.write(ask));
+            clients.push(s);
+            s.on('error', () => {});
+            // the method selection comes at once, the association's reply only after the gateway's:
+            // leave in between, half by FIN only, half by closing
+            s.once('data', () => {
+              if (i % 2 === 0) s.end();
+              else s.destroy();
+              resolve();
+            });
+          }),
+        ),
+      );
+      await eventually(async () => {
+        const st = await bridgeStatus(port);
+        return st.connections.open === 0 && st.gateways[0]!.active === 0;
+      }, "the bridge's open count and the gateway's active count back to 0", { describe: () => bridgeStatus(port) });
+      await eventually(() => openFds(bridge) <= base.bridge, `bridge descriptors back to ${base.bridge}`, { describe: () => openFds(bridge) });
+      await eventually(() => openFds(gw) <= base.gw, `gateway descriptors back to ${base.gw}`, { describe: () => openFds(gw) });
+      const r = await run('curl', ['-sS', '--max-time', '20', '--socks5', `127.0.0.1:${port}`, `http://127.0.0.1:${origin.port}/`]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout.toString(), 'hello from origin');
+    } finally {
+      for (const s of clients) s.destroy();
+      await Promise.all([bridge.stop(), gw.stop(), origin.close()]);
     }
   });
 });
