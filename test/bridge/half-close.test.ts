@@ -1,0 +1,320 @@
+// "Half-close is data" on every relay path (DESIGN.md, issue 10 items 13 and 14): a client that
+// sends its request, data and FIN at once, before any reply (`printf … | ncat`, or a raw socket
+// that end()s right after writing), must have its data and then its EOF reach the destination,
+// and must see the tunnel close once the destination closes. The same for a destination that
+// closes at once, and for the HTTP forward proxy's client that half-closes after its request.
+// Real processes, real ncat, each path with the native splice relay and with the JavaScript one.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { nativeRelayStatus } from '../../bridge/native/loader.js';
+import { concatBytes, decodeMethodSelection, decodeReply, decodeSocks4Reply, encodeGreeting, encodeRequest, encodeSocks4Request } from '../../shared/socks5/codec.js';
+import { CMD, METHOD, REP, SOCKS4_CD } from '../../shared/socks5/constants.js';
+import { haveCommand, requireCapability } from '../helpers/env.js';
+import { readAll, sha256, startOrigin, startTcp, type Origin } from '../helpers/origin.js';
+import { startCli, type Running } from '../helpers/process.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'dualsocks-halfclose-'));
+const hostsFile = join(dir, 'hosts');
+writeFileSync(hostsFile, '127.0.0.1 origin.test\n');
+const GW = ['gateway', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1'];
+
+/** Long enough for any loopback exchange; a lost FIN shows as this wait running out (the idle timeout is an hour). */
+const HANG_MS = 15_000;
+
+const skipNcat = requireCapability('ncat', haveCommand('ncat', ['--version']), 'apt-get install ncat');
+const native = nativeRelayStatus();
+const skipNative = requireCapability('native splice relay', native.available, native.reason);
+
+/** What the recording origin answers once it has read to EOF: proof that the FIN came through, after the data. */
+const receipt = (data: Uint8Array): string => `EOF after ${data.length} bytes sha256 ${sha256(data)}\n`;
+
+/** One client connection as the test sees it: what it receives, and when it is over. */
+interface Client {
+  out: Readable;
+  /** All it received, once the connection (or ncat) has ended. */
+  all: Promise<Buffer>;
+  /** The connection is closed (raw socket 'close', ncat exited). */
+  closed: Promise<void>;
+}
+
+function withDeadline<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing after ${HANG_MS} ms (a FIN lost on the way?)`)), HANG_MS);
+  });
+  return Promise.race([p, limit]).finally(() => clearTimeout(timer));
+}
+
+/** A raw socket that writes everything and its FIN in one go. */
+function rawClient(port: number, bytes: Uint8Array): Client {
+  const s = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  s.end(bytes);
+  const closed = new Promise<void>((r) => s.once('close', () => r()));
+  return { out: s, all: readAll(s), closed };
+}
+
+/** `printf BYTES | ncat 127.0.0.1 PORT`: ncat half-closes when its input ends, and exits when the server closes. */
+function ncatClient(port: number, bytes: Uint8Array): Client {
+  const p = spawn('ncat', ['127.0.0.1', String(port)], { stdio: ['pipe', 'pipe', 'ignore'] });
+  const killer = setTimeout(() => p.kill('SIGKILL'), HANG_MS + 5000);
+  const closed = new Promise<void>((r) => p.once('close', () => r()));
+  void closed.then(() => clearTimeout(killer));
+  p.stdin.on('error', () => {});
+  p.stdin.end(bytes);
+  const parts: Buffer[] = [];
+  p.stdout.on('data', (d: Buffer) => parts.push(d));
+  const all = new Promise<Buffer>((r) => p.stdout.once('end', () => r(Buffer.concat(parts))));
+  return { out: p.stdout, all, closed };
+}
+
+const CLIENTS = [
+  { name: 'printf | ncat', open: ncatClient, skip: skipNcat },
+  { name: 'raw socket, end() at once', open: rawClient, skip: false as const },
+];
+
+/** Resolves with what `out` received once `enough` says the head is complete (returns its length). */
+function readHead(out: Readable, enough: (b: Buffer) => number | null): Promise<{ head: Buffer; rest: Buffer }> {
+  return new Promise((resolve, reject) => {
+    let buf = Buffer.alloc(0);
+    const onData = (d: Buffer): void => {
+      buf = Buffer.concat([buf, d]);
+      const n = enough(buf);
+      if (n === null) return;
+      out.off('data', onData);
+      out.off('end', onEnd);
+      resolve({ head: buf.subarray(0, n), rest: buf.subarray(n) });
+    };
+    const onEnd = (): void => reject(new Error(`ended before the reply: ${JSON.stringify(buf.toString('latin1'))}`));
+    out.on('data', onData);
+    out.once('end', onEnd);
+  });
+}
+
+/** Length of a SOCKS5 method selection plus one reply, or null while incomplete. */
+function socks5Head(b: Buffer): number | null {
+  const m = decodeMethodSelection(b);
+  if (m.status !== 'ok') return null;
+  const r = decodeReply(b.subarray(m.size));
+  return r.status === 'ok' ? m.size + r.size : null;
+}
+
+const socks5 = (cmd: number, host: string, port: number): Uint8Array => concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH] }), encodeRequest({ cmd, host, port }));
+
+/** How a client asks a given inbound for host:port, and how its success reply looks. */
+interface Inbound {
+  name: string;
+  request(host: string, port: number): Uint8Array;
+  /** Asserts the reply at the head of what the client got, returns its length. */
+  reply(out: Buffer): number;
+  /** SOCKS4 carries no name. */
+  byAddress?: boolean;
+}
+
+const SOCKS5: Inbound = {
+  name: 'SOCKS5',
+  request: (host, port) => socks5(CMD.CONNECT, host, port),
+  reply: (out) => {
+    const n = socks5Head(out);
+    const r = decodeReply(out.subarray(2));
+    assert.ok(n !== null && r.status === 'ok' && r.msg.rep === REP.SUCCEEDED, `a SOCKS5 success reply: ${out.subarray(0, 32).toString('hex')}`);
+    return n;
+  },
+};
+const socks4 = (name: string, byAddress: boolean): Inbound => ({
+  name,
+  byAddress,
+  request: (host, port) => encodeSocks4Request({ cmd: CMD.CONNECT, host, port, userId: '' }),
+  reply: (out) => {
+    const d = decodeSocks4Reply(out);
+    assert.ok(d.status === 'ok' && d.msg.cd === SOCKS4_CD.GRANTED, `a SOCKS4 grant: ${out.toString('hex')}`);
+    return 8;
+  },
+});
+const HTTP_CONNECT: Inbound = {
+  name: 'HTTP CONNECT',
+  request: (host, port) => Buffer.from(`CONNECT ${host}:${port} HTTP/1.1\r\nHost: ${host}:${port}\r\n\r\n`),
+  reply: (out) => {
+    const text = out.toString('latin1');
+    assert.match(text, /^HTTP\/1\.1 200 /);
+    return text.indexOf('\r\n\r\n') + 4;
+  },
+};
+
+/** An origin that reads to EOF, then answers with a receipt and closes. */
+async function recordingOrigin(): Promise<Awaited<ReturnType<typeof startTcp>>> {
+  return startTcp('127.0.0.1', (s) => {
+    const parts: Buffer[] = [];
+    s.on('data', (d: Buffer) => parts.push(d));
+    s.once('end', () => s.end(receipt(Buffer.concat(parts))));
+  });
+}
+
+/** An origin that says one line and closes at once, without waiting for anything. */
+async function hangUpOrigin(): Promise<Awaited<ReturnType<typeof startTcp>>> {
+  return startTcp('127.0.0.1', (s) => {
+    s.resume();
+    s.end('bye\n');
+  });
+}
+
+/**
+ * The client sends request + data + FIN at once: the origin must get the data, then EOF (its
+ * receipt says so), and the client must get the reply, the receipt, and then the close.
+ */
+async function earlyFin(open: (port: number, b: Uint8Array) => Client, port: number, inbound: Inbound, target: { host: string; port: number }, data: Uint8Array): Promise<void> {
+  const c = open(port, concatBytes(inbound.request(target.host, target.port), data));
+  const out = await withDeadline(c.all, `${inbound.name}: the tunnel's end`);
+  const n = inbound.reply(out);
+  assert.equal(out.subarray(n).toString('latin1'), receipt(data), 'the origin read the data, then the EOF');
+  await withDeadline(c.closed, `${inbound.name}: the client's close`);
+}
+
+/** The origin closes at once: the client gets its words and the EOF while its own side is still open. */
+async function originHangsUp(port: number, inbound: Inbound, target: { host: string; port: number }): Promise<void> {
+  const s = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  s.write(inbound.request(target.host, target.port));
+  const all = readAll(s);
+  const out = await withDeadline(all, `${inbound.name}: the origin's EOF`);
+  const n = inbound.reply(out);
+  assert.equal(out.subarray(n).toString(), 'bye\n');
+  // half-open until we close our side too
+  assert.ok(!s.destroyed);
+  s.end();
+  await withDeadline(new Promise((r) => s.once('close', r)), `${inbound.name}: the close`);
+}
+
+const MODES = [
+  { name: 'native relay', env: {}, skip: skipNative },
+  { name: 'JavaScript relay', env: { DUALSOCKS_NATIVE_RELAY: '0' }, skip: false as const },
+];
+
+for (const mode of MODES) {
+  describe(`early FIN, ${mode.name}`, { skip: mode.skip }, () => {
+    let origin: Awaited<ReturnType<typeof recordingOrigin>>;
+    let hangUp: Awaited<ReturnType<typeof hangUpOrigin>>;
+    let web: Origin;
+    let gw: Running;
+    let far: Running;
+    let chained: Running;
+    let bridge: Running;
+    const procs: Running[] = [];
+
+    before(async () => {
+      origin = await recordingOrigin();
+      hangUp = await hangUpOrigin();
+      web = await startOrigin('127.0.0.1', 2 * 1024 * 1024);
+      gw = await startCli(GW, { env: mode.env });
+      far = await startCli(GW, { env: mode.env });
+      chained = await startCli(['gateway', '--listen', '127.0.0.1:0', '--upstream', `socks5://127.0.0.1:${far.listening[0]!.port}`], { env: mode.env });
+      bridge = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${gw.listening[0]!.port}`], { env: mode.env });
+      procs.push(gw, far, chained, bridge);
+    });
+    after(async () => {
+      await Promise.all(procs.map((p) => p.stop()));
+      await Promise.all([origin.close(), hangUp.close(), web.close()]);
+    });
+
+    const paths = (): { name: string; port: number; inbounds: Inbound[] }[] => [
+      { name: 'gateway', port: gw.listening[0]!.port, inbounds: [SOCKS5] },
+      { name: 'chained gateway (--upstream)', port: chained.listening[0]!.port, inbounds: [SOCKS5] },
+      { name: 'bridge → gateway', port: bridge.listening[0]!.port, inbounds: [SOCKS5, socks4('SOCKS4a', false), socks4('SOCKS4', true), HTTP_CONNECT] },
+    ];
+
+    for (const client of CLIENTS) {
+      test(`${client.name}: request, data and FIN before the reply; the origin sees data then EOF, the client the close`, { skip: client.skip }, async () => {
+        for (const p of paths()) {
+          for (const inbound of p.inbounds) {
+            const host = inbound.byAddress ? '127.0.0.1' : 'origin.test';
+            await earlyFin(client.open, p.port, { ...inbound, name: `${p.name}, ${inbound.name}` }, { host, port: origin.port }, Buffer.from('data\n'));
+          }
+        }
+      });
+    }
+
+    test('bulk: 1 MiB and the FIN written at once arrive checksummed on every path', async () => {
+      const data = randomBytes(1024 * 1024);
+      for (const p of paths()) {
+        for (const inbound of p.inbounds) {
+          const host = inbound.byAddress ? '127.0.0.1' : 'origin.test';
+          await earlyFin(rawClient, p.port, { ...inbound, name: `${p.name}, ${inbound.name}` }, { host, port: origin.port }, data);
+        }
+      }
+    });
+
+    test('an origin that closes at once: its words and its EOF reach the client on every path', async () => {
+      for (const p of paths()) {
+        for (const inbound of p.inbounds) {
+          const host = inbound.byAddress ? '127.0.0.1' : 'origin.test';
+          await originHangsUp(p.port, { ...inbound, name: `${p.name}, ${inbound.name}` }, { host, port: hangUp.port });
+        }
+      }
+    });
+
+    for (const client of CLIENTS) {
+      test(`BIND (gateway, bridge → gateway), ${client.name}: what came with the request, and the FIN, reach the peer`, { skip: client.skip }, async () => {
+        for (const port of [gw.listening[0]!.port, bridge.listening[0]!.port]) {
+          const data = Buffer.from('for the peer\n');
+          const c = client.open(port, concatBytes(socks5(CMD.BIND, '127.0.0.1', 0), data));
+          const first = await withDeadline(readHead(c.out, socks5Head), 'BIND first reply');
+          const bound = decodeReply(first.head.subarray(2));
+          assert.ok(bound.status === 'ok' && bound.msg.rep === REP.SUCCEEDED);
+          const peer = connect({ host: bound.msg.host, port: bound.msg.port, allowHalfOpen: true });
+          const atPeer = readAll(peer);
+          assert.equal((await withDeadline(atPeer, 'BIND: EOF at the peer')).toString(), data.toString());
+          peer.end('from the peer\n');
+          // everything the client got: method selection, both replies, the peer's words
+          const rest = (await withDeadline(c.all, 'BIND: the tunnel end')).subarray(first.head.length);
+          const second = decodeReply(rest);
+          assert.ok(second.status === 'ok' && second.msg.rep === REP.SUCCEEDED, 'second reply');
+          assert.equal(rest.subarray(second.size).toString(), 'from the peer\n');
+          await withDeadline(c.closed, 'BIND: the client close');
+        }
+      });
+    }
+
+    test('BIND: a FIN sent after the first reply, while the peer is awaited, is held with the data and passed on', async () => {
+      for (const port of [gw.listening[0]!.port, bridge.listening[0]!.port]) {
+        const s = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+        s.write(socks5(CMD.BIND, '127.0.0.1', 0));
+        const first = await withDeadline(readHead(s, socks5Head), 'BIND first reply');
+        const bound = decodeReply(first.head.subarray(2));
+        assert.ok(bound.status === 'ok');
+        const all = readAll(s);
+        s.end('written while waiting\n');
+        // the FIN reaches the gateway before any peer is there
+        await new Promise((r) => setTimeout(r, 200));
+        const peer = connect({ host: bound.msg.host, port: bound.msg.port, allowHalfOpen: true });
+        assert.equal((await withDeadline(readAll(peer), 'BIND: EOF at the peer')).toString(), 'written while waiting\n');
+        peer.end('late answer\n');
+        const rest = Buffer.concat([first.rest, await withDeadline(all, 'BIND: the tunnel end')]);
+        const second = decodeReply(rest);
+        assert.ok(second.status === 'ok' && second.msg.rep === REP.SUCCEEDED, 'second reply');
+        assert.equal(rest.subarray(second.size).toString(), 'late answer\n');
+      }
+    });
+
+    for (const client of CLIENTS) {
+      test(`HTTP forward proxy, ${client.name}: a client that half-closes after its request gets the whole response`, { skip: client.skip }, async () => {
+        const port = bridge.listening[0]!.port;
+        for (const version of ['1.0', '1.1']) {
+          const head = `GET http://origin.test:${web.port}/blob.bin HTTP/${version}\r\nHost: origin.test:${web.port}\r\n${version === '1.1' ? 'Connection: close\r\n' : ''}\r\n`;
+          const c = client.open(port, Buffer.from(head));
+          const out = await withDeadline(c.all, `HTTP/${version} response`);
+          const split = out.indexOf('\r\n\r\n');
+          assert.match(out.subarray(0, split).toString(), /^HTTP\/1\.1 200 /, out.subarray(0, 200).toString());
+          assert.equal(sha256(out.subarray(split + 4)), web.blobSha256, `HTTP/${version}: the whole body`);
+          await withDeadline(c.closed, 'HTTP: the close');
+        }
+        const rec = await bridge.waitRecord((r) => r.inbound === 'http' && r.status === 200);
+        assert.equal(rec.result, 'ok');
+      });
+    }
+  });
+}
