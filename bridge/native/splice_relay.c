@@ -485,9 +485,12 @@ static napi_value js_add(napi_env env, napi_callback_info info) {
   if (g_active++ == 0) napi_ref_threadsafe_function(env, g_tsfn);
   c->kind = 0;
   c->t = t;
+  // read before post(): from then on the loop owns t, and a tunnel that ends at once (both
+  // sides already at EOF) may be freed before this returns
+  uint32_t id = t->id;
   post(c);
   napi_value r;
-  napi_create_uint32(env, t->id, &r);
+  napi_create_uint32(env, id, &r);
   return r;
 }
 

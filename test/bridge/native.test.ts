@@ -120,6 +120,66 @@ function suite(name: string, run: RelayFn, skip: false | string, shutdown: Shutd
       }
     });
 
+    test('a FIN Node read before the relay began (with the first bytes, either side) is passed on after them', { timeout: 30_000 }, async () => {
+      // as the gateway meets it: the request, early data and FIN arrive together, the handshake
+      // reads them all ('end' fires), and only then is the tunnel handed to the relay (a lost
+      // FIN would hang: the timeout turns that into a failure)
+      const front = await acceptOne();
+      const back = await acceptOne();
+      const client = connect({ host: '127.0.0.1', port: front.port, allowHalfOpen: true });
+      const cs = await front.accepted;
+      const rs = connect({ host: '127.0.0.1', port: back.port, allowHalfOpen: true });
+      const origin = await back.accepted;
+      try {
+        const atClient = collect(client);
+        const atOrigin = collect(origin);
+        client.end('early up');
+        origin.end('early down');
+        const [up, down] = await Promise.all([collect(cs), collect(rs)]);
+        assert.ok(cs.readableEnded && rs.readableEnded, "both 'end' events fired before the relay");
+        rs.write(up);
+        cs.write(down);
+        const result = run(cs, rs, { idleTimeoutMs: 0 });
+        assert.equal((await atOrigin).toString(), 'early up');
+        assert.equal((await atClient).toString(), 'early down');
+        assert.equal((await result).end, 'closed');
+      } finally {
+        client.destroy();
+        origin.destroy();
+        front.srv.close();
+        back.srv.close();
+      }
+    });
+
+    test('a client FIN read before the relay began reaches the origin while the origin still answers', { timeout: 30_000 }, async () => {
+      const front = await acceptOne();
+      const back = await acceptOne();
+      const client = connect({ host: '127.0.0.1', port: front.port, allowHalfOpen: true });
+      const cs = await front.accepted;
+      const rs = connect({ host: '127.0.0.1', port: back.port, allowHalfOpen: true });
+      const origin = await back.accepted;
+      try {
+        const atClient = collect(client);
+        const atOrigin = collect(origin);
+        client.end('request');
+        const early = await collect(cs);
+        rs.write(early);
+        const result = run(cs, rs, { idleTimeoutMs: 0 });
+        const got = await atOrigin; // the EOF came through
+        const answer = randomBytes(2 * 1024 * 1024);
+        origin.end(answer);
+        assert.equal(got.toString(), 'request');
+        assert.equal(sha(await atClient), sha(answer));
+        const r = await result;
+        assert.deepEqual(r, { up: 7, down: answer.length, end: 'closed' });
+      } finally {
+        client.destroy();
+        origin.destroy();
+        front.srv.close();
+        back.srv.close();
+      }
+    });
+
     test('backpressure: a paused reader stalls the sender instead of filling the relay', async () => {
       const p = await path(run);
       try {
