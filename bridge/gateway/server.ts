@@ -196,6 +196,7 @@ export class Gateway {
               (ok) => {
                 client.resume();
                 run(session.authResult(ok));
+                if (client.readableEnded) onEnd();
               },
               () => run(session.authResult(false)),
             );
@@ -220,13 +221,15 @@ export class Gateway {
     };
     const onData = (chunk: Buffer): void => run(session.feed(chunk));
     client.on('data', onData);
-    // a client gone before its request (a health check, a port scan) is closed now, not at the timeout
-    client.once('end', () => {
-      if (!granted && session.phase !== 'request-wait') {
+    // a client gone before its request (a health check, a port scan) is closed now, not at the timeout;
+    // a FIN behind credentials still being checked may follow a whole request: judged after the check
+    const onEnd = (): void => {
+      if (!granted && session.phase !== 'request-wait' && session.phase !== 'auth-wait') {
         clearTimeout(handshakeTimer);
         client.destroy();
       }
-    });
+    };
+    client.once('end', onEnd);
 
     const ctx = (request: Request): RequestContext => ({
       gateway: this,

@@ -14,11 +14,11 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { nativeRelayStatus } from '../../bridge/native/loader.js';
-import { concatBytes, decodeMethodSelection, decodeReply, decodeSocks4Reply, encodeGreeting, encodeRequest, encodeSocks4Request } from '../../shared/socks5/codec.js';
+import { concatBytes, decodeAuthReply, decodeMethodSelection, decodeReply, decodeSocks4Reply, encodeAuthRequest, encodeGreeting, encodeRequest, encodeSocks4Request } from '../../shared/socks5/codec.js';
 import { CMD, METHOD, REP, SOCKS4_CD } from '../../shared/socks5/constants.js';
 import { haveCommand, requireCapability } from '../helpers/env.js';
 import { readAll, sha256, startOrigin, startTcp, type Origin } from '../helpers/origin.js';
-import { startCli, type Running } from '../helpers/process.js';
+import { CLI, run, startCli, type Running } from '../helpers/process.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-halfclose-'));
 const hostsFile = join(dir, 'hosts');
@@ -127,6 +127,21 @@ const SOCKS5: Inbound = {
     return n;
   },
 };
+/** Greeting, credentials, request (and data, FIN) in one go, before any answer: the FIN arrives while the password is checked. */
+const SOCKS5_AUTH: Inbound = {
+  name: 'SOCKS5 with user/password, pipelined',
+  request: (host, port) =>
+    concatBytes(encodeGreeting({ methods: [METHOD.USERPASS] }), encodeAuthRequest({ username: 'alice', password: 'pw' }), encodeRequest({ cmd: CMD.CONNECT, host, port })),
+  reply: (out) => {
+    const m = decodeMethodSelection(out);
+    assert.ok(m.status === 'ok' && m.msg.method === METHOD.USERPASS, `method selection: ${out.subarray(0, 32).toString('hex')}`);
+    const a = decodeAuthReply(out.subarray(m.size));
+    assert.ok(a.status === 'ok' && a.msg.status === 0, 'login accepted');
+    const r = decodeReply(out.subarray(m.size + a.size));
+    assert.ok(r.status === 'ok' && r.msg.rep === REP.SUCCEEDED, 'request granted');
+    return m.size + a.size + r.size;
+  },
+};
 const socks4 = (name: string, byAddress: boolean): Inbound => ({
   name,
   byAddress,
@@ -205,6 +220,8 @@ for (const mode of MODES) {
     let far: Running;
     let chained: Running;
     let bridge: Running;
+    let gwAuth: Running;
+    let bridgeAuth: Running;
     const procs: Running[] = [];
 
     before(async () => {
@@ -216,7 +233,12 @@ for (const mode of MODES) {
       far = await startCli(GW, { env: mode.env });
       chained = await startCli(['gateway', '--listen', '127.0.0.1:0', '--upstream', `socks5://127.0.0.1:${far.listening[0]!.port}`], { env: mode.env });
       bridge = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${gw.listening[0]!.port}`], { env: mode.env });
-      procs.push(gw, far, chained, bridge);
+      const users = join(dir, 'users');
+      writeFileSync(users, (await run(process.execPath, [CLI, 'passwd', 'alice'], { input: 'pw\n' })).stdout);
+      gwAuth = await startCli([...GW, '--users', users], { env: mode.env });
+      // the bridge sends greeting, credentials and request together to a gateway that asks a password
+      bridgeAuth = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://alice:pw@127.0.0.1:${gwAuth.listening[0]!.port}`], { env: mode.env });
+      procs.push(gw, far, chained, bridge, gwAuth, bridgeAuth);
     });
     after(async () => {
       await Promise.all(procs.map((p) => p.stop()));
@@ -226,6 +248,8 @@ for (const mode of MODES) {
     const PATHS: { name: string; port: () => number; inbound: Inbound }[] = [
       { name: 'gateway', port: () => gw.listening[0]!.port, inbound: SOCKS5 },
       { name: 'chained gateway (--upstream)', port: () => chained.listening[0]!.port, inbound: SOCKS5 },
+      { name: 'gateway with --users', port: () => gwAuth.listening[0]!.port, inbound: SOCKS5_AUTH },
+      { name: 'bridge → gateway with --users (pipelined)', port: () => bridgeAuth.listening[0]!.port, inbound: SOCKS5 },
       ...[SOCKS5, socks4('SOCKS4a', false), socks4('SOCKS4', true), HTTP_CONNECT].map((inbound) => ({ name: 'bridge → gateway', port: () => bridge.listening[0]!.port, inbound })),
     ];
 
