@@ -162,9 +162,10 @@ const HOLD_LIMIT = 64 * 1024;
 
 /**
  * Waits for `wait` while reading and holding what the client sends meanwhile (so a client that
- * leaves is noticed at once); null when the client left first (its close, or `signal`). `held`
- * gets the client's bytes, to be sent on once the tunnel is there. A FIN is not leaving: it is
- * held too (the socket stays ended), and relay() passes it on after the held bytes.
+ * leaves is noticed at once); null when the client left first (its end, or `signal`). `held`
+ * gets the client's bytes, to be sent on once the tunnel is there.
+ * A FIN here is the client leaving (BIND: there is no peer yet to pass it to, and its listener
+ * must not outlive the client), also one that came with the request, before this began.
  */
 export async function holdWhile<T>(client: Socket, held: Uint8Array[], wait: Promise<T>, signal?: AbortSignal): Promise<T | null> {
   let heldBytes = held.reduce((n, c) => n + c.length, 0);
@@ -177,14 +178,17 @@ export async function holdWhile<T>(client: Socket, held: Uint8Array[], wait: Pro
   const gone = new Promise<null>((resolve) => (onGone = () => resolve(null)));
   wait.catch(() => {}); // observed by the race; a late rejection after the client left is moot
   client.on('data', onData);
+  client.once('end', onGone);
   client.once('close', onGone);
   signal?.addEventListener('abort', onGone);
-  if (client.destroyed) onGone();
+  // 'end' or 'close' may have fired already, before the reply this waits behind
+  if (client.readableEnded || client.destroyed) onGone();
   client.resume();
   try {
     return await Promise.race([wait, gone]);
   } finally {
     client.off('data', onData);
+    client.off('end', onGone);
     client.off('close', onGone);
     signal?.removeEventListener('abort', onGone);
     client.pause();
