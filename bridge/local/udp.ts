@@ -92,4 +92,6 @@ export async function serveUdpAssociate(
   const bound = down.address();
   answer({ host: canonicalHost(bound.address), port: bound.port });
   client.resume();
+  // a FIN that came with the request fired 'end' while the association was being opened
+  if (client.readableEnded || client.destroyed) end();
 }

@@ -32,6 +32,19 @@ const skipNcat = requireCapability('ncat', haveCommand('ncat', ['--version']), '
 const native = nativeRelayStatus();
 const skipNative = requireCapability('native splice relay', native.available, native.reason);
 
+/** Sends argv[2] (hex) and its FIN in one TCP segment, prints what comes back until the server closes. */
+const CORKED_CLIENT = `
+import socket, sys
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+s.sendall(bytes.fromhex(sys.argv[2]))
+s.shutdown(socket.SHUT_WR)
+while True:
+    d = s.recv(65536)
+    if not d: break
+    sys.stdout.buffer.write(d)
+`;
+
 /** What the recording origin answers once it has read to EOF: proof that the FIN came through, after the data. */
 const receipt = (data: Uint8Array): string => `EOF after ${data.length} bytes sha256 ${sha256(data)}\n`;
 
@@ -291,6 +304,16 @@ for (const mode of MODES) {
         }
       });
     }
+
+    test('UDP ASSOCIATE through the bridge with the FIN right behind the request: answered, then closed, not kept', async () => {
+      // greeting, request and FIN in one segment (TCP_CORK): the bridge has read the FIN before its association is open
+      const r = await run('python3', ['-c', CORKED_CLIENT, String(bridge.listening[0]!.port), Buffer.from(socks5(CMD.UDP_ASSOCIATE, '0.0.0.0', 0)).toString('hex')], { timeoutMs: HANG_MS });
+      assert.equal(r.code, 0, `the bridge did not close the control connection: ${r.stderr}`);
+      const n = socks5Head(r.stdout);
+      assert.ok(n !== null && n === r.stdout.length, r.stdout.toString('hex'));
+      const rec = await bridge.waitRecord((x) => x.inbound === 'socks5' && x.cmd === 'udp');
+      assert.equal(rec.result, 'ok');
+    });
 
     for (const client of CLIENTS) {
       test(`HTTP forward proxy, ${client.name}: a client that half-closes after its request gets the whole response`, { skip: client.skip }, async () => {
