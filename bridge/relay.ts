@@ -1,7 +1,9 @@
 // Byte relay between two connected sockets. Each direction forwards every chunk as it comes
 // (no copy, no concatenation), pauses the reader while the writer's buffer is full and resumes
 // it on 'drain', so a slow reader never makes us buffer without bound, and passes a FIN on as
-// end() while the other direction keeps flowing (both sockets are allowHalfOpen).
+// end() while the other direction keeps flowing (both sockets are allowHalfOpen). A FIN that
+// arrived before the relay began (a client that sends request, data and FIN at once) is passed
+// on too, after the bytes that came before it.
 // The listeners are module-level functions that find their tunnel through the socket, not
 // closures made per tunnel: with thousands of idle tunnels open, what each one costs is the
 // two sockets and one small state object (pipe() made about a dozen closures and its own state
@@ -143,6 +145,12 @@ export function relayJs(client: Socket, remote: Socket, opts: { idleTimeoutMs: n
     if (client.destroyed || remote.destroyed) destroyBoth(t);
     if (client.closed) onClose.call(c);
     if (remote.closed) onClose.call(r);
+    // a FIN that came before the relay (with the request, or with the reply) fired 'end' already:
+    // pass it on now, after what the caller wrote (the early bytes)
+    if (!client.destroyed && !remote.destroyed) {
+      if (client.readableEnded) onEnd.call(c);
+      if (remote.readableEnded) onEnd.call(r);
+    }
     // 'data' listeners start a socket flowing, paused ones included
     c.resume();
     r.resume();
@@ -156,6 +164,8 @@ const HOLD_LIMIT = 64 * 1024;
  * Waits for `wait` while reading and holding what the client sends meanwhile (so a client that
  * leaves is noticed at once); null when the client left first (its end, or `signal`). `held`
  * gets the client's bytes, to be sent on once the tunnel is there.
+ * A FIN here is the client leaving (BIND: there is no peer yet to pass it to, and its listener
+ * must not outlive the client), also one that came with the request, before this began.
  */
 export async function holdWhile<T>(client: Socket, held: Uint8Array[], wait: Promise<T>, signal?: AbortSignal): Promise<T | null> {
   let heldBytes = held.reduce((n, c) => n + c.length, 0);
@@ -171,6 +181,8 @@ export async function holdWhile<T>(client: Socket, held: Uint8Array[], wait: Pro
   client.once('end', onGone);
   client.once('close', onGone);
   signal?.addEventListener('abort', onGone);
+  // 'end' or 'close' may have fired already, before the reply this waits behind
+  if (client.readableEnded || client.destroyed) onGone();
   client.resume();
   try {
     return await Promise.race([wait, gone]);

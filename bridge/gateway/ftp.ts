@@ -294,16 +294,18 @@ export async function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8
     client.once('close', onClose);
     remote.once('close', onClose);
     // a FIN passes on after any unterminated last line, as the plain relay would pass the bytes
-    client.on('end', () => {
+    const clientEnd = (): void => {
       const rest = clientLines.rest();
       if (rest !== '' && !remote.destroyed) remote.write(Buffer.from(rest, 'latin1'));
       remote.end();
-    });
-    remote.on('end', () => {
+    };
+    const remoteEnd = (): void => {
       const rest = serverLines.rest();
       if (rest !== '' && !client.destroyed) client.write(Buffer.from(rest, 'latin1'));
       client.end();
-    });
+    };
+    client.on('end', clientEnd);
+    remote.on('end', remoteEnd);
     if (cfg.idleTimeoutMs > 0) {
       client.setTimeout(cfg.idleTimeoutMs);
       client.on('timeout', () => {
@@ -315,6 +317,9 @@ export async function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8
     client.on('data', (chunk: Buffer) => feed('client', chunk));
     remote.on('data', (chunk: Buffer) => feed('server', chunk));
     for (const chunk of early) feed('client', Buffer.from(chunk));
+    // a FIN that came with the request (or with the server's greeting) fired 'end' already
+    if (client.readableEnded) clientEnd();
+    if (remote.readableEnded) remoteEnd();
     flow();
   });
 }

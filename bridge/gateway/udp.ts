@@ -295,6 +295,8 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
     idleTimer = setTimeout(check, cfg.idleTimeoutMs);
   }
 
+  // a FIN that came with the request fired 'end' before the listeners above: the association is over
+  if (client.readableEnded || client.destroyed) end('closed');
   const why = await done;
   ctx.finish('ok', { ...n, end: why });
 }

@@ -212,6 +212,11 @@ export function createHttpFrontend(ctx: BridgeContext, opts: { handshakeTimeoutM
   // this one is handed sockets by the mixed port, so start them here (slow-loris heads)
   server.emit('listening');
 
+  // A client that half-closes after its request (`printf 'GET …' | ncat`, HTTP/1.0 tools) still
+  // reads: its FIN marks the response in progress as the last one instead of ending our side at
+  // once (Node's default, which lost the response). Node's own switch, undocumented but public.
+  (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+
   // the listener may hand over a socket it paused while sniffing the first byte
   server.on('connection', (s: Socket) => s.resume());
 

@@ -16,7 +16,8 @@ export interface NativeResult {
 
 interface Addon {
   init(onDone: (id: number, up: number, down: number, end: string) => void): number;
-  add(fdClient: number, fdRemote: number, idleMs: number, release: boolean): number;
+  /** ended: bit 0 the client, bit 1 the remote already sent its FIN. */
+  add(fdClient: number, fdRemote: number, idleMs: number, release: boolean, ended: number): number;
   cancel(id: number): void;
 }
 
@@ -148,12 +149,20 @@ function destroyWhileNative(this: NativeSocket): NativeSocket {
   return this;
 }
 
-/** A connected TCP socket, open both ways, with no write pending in Node. */
+/**
+ * A connected TCP socket, open for writing, with no write pending in Node. Its reading side may
+ * have ended: a FIN that came with the first bytes is handed over too (see readEnded).
+ */
 function handOverable(s: NativeSocket): boolean {
   const h = s._handle;
   if (!h || typeof h.fd !== 'number' || h.fd < 0 || typeof h.readStop !== 'function') return false;
+  return !s.destroyed && !s.connecting && !s.writableEnded && s.writableLength === 0;
+}
+
+/** Whether Node has read the peer's FIN ('end' emitted, or queued behind buffered bytes). */
+function readEnded(s: Socket): boolean {
   const rs = (s as unknown as { _readableState?: { ended?: boolean } })._readableState;
-  return !s.destroyed && !s.connecting && !rs?.ended && !s.readableEnded && !s.writableEnded && s.writableLength === 0;
+  return s.readableEnded || rs?.ended === true;
 }
 
 /** Bytes Node has already read from `from` (a server's banner, a client's early data) go to `to` first. */
@@ -199,9 +208,11 @@ export function nativeRelay(client: Socket, remote: Socket, idleTimeoutMs: numbe
     nativeStats.declined++;
     return undefined;
   }
+  // a FIN Node already read (it came with the request) is passed on after the flushed bytes
+  const ended = (readEnded(c) ? 1 : 0) | (readEnded(r) ? 2 : 0);
   let id: number;
   try {
-    id = a.add(c._handle!.fd!, r._handle!.fd!, idleTimeoutMs > 0 ? idleTimeoutMs : 0, release !== undefined);
+    id = a.add(c._handle!.fd!, r._handle!.fd!, idleTimeoutMs > 0 ? idleTimeoutMs : 0, release !== undefined, ended);
   } catch {
     // no descriptors left for the duplicates: JavaScript relays this one
     nativeStats.declined++;

@@ -431,20 +431,24 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   return r;
 }
 
-// add(fdClient, fdRemote, idleMs, release) -> id. Without release the loop uses both descriptors
-// until onDone(id), and the caller closes them after it. With release it relays on duplicates
-// that it closes itself before onDone(id); the caller may close its own at once.
+// add(fdClient, fdRemote, idleMs, release, ended) -> id. Without release the loop uses both
+// descriptors until onDone(id), and the caller closes them after it. With release it relays on
+// duplicates that it closes itself before onDone(id); the caller may close its own at once.
+// ended: bit 0 the client, bit 1 the remote has already sent its FIN (Node read it before the
+// hand-over, with the request): that direction starts at EOF, so the FIN is passed on at once.
 static napi_value js_add(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (!g_started) THROW("not started");
   int32_t fa, fb;
+  uint32_t ended = 0;
   double idle;
   bool release = false;
   if (argc < 4 || napi_get_value_int32(env, argv[0], &fa) != napi_ok || napi_get_value_int32(env, argv[1], &fb) != napi_ok ||
-      napi_get_value_double(env, argv[2], &idle) != napi_ok || napi_get_value_bool(env, argv[3], &release) != napi_ok || fa < 0 || fb < 0)
-    THROW("add(fdClient, fdRemote, idleMs, release)");
+      napi_get_value_double(env, argv[2], &idle) != napi_ok || napi_get_value_bool(env, argv[3], &release) != napi_ok || fa < 0 || fb < 0 ||
+      (argc >= 5 && napi_get_value_uint32(env, argv[4], &ended) != napi_ok))
+    THROW("add(fdClient, fdRemote, idleMs, release, ended)");
   int da = release ? fcntl(fa, F_DUPFD_CLOEXEC, 0) : fa;
   int db = da < 0 ? -1 : release ? fcntl(fb, F_DUPFD_CLOEXEC, 0) : fb;
   if (db < 0) {
@@ -476,12 +480,17 @@ static napi_value js_add(napi_env env, napi_callback_info info) {
   }
   t->up.src = t->down.dst = da;
   t->up.dst = t->down.src = db;
+  t->up.eof = (ended & 1) != 0;
+  t->down.eof = (ended & 2) != 0;
   if (g_active++ == 0) napi_ref_threadsafe_function(env, g_tsfn);
   c->kind = 0;
   c->t = t;
+  // read before post(): from then on the loop owns t, and a tunnel that ends at once (both
+  // sides already at EOF) may be freed before this returns
+  uint32_t id = t->id;
   post(c);
   napi_value r;
-  napi_create_uint32(env, t->id, &r);
+  napi_create_uint32(env, id, &r);
   return r;
 }
 

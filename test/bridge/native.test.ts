@@ -29,6 +29,13 @@ function collect(s: Socket): Promise<Buffer> {
   });
 }
 
+/** `p`, or a failure after 20 s: what a lost FIN looks like, without leaving the test hanging. */
+function within<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no ${what} within 20 s`)), 20_000)));
+  return Promise.race([p, limit]).finally(() => clearTimeout(timer));
+}
+
 /** A client and an origin joined through a relay: client <-> [cs relay rs] <-> origin. */
 interface Path {
   client: Socket;
@@ -117,6 +124,65 @@ function suite(name: string, run: RelayFn, skip: false | string, shutdown: Shutd
         assert.equal((await p.result).end, 'closed');
       } finally {
         p.close();
+      }
+    });
+
+    test('a FIN Node read before the relay began (with the first bytes, either side) is passed on after them', async () => {
+      // as the gateway meets it: the request, early data and FIN arrive together, the handshake
+      // reads them all ('end' fires), and only then is the tunnel handed to the relay
+      const front = await acceptOne();
+      const back = await acceptOne();
+      const client = connect({ host: '127.0.0.1', port: front.port, allowHalfOpen: true });
+      const cs = await front.accepted;
+      const rs = connect({ host: '127.0.0.1', port: back.port, allowHalfOpen: true });
+      const origin = await back.accepted;
+      try {
+        const atClient = collect(client);
+        const atOrigin = collect(origin);
+        client.end('early up');
+        origin.end('early down');
+        const [up, down] = await Promise.all([collect(cs), collect(rs)]);
+        assert.ok(cs.readableEnded && rs.readableEnded, "both 'end' events fired before the relay");
+        rs.write(up);
+        cs.write(down);
+        const result = run(cs, rs, { idleTimeoutMs: 0 });
+        assert.equal((await within(atOrigin, 'EOF at the origin')).toString(), 'early up');
+        assert.equal((await within(atClient, 'EOF at the client')).toString(), 'early down');
+        assert.equal((await within(result, 'end of the relay')).end, 'closed');
+      } finally {
+        client.destroy();
+        origin.destroy();
+        front.srv.close();
+        back.srv.close();
+      }
+    });
+
+    test('a client FIN read before the relay began reaches the origin while the origin still answers', async () => {
+      const front = await acceptOne();
+      const back = await acceptOne();
+      const client = connect({ host: '127.0.0.1', port: front.port, allowHalfOpen: true });
+      const cs = await front.accepted;
+      const rs = connect({ host: '127.0.0.1', port: back.port, allowHalfOpen: true });
+      const origin = await back.accepted;
+      try {
+        const atClient = collect(client);
+        const atOrigin = collect(origin);
+        client.end('request');
+        const early = await collect(cs);
+        rs.write(early);
+        const result = run(cs, rs, { idleTimeoutMs: 0 });
+        const got = await within(atOrigin, 'EOF at the origin');
+        const answer = randomBytes(2 * 1024 * 1024);
+        origin.end(answer);
+        assert.equal(got.toString(), 'request');
+        assert.equal(sha(await within(atClient, 'EOF at the client')), sha(answer));
+        const r = await within(result, 'end of the relay');
+        assert.deepEqual(r, { up: 7, down: answer.length, end: 'closed' });
+      } finally {
+        client.destroy();
+        origin.destroy();
+        front.srv.close();
+        back.srv.close();
       }
     });
 

@@ -9,6 +9,8 @@ import { SocksClient } from 'socks';
 import { readAll, sha256, startTcp } from '../../helpers/origin.js';
 import { startCli, type Running } from '../../helpers/process.js';
 import { parseIp, type Ip } from '../../../shared/net/address.js';
+import { concatBytes, encodeGreeting, encodeRequest } from '../../../shared/socks5/codec.js';
+import { CMD, METHOD } from '../../../shared/socks5/constants.js';
 import {
   FtpTranslator,
   LineReader,
@@ -309,6 +311,8 @@ describe('FTP translation on loopback (IPv4 client, IPv6 server)', async () => {
           else s.write('200 OK.\r\n');
         }
       });
+      // the client's EOF (passed on by the gateway) ends the session
+      s.once('end', () => s.end());
     });
     gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--dns', 'none', '--allow', '::1', '--ftp-port', String(ftp.port)]);
     port = gw.listening[0]!.port;
@@ -349,6 +353,21 @@ describe('FTP translation on loopback (IPv4 client, IPv6 server)', async () => {
     assert.equal(rec.ftp, 'translated');
     assert.equal(rec.ftpData, 1);
     assert.equal(rec.ftpDataDown, payload.length);
+  });
+
+  test('request, a command and FIN in one go (as printf | ncat sends them): the command is answered, the FIN reaches the server', { skip }, async () => {
+    const before = gw.records().length;
+    const s = connect({ host: '127.0.0.1', port });
+    s.end(concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH] }), encodeRequest({ cmd: CMD.CONNECT, host: '::1', port: ftp.port }), Buffer.from('NOOP\r\n')));
+    let timer: NodeJS.Timeout | undefined;
+    const out = await Promise.race([
+      readAll(s),
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('no EOF through the translated control connection')), 15_000))),
+    ]).finally(() => clearTimeout(timer));
+    assert.ok(out.toString('latin1').endsWith('220 scripted\r\n200 OK.\r\n'), JSON.stringify(out.toString('latin1')));
+    const rec = (await gw.waitRecords(before + 1))[before]!;
+    assert.equal(rec.ftp, 'translated');
+    assert.equal(rec.end, 'closed');
   });
 
   test('a control line over the bound ends the session, with a log line saying why', { skip }, async () => {
