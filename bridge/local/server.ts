@@ -110,7 +110,14 @@ export class Bridge {
       return;
     }
     const timer = setTimeout(() => client.destroy(), FIRST_BYTE_TIMEOUT_MS);
+    // a client gone before its first byte is closed now, not at the timeout (CLOSE-WAIT meanwhile)
+    const gone = (): void => {
+      clearTimeout(timer);
+      client.destroy();
+    };
+    client.once('end', gone);
     client.once('data', (first: Buffer) => {
+      client.off('end', gone);
       client.pause();
       client.unshift(first);
       switch (sniffProtocol(first[0]!)) {

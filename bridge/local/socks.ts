@@ -111,9 +111,24 @@ function socks4Address(r: { host: string; port: number }): { host: string; port:
   return r;
 }
 
+/**
+ * A client whose FIN comes before its request is complete has left: close it now instead of
+ * holding it in CLOSE-WAIT until the handshake timeout. Returns the listener, to be removed once
+ * the request is there (then a FIN is the tunnel's half-close).
+ */
+function leftMidHandshake(client: Socket, handshakeTimer: NodeJS.Timeout): () => void {
+  const gone = (): void => {
+    clearTimeout(handshakeTimer);
+    client.destroy();
+  };
+  client.once('end', gone);
+  return gone;
+}
+
 export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: NodeJS.Timeout): void {
   const session = new Socks5ServerSession({ requireAuth: false });
   const done = ctx.state.opened('socks5');
+  const gone = leftMidHandshake(client, handshakeTimer);
   // a socket the native relay took over closes at once: the relay's end closes the count then
   client.once('close', () => releasedToNative(client) || done());
   const run = (cmds: ServerCommand[]): Uint8Array[] => {
@@ -128,6 +143,8 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
         clearTimeout(handshakeTimer);
         client.pause();
         client.off('data', onData);
+        // from here a FIN is the tunnel's half-close
+        client.off('end', gone);
         const { cmd, host, port } = c.request;
         if (cmd === CMD.UDP_ASSOCIATE) {
           void serveUdpAssociate(ctx, client, c.request, (r) => void run(r instanceof DualsocksError ? session.fail(r) : session.succeed(r)));
@@ -161,6 +178,7 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
 export function serveSocks4(ctx: BridgeContext, client: Socket, handshakeTimer: NodeJS.Timeout): void {
   const done = ctx.state.opened('socks4');
   client.once('close', () => releasedToNative(client) || done());
+  const gone = leftMidHandshake(client, handshakeTimer);
   let buf: Uint8Array = new Uint8Array(0);
   const onData = (chunk: Buffer): void => {
     buf = buf.length === 0 ? chunk : concatBytes(buf, chunk);
@@ -168,6 +186,7 @@ export function serveSocks4(ctx: BridgeContext, client: Socket, handshakeTimer: 
     if (d.status === 'need') return;
     clearTimeout(handshakeTimer);
     client.off('data', onData);
+    client.off('end', gone);
     client.pause();
     const reject = (): void => {
       if (!client.destroyed) client.end(encodeSocks4Reply({ cd: SOCKS4_CD.REJECTED }), () => client.destroy());

@@ -35,7 +35,12 @@ const asciiText = (b: Uint8Array): string => String.fromCharCode(...b);
 export interface HostSet {
   names: string[];
   ips: string[];
+  /** Ports where something listens (origin, sink, echo), so valid requests get somewhere. */
+  ports?: number[];
 }
+
+const portFor = (known?: HostSet): fc.Arbitrary<number> =>
+  known?.ports?.length ? fc.oneof({ weight: 1, arbitrary: port }, { weight: 2, arbitrary: fc.constantFrom(...known.ports) }) : port;
 
 export const host = (known?: HostSet): fc.Arbitrary<string> =>
   fc.oneof(
@@ -65,7 +70,7 @@ const cmd = fc.oneof({ weight: 4, arbitrary: fc.constant(CMD.CONNECT) }, { weigh
 const nameLens = (b: Uint8Array, atypAt: number): number[] => (b[atypAt] === ATYP.DOMAIN ? [atypAt + 1] : []);
 
 export const request = (known?: HostSet, cmds: fc.Arbitrary<number> = cmd): fc.Arbitrary<Msg> =>
-  fc.tuple(cmds, host(known), port).map(([c, h, p]) => {
+  fc.tuple(cmds, host(known), portFor(known)).map(([c, h, p]) => {
     const valid = encodeRequest({ cmd: c === CMD.CONNECT || c === CMD.BIND || c === CMD.UDP_ASSOCIATE ? c : CMD.CONNECT, host: h, port: p });
     valid[1] = c;
     return { bytes: valid, lens: nameLens(valid, 3) };
@@ -83,7 +88,7 @@ export const methodSelection = (): fc.Arbitrary<Msg> =>
 export const authReply = (): fc.Arbitrary<Msg> => fc.constantFrom(0, 1, 0xff).map((status) => ({ bytes: encodeAuthReply({ status }), lens: [] }));
 
 export const udpDatagram = (known?: HostSet): fc.Arbitrary<Msg> =>
-  fc.tuple(host(known), port, fc.oneof({ weight: 5, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: u8 }), fc.uint8Array({ maxLength: 64 })).map(([h, p, frag, payload]) => {
+  fc.tuple(host(known), portFor(known), fc.oneof({ weight: 5, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: u8 }), fc.uint8Array({ maxLength: 64 })).map(([h, p, frag, payload]) => {
     const head = encodeUdpHeader({ host: h, port: p, frag });
     return { bytes: concatBytes(head, payload), lens: nameLens(head, 3) };
   });
@@ -93,7 +98,7 @@ export const socks4Request = (known?: HostSet): fc.Arbitrary<Msg> =>
     .tuple(
       fc.constantFrom(CMD.CONNECT, CMD.BIND, 3),
       fc.oneof(fc.uint8Array({ minLength: 4, maxLength: 4 }).map((b) => formatIp(ipFromV4Bytes(b))), nameBytes(64).map(asciiText).filter((s) => !s.includes(':')), ...(known ? [fc.constantFrom(...known.names, ...known.ips.filter((i) => !i.includes(':')))] : [])),
-      port,
+      portFor(known),
       fc.uint8Array({ maxLength: 40 }).map((b) => b.map((x) => (x === 0 ? 0x41 : x))),
     )
     .map(([c, h, p, user]) => {
@@ -118,7 +123,7 @@ export const httpHead = (known?: HostSet, proxyPort = 1080): fc.Arbitrary<Msg> =
     .tuple(
       token,
       host(known),
-      port,
+      portFor(known),
       fc.constantFrom('absolute', 'authority', 'origin', 'pages'),
       fc.constantFrom('HTTP/1.1', 'HTTP/1.0', 'HTTP/2.0', 'HTTP/1.1 x'),
       fc.array(fc.tuple(headerName, headerValue), { maxLength: 6 }),

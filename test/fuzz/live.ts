@@ -11,10 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { hashPassword } from '../../bridge/gateway/users.js';
-import { concatBytes, decodeReply, encodeGreeting, encodeRequest } from '../../shared/socks5/codec.js';
+import { concatBytes, decodeAuthRequest, decodeGreeting, decodeReply, decodeRequest, decodeSocks4Request, encodeGreeting, encodeRequest } from '../../shared/socks5/codec.js';
 import { Socks5ClientSession } from '../../shared/socks5/client.js';
 import { CMD, METHOD } from '../../shared/socks5/constants.js';
-import { startOrigin, type Origin } from '../helpers/origin.js';
+import { startOrigin, startTcp, type Origin } from '../helpers/origin.js';
 import { startCli, type Running } from '../helpers/process.js';
 import { startUdpEcho, type UdpEcho } from '../helpers/udp.js';
 import { prng } from '../helpers/bytes.js';
@@ -29,6 +29,7 @@ export const KNOWN: Record<string, string> = {
   item8: 'UDP ASSOCIATE to the bridge, client gone before the reply (descriptors held)',
   item12: 'greeting offering 0x02 without 0x00 to the bridge (no answer, closed after 30 s)',
   item15: 'BIND to the bridge, client half-closes while waiting (CLOSE-WAIT until the peer timeout)',
+  item13: 'a complete CONNECT (SOCKS5, SOCKS4, HTTP CONNECT or GET) whose FIN comes with it (FIN lost: tunnel open until the idle timeout)',
 };
 
 type Mode = 'end' | 'abort' | 'hold' | 'trickle';
@@ -50,6 +51,7 @@ interface Proc {
   ports: { port: number; kind: Kind }[];
   fdBaseline: number;
   fdAfter: number;
+  socketBaseline: number;
   rssBefore: number;
   rssAfter: number;
   rssMax: number;
@@ -82,6 +84,12 @@ export interface LiveOptions {
   rssSlackMiB?: number;
   /** Descriptors above the baseline tolerated after the settle time (pooled keep-alive tunnels). */
   fdSlack?: number;
+  /** Only the input classes whose name contains this. */
+  only?: string;
+  /** Only these processes (gateway, gateway-users, bridge, start). */
+  processes?: string[];
+  /** How long a client waits for the server's close before closing itself. */
+  holdMs?: number;
   log?: (s: string) => void;
 }
 
@@ -95,6 +103,21 @@ export function fdCount(pid: number): number {
   }
 }
 
+/** Sockets among the descriptors: what a connection leaves behind (pipes and eventfds are the runtime's, which starts threads lazily). */
+export function socketCount(pid: number): number {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('socket:');
+      } catch {
+        return false;
+      }
+    }).length;
+  } catch {
+    return -1;
+  }
+}
+
 export function rssBytes(pid: number): number {
   try {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -102,6 +125,41 @@ export function rssBytes(pid: number): number {
   } catch {
     return -1;
   }
+}
+
+/** The harness's inputs whose connections this process still holds (by the client's port). */
+function heldInputs(pid: number, ports: number[]): string[] {
+  const inodes = new Set<string>();
+  try {
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m) inodes.add(m[1]!);
+      } catch {
+        /* closed meanwhile */
+      }
+    }
+  } catch {
+    return [];
+  }
+  const out: string[] = [];
+  for (const f of ['tcp', 'tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(`/proc/${pid}/net/${f}`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const p = line.trim().split(/\s+/);
+      if (p.length < 10 || !inodes.has(p[9]!)) continue;
+      const local = parseInt(p[1]!.split(':')[1]!, 16);
+      const remote = parseInt(p[2]!.split(':')[1]!, 16);
+      const input = ports.includes(local) ? byClientPort.get(remote) : undefined;
+      if (input) out.push(`${p[3] === '08' ? 'CLOSE_WAIT' : p[3] === '01' ? 'ESTABLISHED' : `state ${p[3]}`} ${input.cls} ${input.mode} ${Buffer.from(input.bytes).toString('hex').slice(0, 160)}`);
+    }
+  }
+  return out;
 }
 
 /** What a process's descriptors are, TCP sockets by state, for a leak report. */
@@ -155,9 +213,13 @@ export function fdKinds(pid: number): string {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Sends one input on a fresh connection the way its mode says, and is done when the socket is. */
+/** Client port → input of the current batch, to name the inputs whose connections were left open. */
+const byClientPort = new Map<number, Input>();
+
 function hit(port: number, input: Input, holdMs: number): Promise<void> {
   return new Promise((resolve) => {
     const s = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    s.once('connect', () => byClientPort.set(s.localPort!, input));
     const timer = setTimeout(() => s.destroy(), holdMs);
     const done = (): void => {
       clearTimeout(timer);
@@ -196,6 +258,7 @@ function hitUdp(port: number, input: Input, holdMs: number): Promise<void> {
   return new Promise((resolve) => {
     const udp: UdpSocket = createSocket('udp4');
     const s = connect({ host: '127.0.0.1', port });
+    s.once('connect', () => byClientPort.set(s.localPort!, input));
     let buf: Uint8Array = new Uint8Array(0);
     let stage = 0;
     const finish = (): void => {
@@ -327,6 +390,8 @@ function classes(known: g.HostSet): ClassDef[] {
 /** The known defects an input would hit on a listener of this kind. */
 function knownTags(b: Uint8Array, kind: Kind, mode: Mode): string[] {
   const tags: string[] = [];
+  const fin = mode === 'end' || mode === 'trickle';
+  if (fin && completeConnect(b)) tags.push('item13');
   if (b[0] === 5 && b.length >= 2) {
     const methods = [...b.subarray(2, 2 + b[1]!)];
     const userpassOnly = methods.includes(METHOD.USERPASS) && !methods.includes(METHOD.NO_AUTH);
@@ -342,6 +407,28 @@ function knownTags(b: Uint8Array, kind: Kind, mode: Mode): string[] {
   return tags;
 }
 
+/** Whether the input holds a whole CONNECT request (the FIN after it is what item 13 loses). */
+function completeConnect(b: Uint8Array): boolean {
+  if (b[0] === 5) {
+    const gr = decodeGreeting(b);
+    if (gr.status !== 'ok') return false;
+    let rest = b.subarray(gr.size);
+    if (rest[0] === 1) {
+      const a = decodeAuthRequest(rest);
+      if (a.status !== 'ok') return false;
+      rest = rest.subarray(a.size);
+    }
+    const r = decodeRequest(rest);
+    return r.status === 'ok' && r.msg.cmd === CMD.CONNECT;
+  }
+  if (b[0] === 4) {
+    const r = decodeSocks4Request(b);
+    return r.status === 'ok' && r.msg.cmd === CMD.CONNECT;
+  }
+  const text = Buffer.from(b.subarray(0, 64)).toString('latin1');
+  return /^[A-Za-z]+ /.test(text) && Buffer.from(b).includes('\r\n\r\n');
+}
+
 // ---- the run ----
 
 export async function runLive(opts: LiveOptions): Promise<LiveResult> {
@@ -350,6 +437,7 @@ export async function runLive(opts: LiveOptions): Promise<LiveResult> {
   const batchSize = opts.batch ?? Math.max(200, Math.min(5000, Math.ceil(opts.total / 20)));
   const rssSlack = (opts.rssSlackMiB ?? 96) * MiB;
   const fdSlack = opts.fdSlack ?? 4;
+  const holdMs = opts.holdMs ?? 1000;
   const started = Date.now();
   const dir = mkdtempSync(join(tmpdir(), 'dualsocks-fuzz-'));
   const origin = await startOrigin('127.0.0.1', 64 * 1024);
@@ -358,39 +446,55 @@ export async function runLive(opts: LiveOptions): Promise<LiveResult> {
   writeFileSync(hosts, '127.0.0.1 web.test\n::1 web6.test\n127.0.0.1 echo.test\n');
   const users = join(dir, 'users');
   writeFileSync(users, `u:${await hashPassword('pw')}\n`);
-  const known: g.HostSet = { names: ['web.test', 'web6.test', 'echo.test', 'nx.test', 'localhost'], ips: ['127.0.0.1', '::1', '127.0.0.2'] };
+  // a sink: echoes, and closes only when its peer does (a destination that never hangs up first)
+  const sink = await startTcp('127.0.0.1', (s) => {
+    s.on('data', (d: Buffer) => s.write(d));
+    s.on('end', () => s.end());
+  });
+  const known: g.HostSet = { names: ['web.test', 'web6.test', 'echo.test', 'nx.test', 'localhost'], ips: ['127.0.0.1', '::1', '127.0.0.2'], ports: [origin.port, sink.port, echo.port] };
   const common = ['--hosts', hosts, '--dns', 'none', '--allow', '127.0.0.0/8', '--allow', '::1/128', '--connect-timeout', '2', '--quiet'];
   const gwFlags = [...common, '--handshake-timeout', '2', '--bind-timeout', '3'];
 
   const procs: Proc[] = [];
+  const extra: Running[] = [];
   const result: LiveResult = { inputs: 0, perClass: {}, findings: [], processes: [], ms: 0 };
+  const want = (name: string): boolean => !opts.processes || opts.processes.includes(name);
   const add = (name: string, running: Running, ports: Proc['ports']): Proc => {
-    const p: Proc = { name, running, pid: running.proc.pid!, ports, fdBaseline: 0, fdAfter: 0, rssBefore: 0, rssAfter: 0, rssMax: 0, dead: false };
+    const p: Proc = { name, running, pid: running.proc.pid!, ports, fdBaseline: 0, fdAfter: 0, socketBaseline: 0, rssBefore: 0, rssAfter: 0, rssMax: 0, dead: false };
     procs.push(p);
     return p;
   };
   try {
+    // the bridge's gateway is there even when only the bridge is fuzzed, but not watched then
     const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', ...gwFlags]);
-    add('gateway', gw, [{ port: gw.listening[0]!.port, kind: 'gateway' }]);
-    const gwu = await startCli(['gateway', '--listen', '127.0.0.1:0', '--users', users, ...gwFlags]);
-    add('gateway --users', gwu, [{ port: gwu.listening[0]!.port, kind: 'gateway-users' }]);
-    const br = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${gw.listening[0]!.port}`, '--connect-timeout', '2', '--quiet']);
-    add('bridge', br, [{ port: br.listening[0]!.port, kind: 'bridge' }]);
-    const st = await startCli(['start', '--listen', '127.0.0.1:0', ...common]);
-    const inner = await st.waitStderr(/in process on /);
-    const innerPort = Number(/:(\d+)$/.exec(inner.trim())![1]);
-    add('start', st, [{ port: st.listening[0]!.port, kind: 'start-bridge' }, { port: innerPort, kind: 'start-gateway' }]);
+    if (want('gateway')) add('gateway', gw, [{ port: gw.listening[0]!.port, kind: 'gateway' }]);
+    else extra.push(gw);
+    if (want('gateway-users')) {
+      const gwu = await startCli(['gateway', '--listen', '127.0.0.1:0', '--users', users, ...gwFlags]);
+      add('gateway --users', gwu, [{ port: gwu.listening[0]!.port, kind: 'gateway-users' }]);
+    }
+    if (want('bridge')) {
+      const br = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${gw.listening[0]!.port}`, '--connect-timeout', '2', '--quiet']);
+      add('bridge', br, [{ port: br.listening[0]!.port, kind: 'bridge' }]);
+    }
+    if (want('start')) {
+      const st = await startCli(['start', '--listen', '127.0.0.1:0', ...common]);
+      const inner = await st.waitStderr(/in process on /);
+      const innerPort = Number(/:(\d+)$/.exec(inner.trim())![1]);
+      add('start', st, [{ port: st.listening[0]!.port, kind: 'start-bridge' }, { port: innerPort, kind: 'start-gateway' }]);
+    }
 
     // warm up (pools, health checks, lazy modules), then take the baselines
     for (const p of procs) for (const l of p.ports) for (let i = 0; i < 2; i++) await served(l.port, l.kind, origin);
     await sleep(1000);
     for (const p of procs) {
       p.fdBaseline = fdCount(p.pid);
+      p.socketBaseline = socketCount(p.pid);
       p.rssBefore = p.rssMax = rssBytes(p.pid);
     }
     log(`  live: ${procs.map((p) => `${p.name} pid ${p.pid} fd ${p.fdBaseline} rss ${(p.rssBefore / MiB).toFixed(0)} MiB`).join('; ')}`);
 
-    const defs = classes({ ...known, ips: [...known.ips] });
+    const defs = classes({ ...known, ips: [...known.ips] }).filter((d) => !opts.only || d.name.includes(opts.only));
     const weights = defs.reduce((n, d) => n + d.weight, 0);
     const r = prng(opts.seed);
     const rnd = { nextInt: (lo: number, hi: number): number => lo + Math.floor(r() * (hi - lo + 1)) };
@@ -404,6 +508,7 @@ export async function runLive(opts: LiveOptions): Promise<LiveResult> {
       let made = 0;
       // seed of this batch: opts.seed and the batch number; inputs drawn in order
       const batchSeed = (opts.seed * 1000003 + batchNo) | 0;
+      byClientPort.clear();
       const pool = new Map<string, Uint8Array[]>();
       for (const d of defs) pool.set(d.name, fc.sample(d.arb, { seed: batchSeed + d.weight, numRuns: Math.ceil((n * d.weight) / weights) + 16 }));
       let guard = 0;
@@ -420,7 +525,7 @@ export async function runLive(opts: LiveOptions): Promise<LiveResult> {
           const count = rnd.nextInt(1, 12);
           const datagrams = Array.from({ length: count }, () => list[rnd.nextInt(0, list.length - 1)]!);
           const input: Input = { cls: def.name, bytes, mode, datagrams };
-          tasks.push(() => hitUdp(t.l.port, input, 1500));
+          tasks.push(() => hitUdp(t.l.port, input, holdMs));
           made += count;
           classCount[def.name] = (classCount[def.name] ?? 0) + count;
           continue;
@@ -428,7 +533,7 @@ export async function runLive(opts: LiveOptions): Promise<LiveResult> {
         const tags = knownTags(bytes, t.l.kind, mode);
         if (tags.some((x) => opts.skip.has(x))) continue;
         const input: Input = { cls: def.name, bytes, mode };
-        tasks.push(() => hit(t.l.port, input, 1500));
+        tasks.push(() => hit(t.l.port, input, holdMs));
         made++;
         classCount[def.name] = (classCount[def.name] ?? 0) + 1;
       }
@@ -450,9 +555,10 @@ export async function runLive(opts: LiveOptions): Promise<LiveResult> {
     for (const p of procs) {
       result.processes.push({ name: p.name, fdBaseline: p.fdBaseline, fdAfter: p.fdAfter, rssBeforeMiB: Math.round(p.rssBefore / MiB), rssAfterMiB: Math.round(p.rssAfter / MiB), rssMaxMiB: Math.round(p.rssMax / MiB), alive: !p.dead });
     }
-    await Promise.all(procs.map((p) => p.running.stop()));
+    await Promise.all([...procs.map((p) => p.running.stop()), ...extra.map((r) => r.stop())]);
     await origin.close();
     await echo.close();
+    await sink.close();
     result.ms = Date.now() - started;
   }
   return result;
@@ -470,12 +576,15 @@ async function checkBatch(procs: Proc[], batch: number, classes: string, origin:
   // descriptors back to the baseline within 5 s of the last input
   const deadline = Date.now() + 5000;
   for (;;) {
-    const over = procs.filter((p) => !p.dead && fdCount(p.pid) > p.fdBaseline + fdSlack);
+    // runtime descriptors (thread pool pipes, eventfds) may appear once; sockets must go back
+    const over = procs.filter((p) => !p.dead && (socketCount(p.pid) > p.socketBaseline + fdSlack || fdCount(p.pid) > p.fdBaseline + fdSlack + 16));
     if (over.length === 0 || Date.now() >= deadline) {
       for (const p of over) {
         const n = fdCount(p.pid);
         if (n < 0) continue;
-        findings.push({ kind: 'leak', process: p.name, batch, classes, detail: `${n} descriptors 5 s after the last input, baseline ${p.fdBaseline} (${fdKinds(p.pid)})` });
+        const held = heldInputs(p.pid, p.ports.map((l) => l.port));
+        const examples = held.length > 0 ? `; held inputs (${held.length}):\n    ${held.slice(0, 8).join('\n    ')}` : '';
+        findings.push({ kind: 'leak', process: p.name, batch, classes, detail: `${n} descriptors (${socketCount(p.pid)} sockets) 5 s after the last input, baseline ${p.fdBaseline} (${p.socketBaseline} sockets): ${fdKinds(p.pid)}${examples}` });
       }
       break;
     }

@@ -4,7 +4,8 @@
 // crash, leak, unserved request or unbounded RSS.
 //
 //   node dist/test/fuzz/run.js [--in-process N] [--live N] [--seed S] [--parallel N]
-//     [--skip item1,item8,item12,item15] [--only TARGET] [--no-netns]
+//     [--skip item1,item8,item12,item15] [--only TARGET-OR-CLASS] [--processes gateway,gateway-users,bridge,start]
+//     [--hold MS] [--rss-slack MIB] [--no-netns]
 import { spawn, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { runInProcess, type InProcessResult } from './inprocess.js';
@@ -19,6 +20,8 @@ export interface FuzzOptions {
   only?: string;
   netns: boolean;
   rssSlackMiB?: number;
+  processes?: string[];
+  holdMs?: number;
 }
 
 export function parseArgs(argv: string[]): FuzzOptions {
@@ -36,6 +39,8 @@ export function parseArgs(argv: string[]): FuzzOptions {
     else if (a === '--parallel') o.parallel = Number(v());
     else if (a === '--rss-slack') o.rssSlackMiB = Number(v());
     else if (a === '--only') o.only = v();
+    else if (a === '--processes') o.processes = v().split(',');
+    else if (a === '--hold') o.holdMs = Number(v());
     else if (a === '--no-netns') o.netns = false;
     else if (a === '--skip') {
       for (const s of v().split(',').filter(Boolean)) {
@@ -65,6 +70,9 @@ function liveInNetns(o: FuzzOptions, write: (s: string) => void): Promise<LiveRe
   const args = [fileURLToPath(import.meta.url), '--in-process', '0', '--live', String(o.live), '--seed', String(o.seed), '--parallel', String(o.parallel), '--no-netns'];
   if (o.skip.size > 0) args.push('--skip', [...o.skip].join(','));
   if (o.rssSlackMiB !== undefined) args.push('--rss-slack', String(o.rssSlackMiB));
+  if (o.only) args.push('--only', o.only);
+  if (o.processes) args.push('--processes', o.processes.join(','));
+  if (o.holdMs !== undefined) args.push('--hold', String(o.holdMs));
   return new Promise((resolve, reject) => {
     const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, [NETNS_ENV]: ns } });
     let out = '';
@@ -120,7 +128,7 @@ export async function fuzz(o: FuzzOptions, write: (s: string) => void = (s) => p
       live = await liveInNetns(o, write);
     } else {
       log('live:');
-      live = await runLive({ total: o.live, seed: o.seed, skip: o.skip, parallel: o.parallel, rssSlackMiB: o.rssSlackMiB, log });
+      live = await runLive({ total: o.live, seed: o.seed, skip: o.skip, parallel: o.parallel, rssSlackMiB: o.rssSlackMiB, only: o.only, processes: o.processes, holdMs: o.holdMs, log });
       if (inner) {
         // the parent prints the figures
         write(`LIVE-RESULT ${JSON.stringify(live)}\n`);
