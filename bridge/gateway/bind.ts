@@ -60,6 +60,12 @@ function listenOn(host: string): Promise<Server> {
 
 /** holdWhile() for a request's client, also ended by the client's close. */
 export function whileHoldingClient<T>(ctx: RequestContext, held: Uint8Array[], wait: Promise<T>): Promise<T | null> {
+  // a FIN already read (it came with the request, or while the credentials were checked) was
+  // emitted before holdWhile listens for it: the client has left
+  if (ctx.client.readableEnded || ctx.client.destroyed) {
+    wait.catch(() => {});
+    return Promise.resolve(null);
+  }
   return holdWhile(ctx.client, held, wait, ctx.signal);
 }
 

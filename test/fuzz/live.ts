@@ -382,7 +382,7 @@ function classes(known: g.HostSet): ClassDef[] {
     },
     { name: 'socks4/4a', weight: 15, kinds: bridgeKinds, arb: g.hostile(g.socks4Request(known)) },
     { name: 'http head', weight: 20, kinds: bridgeKinds, arb: g.hostile(g.httpHead(known)) },
-    { name: 'udp datagrams', weight: 12, kinds: ['gateway', 'bridge', 'start-gateway', 'start-bridge'], arb: g.hostile(g.udpDatagram(known)), udp: true },
+    { name: 'udp datagrams', weight: 4, kinds: ['gateway', 'bridge', 'start-gateway', 'start-bridge'], arb: g.hostile(g.udpDatagram(known)), udp: true },
     { name: 'noise', weight: 5, kinds: [...s5Kinds, 'gateway-users'], arb: fc.uint8Array({ maxLength: 400 }) },
   ];
 }
