@@ -143,6 +143,7 @@ function heldInputs(pid: number, ports: number[]): string[] {
     return [];
   }
   const out: string[] = [];
+  const rows: { local: number; remote: number; state: string }[] = [];
   for (const f of ['tcp', 'tcp6']) {
     let text = '';
     try {
@@ -153,9 +154,15 @@ function heldInputs(pid: number, ports: number[]): string[] {
     for (const line of text.split('\n').slice(1)) {
       const p = line.trim().split(/\s+/);
       if (p.length < 10 || !inodes.has(p[9]!)) continue;
-      const local = parseInt(p[1]!.split(':')[1]!, 16);
-      const remote = parseInt(p[2]!.split(':')[1]!, 16);
-      const input = ports.includes(local) ? byClientPort.get(remote) : undefined;
+      rows.push({ local: parseInt(p[1]!.split(':')[1]!, 16), remote: parseInt(p[2]!.split(':')[1]!, 16), state: p[3]! });
+    }
+  }
+  // `start` connects to its own gateway port: those peers are the process itself, not the harness
+  const own = new Set(rows.filter((r) => !ports.includes(r.local)).map((r) => r.local));
+  {
+    for (const r of rows) {
+      const p = ['', '', '', r.state];
+      const input = ports.includes(r.local) && !own.has(r.remote) ? byClientPort.get(r.remote) : undefined;
       if (input) out.push(`${p[3] === '08' ? 'CLOSE_WAIT' : p[3] === '01' ? 'ESTABLISHED' : `state ${p[3]}`} ${input.cls} ${input.mode} ${Buffer.from(input.bytes).toString('hex').slice(0, 160)}`);
     }
   }
