@@ -56,10 +56,12 @@ interface Proc {
   rssAfter: number;
   rssMax: number;
   dead: boolean;
+  /** stderr lines already looked at. */
+  stderrSeen: number;
 }
 
 export interface LiveFinding {
-  kind: 'crash' | 'leak' | 'unserved' | 'rss';
+  kind: 'crash' | 'leak' | 'unserved' | 'rss' | 'stderr';
   process: string;
   batch: number;
   classes: string;
@@ -467,7 +469,7 @@ export async function runLive(opts: LiveOptions): Promise<LiveResult> {
   const result: LiveResult = { inputs: 0, perClass: {}, findings: [], processes: [], ms: 0 };
   const want = (name: string): boolean => !opts.processes || opts.processes.includes(name);
   const add = (name: string, running: Running, ports: Proc['ports']): Proc => {
-    const p: Proc = { name, running, pid: running.proc.pid!, ports, fdBaseline: 0, fdAfter: 0, socketBaseline: 0, rssBefore: 0, rssAfter: 0, rssMax: 0, dead: false };
+    const p: Proc = { name, running, pid: running.proc.pid!, ports, fdBaseline: 0, fdAfter: 0, socketBaseline: 0, rssBefore: 0, rssAfter: 0, rssMax: 0, dead: false, stderrSeen: 0 };
     procs.push(p);
     return p;
   };
@@ -497,6 +499,7 @@ export async function runLive(opts: LiveOptions): Promise<LiveResult> {
     for (const p of procs) {
       p.fdBaseline = fdCount(p.pid);
       p.socketBaseline = socketCount(p.pid);
+      p.stderrSeen = p.running.stderr.length;
       p.rssBefore = p.rssMax = rssBytes(p.pid);
     }
     log(`  live: ${procs.map((p) => `${p.name} pid ${p.pid} fd ${p.fdBaseline} rss ${(p.rssBefore / MiB).toFixed(0)} MiB`).join('; ')}`);
@@ -579,6 +582,13 @@ async function checkBatch(procs: Proc[], batch: number, classes: string, origin:
       const tail = p.running.stderr.slice(-12).join('\n    ');
       findings.push({ kind: 'crash', process: p.name, batch, classes, detail: `exited (${p.running.proc.exitCode ?? p.running.proc.signalCode}); stderr:\n    ${tail}` });
     }
+  }
+  // warnings and stack traces: a defect in one connection's handling is logged, never silent
+  for (const p of procs) {
+    const lines = p.running.stderr.slice(p.stderrSeen);
+    p.stderrSeen = p.running.stderr.length;
+    const bad = lines.filter((l) => /Warning|DEP0\d+|Error|^\s+at /.test(l));
+    if (bad.length > 0 && !p.dead) findings.push({ kind: 'stderr', process: p.name, batch, classes, detail: `${bad.length} line(s) on stderr:\n    ${bad.slice(0, 6).join('\n    ')}` });
   }
   // descriptors back to the baseline within 5 s of the last input
   const deadline = Date.now() + 5000;

@@ -5,7 +5,7 @@
 //
 //   node dist/test/fuzz/run.js [--in-process N] [--live N] [--seed S] [--parallel N]
 //     [--skip item1,item8,item12,item15] [--only TARGET-OR-CLASS] [--processes gateway,gateway-users,bridge,start]
-//     [--hold MS] [--rss-slack MIB] [--no-netns]
+//     [--hold MS] [--batch N] [--rss-slack MIB] [--no-netns]
 import { spawn, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { runInProcess, type InProcessResult } from './inprocess.js';
@@ -22,6 +22,7 @@ export interface FuzzOptions {
   rssSlackMiB?: number;
   processes?: string[];
   holdMs?: number;
+  batch?: number;
 }
 
 export function parseArgs(argv: string[]): FuzzOptions {
@@ -41,6 +42,7 @@ export function parseArgs(argv: string[]): FuzzOptions {
     else if (a === '--only') o.only = v();
     else if (a === '--processes') o.processes = v().split(',');
     else if (a === '--hold') o.holdMs = Number(v());
+    else if (a === '--batch') o.batch = Number(v());
     else if (a === '--no-netns') o.netns = false;
     else if (a === '--skip') {
       for (const s of v().split(',').filter(Boolean)) {
@@ -73,6 +75,7 @@ function liveInNetns(o: FuzzOptions, write: (s: string) => void): Promise<LiveRe
   if (o.only) args.push('--only', o.only);
   if (o.processes) args.push('--processes', o.processes.join(','));
   if (o.holdMs !== undefined) args.push('--hold', String(o.holdMs));
+  if (o.batch !== undefined) args.push('--batch', String(o.batch));
   return new Promise((resolve, reject) => {
     const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, [NETNS_ENV]: ns } });
     let out = '';
@@ -128,7 +131,7 @@ export async function fuzz(o: FuzzOptions, write: (s: string) => void = (s) => p
       live = await liveInNetns(o, write);
     } else {
       log('live:');
-      live = await runLive({ total: o.live, seed: o.seed, skip: o.skip, parallel: o.parallel, rssSlackMiB: o.rssSlackMiB, only: o.only, processes: o.processes, holdMs: o.holdMs, log });
+      live = await runLive({ total: o.live, seed: o.seed, skip: o.skip, parallel: o.parallel, rssSlackMiB: o.rssSlackMiB, only: o.only, processes: o.processes, holdMs: o.holdMs, batch: o.batch, log });
       if (inner) {
         // the parent prints the figures
         write(`LIVE-RESULT ${JSON.stringify(live)}\n`);
@@ -139,18 +142,19 @@ export async function fuzz(o: FuzzOptions, write: (s: string) => void = (s) => p
   const crashes = live?.findings.filter((f) => f.kind === 'crash') ?? [];
   const leaks = live?.findings.filter((f) => f.kind === 'leak' || f.kind === 'rss') ?? [];
   const unserved = live?.findings.filter((f) => f.kind === 'unserved') ?? [];
+  const stderr = live?.findings.filter((f) => f.kind === 'stderr') ?? [];
   log('');
   log('figures:');
   if (inProcess) log(`  in process: ${inProcess.inputs} inputs in ${(inProcess.ms / 1000).toFixed(1)} s, ${inProcess.failures.length} property failures`);
   if (live) {
     log(`  live: ${live.inputs} inputs in ${(live.ms / 1000).toFixed(1)} s (${Object.entries(live.perClass).map(([k, v]) => `${k} ${v}`).join(', ')})`);
-    log(`  crashes ${crashes.length}, leaks ${leaks.length}, valid requests unserved ${unserved.length}`);
+    log(`  crashes ${crashes.length}, leaks ${leaks.length}, valid requests unserved ${unserved.length}, warnings/stack traces on stderr ${stderr.length}`);
     for (const p of live.processes) {
       log(`  ${p.name.padEnd(16)} ${p.alive ? 'alive' : 'DEAD '}  fd baseline ${p.fdBaseline} after ${p.fdAfter}  RSS before ${p.rssBeforeMiB} MiB after ${p.rssAfterMiB} MiB (max ${p.rssMaxMiB} MiB)`);
     }
     for (const f of live.findings) log(`  ${f.kind.toUpperCase()} ${f.process}, batch ${f.batch} [${f.classes}]: ${f.detail}`);
   }
-  const ok = (inProcess?.failures.length ?? 0) === 0 && crashes.length + leaks.length + unserved.length === 0;
+  const ok = (inProcess?.failures.length ?? 0) === 0 && crashes.length + leaks.length + unserved.length + stderr.length === 0;
   log(ok ? 'fuzz: OK' : `fuzz: FAILED (seed ${o.seed})`);
   return { inProcess, live, ok };
 }
