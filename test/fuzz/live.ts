@@ -29,6 +29,7 @@ export const KNOWN: Record<string, string> = {
   item8: 'UDP ASSOCIATE to the bridge, client gone before the reply (descriptors held)',
   item12: 'greeting offering 0x02 without 0x00 to the bridge (no answer, closed after 30 s)',
   item15: 'BIND to the bridge, client half-closes while waiting (CLOSE-WAIT until the peer timeout)',
+  item6: 'RFC 1929 credentials (each one an scrypt of 16 MiB on one of 4 threads, also for clients already gone: RSS +130 MiB, logins starved)',
   item13: 'a complete CONNECT (SOCKS5, SOCKS4, HTTP CONNECT or GET) whose FIN comes with it (FIN lost: tunnel open until the idle timeout)',
 };
 
@@ -547,6 +548,7 @@ export async function runLive(opts: LiveOptions): Promise<LiveResult> {
           continue;
         }
         const tags = knownTags(bytes, t.l.kind, mode);
+        if (def.name === 'rfc1929') tags.push('item6');
         if (tags.some((x) => opts.skip.has(x))) continue;
         const input: Input = { cls: def.name, bytes, mode };
         tasks.push(() => hit(t.l.port, input, holdMs));
