@@ -497,6 +497,8 @@ export async function runLive(opts: LiveOptions): Promise<LiveResult> {
 
   const procs: Proc[] = [];
   const extra: Running[] = [];
+  // e.g. a small --max-old-space-size, to tell a heap that grows lazily from one that leaks
+  const childEnv = process.env.DUALSOCKS_FUZZ_NODE_OPTIONS ? { NODE_OPTIONS: process.env.DUALSOCKS_FUZZ_NODE_OPTIONS } : {};
   const result: LiveResult = { inputs: 0, perClass: {}, findings: [], processes: [], ms: 0 };
   const want = (name: string): boolean => !opts.processes || opts.processes.includes(name);
   const add = (name: string, running: Running, ports: Proc['ports']): Proc => {
@@ -514,11 +516,11 @@ export async function runLive(opts: LiveOptions): Promise<LiveResult> {
       add('gateway --users', gwu, [{ port: gwu.listening[0]!.port, kind: 'gateway-users' }]);
     }
     if (want('bridge')) {
-      const br = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${gw.listening[0]!.port}`, '--connect-timeout', '2', '--quiet']);
+      const br = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${gw.listening[0]!.port}`, '--connect-timeout', '2', '--quiet'], { env: childEnv });
       add('bridge', br, [{ port: br.listening[0]!.port, kind: 'bridge' }]);
     }
     if (want('start')) {
-      const st = await startCli(['start', '--listen', '127.0.0.1:0', ...common]);
+      const st = await startCli(['start', '--listen', '127.0.0.1:0', ...common], { env: childEnv });
       const inner = await st.waitStderr(/in process on /);
       const innerPort = Number(/:(\d+)$/.exec(inner.trim())![1]);
       add('start', st, [{ port: st.listening[0]!.port, kind: 'start-bridge' }, { port: innerPort, kind: 'start-gateway' }]);
