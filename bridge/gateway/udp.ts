@@ -285,6 +285,9 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
   client.once('close', () => end('closed'));
   client.once('error', (e: NodeJS.ErrnoException) => end(e.code ?? 'error'));
   ctx.signal.addEventListener('abort', () => end('closed'), { once: true });
+  // a FIN read while the request was being served (it came with the request, or while the
+  // credentials were checked) was emitted before these listeners: the association is over
+  if (client.readableEnded || client.destroyed) end('closed');
   client.resume();
   if (cfg.idleTimeoutMs > 0) {
     const check = (): void => {
@@ -295,8 +298,6 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
     idleTimer = setTimeout(check, cfg.idleTimeoutMs);
   }
 
-  // a FIN that came with the request fired 'end' before the listeners above: the association is over
-  if (client.readableEnded || client.destroyed) end('closed');
   const why = await done;
   ctx.finish('ok', { ...n, end: why });
 }
