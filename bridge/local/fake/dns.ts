@@ -79,6 +79,31 @@ export class FakeDnsResponder {
     }
   }
 
+  /**
+   * An error answer (SERVFAIL when an upstream failed) for a query handle() forwarded: its ID,
+   * flags and question echoed. Null when the query cannot be read (handle() would have dropped it).
+   */
+  failure(query: Uint8Array, rcode: number = RCODE.SERVFAIL): Buffer | null {
+    try {
+      if (query.length < HEADER) return null;
+      const buf = Buffer.from(query.buffer, query.byteOffset, query.length);
+      const rawFlags = buf.readUInt16BE(2);
+      const head = { opcode: (rawFlags >> 11) & 0xf, rd: (rawFlags & dnsPacket.RECURSION_DESIRED) !== 0, cd: (rawFlags & dnsPacket.CHECKING_DISABLED) !== 0 };
+      let questions: Question[] = [];
+      let edns = false;
+      try {
+        const p = dnsPacket.decode(buf);
+        questions = p.questions ?? [];
+        edns = (p.additionals ?? []).some((a) => a.type === 'OPT');
+      } catch {
+        /* header only */
+      }
+      return this.empty(buf.readUInt16BE(0), head, questions, rcode, edns);
+    } catch {
+      return null;
+    }
+  }
+
   private decideFor(buf: Buffer, id: number, head: { opcode: number; rd: boolean; cd: boolean }): DnsResult {
     const fail = (rcode: number): DnsResult => ({ kind: 'answer', rcode, message: this.empty(id, head, [], rcode, false) });
     if (head.opcode !== 0) return fail(RCODE.NOTIMP);
