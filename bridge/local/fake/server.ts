@@ -107,6 +107,11 @@ export interface FakeDnsServerOptions {
   tcpMaxConnections?: number;
   tcpMaxInflight?: number;
   maxForwards?: number;
+  /**
+   * Which sources may ask (the bridge's --clients; loopback only by default there). Others are
+   * ignored over UDP (no reflection) and disconnected over TCP. Default: everyone.
+   */
+  allowClient?: (address: string) => boolean;
   /** One record per query (name, type, result), for the bridge's log; never throws into us. */
   onQuery?: (rec: QueryRecord) => void;
   /** An unexpected error inside one query (a bug): logged once with its stack. */
@@ -200,7 +205,7 @@ export class FakeDnsServer {
   /** Aborts every UDP client's forward on close() (a TCP client's ends with its socket). */
   private readonly life = new AbortController();
   private forwards = 0;
-  private readonly o: Required<Omit<FakeDnsServerOptions, 'onQuery' | 'onError'>> & Pick<FakeDnsServerOptions, 'onQuery' | 'onError'>;
+  private readonly o: Required<Omit<FakeDnsServerOptions, 'onQuery' | 'onError' | 'allowClient'>> & Pick<FakeDnsServerOptions, 'onQuery' | 'onError' | 'allowClient'>;
 
   constructor(opts: FakeDnsServerOptions) {
     this.o = {
@@ -318,7 +323,19 @@ export class FakeDnsServer {
     this.record({ ...rec, result: 'servfail' });
   }
 
+  private allowed(address: string | undefined): boolean {
+    try {
+      return !this.o.allowClient || (address !== undefined && this.o.allowClient(canonicalHost(address)));
+    } catch {
+      return false;
+    }
+  }
+
   private onUdp(msg: Buffer, rinfo: RemoteInfo, sock: UdpSocket): void {
+    if (!this.allowed(rinfo.address)) {
+      this.stats.dropped++;
+      return;
+    }
     const client = `${canonicalHost(rinfo.address)}:${rinfo.port}`;
     const reply = (b: Buffer): void => {
       try {
@@ -331,6 +348,11 @@ export class FakeDnsServer {
   }
 
   private onTcp(s: Socket): void {
+    if (!this.allowed(s.remoteAddress)) {
+      s.on('error', () => {});
+      s.destroy();
+      return;
+    }
     this.clients.add(s);
     const gone = new AbortController();
     const client = `${canonicalHost(s.remoteAddress ?? '')}:${s.remotePort ?? 0}`;

@@ -400,3 +400,37 @@ export class FakeTable {
     return loaded.length;
   }
 }
+
+export interface Autosave {
+  /** Saves now if anything changed since the last save. */
+  flush(): void;
+  /** Stops the timer and flushes (call on shutdown). */
+  stop(): void;
+}
+
+/**
+ * Saves the table to file every intervalMs when a name was added (--fake-state). The timer does not
+ * keep the process alive; a failed save is reported and retried at the next tick.
+ */
+export function autosave(table: FakeTable, file: string, opts: { intervalMs?: number; onError?: (e: unknown) => void } = {}): Autosave {
+  let saved = table.version;
+  const flush = (): void => {
+    if (table.version === saved) return;
+    const v = table.version;
+    try {
+      table.save(file);
+      saved = v;
+    } catch (e) {
+      (opts.onError ?? ((err: unknown) => process.stderr.write(`dualsocks: --fake-state ${file}: ${(err as Error).message}\n`)))(e);
+    }
+  };
+  const timer = setInterval(flush, opts.intervalMs ?? 5000);
+  timer.unref();
+  return {
+    flush,
+    stop: () => {
+      clearInterval(timer);
+      flush();
+    },
+  };
+}

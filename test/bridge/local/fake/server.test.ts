@@ -320,6 +320,36 @@ describe('FakeDnsServer', () => {
     await until(() => fds() <= baseline, `descriptors back to ${baseline} (now ${fds()})`);
   });
 
+  test('allowClient: others are ignored over UDP and disconnected over TCP', async () => {
+    const { server, port } = await startServer({ upstreams: [], allowClient: (a) => a === '127.0.0.2' });
+    try {
+      const s = createSocket('udp4');
+      const heard: Buffer[] = [];
+      s.on('message', (m) => heard.push(m));
+      s.send(q(1, 'a.proxied.example'), port, '127.0.0.1');
+      const t = connect(port, '127.0.0.1');
+      t.on('error', () => {});
+      t.write(frame(q(2, 'a.proxied.example')));
+      const { answers, ended } = await tcpAnswers(t, 1);
+      assert.ok(ended);
+      assert.deepEqual(answers, []);
+      // the allowed source is answered (and the UDP drop above had long arrived by then)
+      const allowed = createSocket('udp4');
+      await new Promise<void>((r) => allowed.bind(0, '127.0.0.2', r));
+      const got = await new Promise<Buffer>((r) => {
+        allowed.on('message', (m) => r(m));
+        allowed.send(q(3, 'a.proxied.example'), port, '127.0.0.1');
+      });
+      assert.equal(dnsPacket.decode(got).id, 3);
+      assert.deepEqual(heard, []);
+      assert.equal(server.stats.dropped, 1);
+      s.close();
+      allowed.close();
+    } finally {
+      await server.close();
+    }
+  });
+
   test('listening on IPv6 loopback as well', async () => {
     const table = new FakeTable();
     const server = new FakeDnsServer({ responder: new FakeDnsResponder({ table, settings: () => DEFAULT_SETTINGS }), listen: [{ host: '::1', port: 0 }], upstreams: [] });

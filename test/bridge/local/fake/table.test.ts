@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { FakeAddressError, FakeTable, normalizeName, type FakeLease } from '../../../../bridge/local/fake/table.js';
+import { autosave, FakeAddressError, FakeTable, normalizeName, type FakeLease } from '../../../../bridge/local/fake/table.js';
 import { ConfigError } from '../../../../shared/errors.js';
 import { cidrContains, formatIp, parseCidr, parseIp, type Ip } from '../../../../shared/net/address.js';
 
@@ -255,6 +255,30 @@ describe('FakeTable persistence', () => {
         );
         assert.deepEqual(t.size, { 4: 0, 6: 0 }, 'nothing half-loaded');
       }
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+
+  test('autosave writes when a name was added, reports a failed save, and flushes on stop', async () => {
+    const d = dir();
+    try {
+      const file = join(d, 'fake.json');
+      const t = new FakeTable();
+      const errors: unknown[] = [];
+      const saver = autosave(t, file, { intervalMs: 20, onError: (e: unknown) => void errors.push(e) });
+      t.assign('first.example', 4);
+      for (let i = 0; i < 500 && !readdirSync(d).includes('fake.json'); i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(new FakeTable().load(file), 1);
+      t.assign('second.example', 6);
+      saver.stop();
+      assert.equal(new FakeTable().load(file), 2);
+      assert.equal(errors.length, 0);
+      const broken = autosave(t, join(d, 'no-such-dir', 'fake.json'), { intervalMs: 60_000, onError: (e: unknown) => void errors.push(e) });
+      t.assign('third.example', 4);
+      broken.stop();
+      assert.equal(errors.length, 1);
+      assert.match(String(errors[0]), /ENOENT/);
     } finally {
       rmSync(d, { recursive: true, force: true });
     }
