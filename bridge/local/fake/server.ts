@@ -1,6 +1,7 @@
 // The fake-address DNS responder's I/O (issue 11): UDP and TCP listeners (--dns-listen), and
 // forwarding of DIRECT names to upstream resolvers over UDP (--dns-upstream, default the system's).
 //
+// A TCP client whose UDP answer came back truncated (TC) gets the answer asked again over TCP.
 // Each forwarded query gets its own connected UDP socket (random source port, random ID; only the
 // upstream's own answers arrive) that is closed when the answer comes, the timeout fires, or the
 // TCP client that asked goes away. Upstream answers are passed back as they came, with the
@@ -8,7 +9,7 @@
 import { randomInt } from 'node:crypto';
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { canonicalHost, parseIp, splitHostPort } from '../../../shared/net/address.js';
 import { ConfigError } from '../../../shared/errors.js';
@@ -143,18 +144,57 @@ export async function forwardUdp(
   upstreams: HostPort[],
   timeoutMs: number,
   signal?: AbortSignal,
+  opts: { retryTruncatedOverTcp?: boolean } = {},
 ): Promise<{ answer: Buffer; upstream: HostPort } | null> {
   if (query.length < 12) return null;
   const clientId = (query[0]! << 8) | query[1]!;
   for (const up of upstreams) {
     if (signal?.aborted) return null;
-    const answer = await askOnce(query, up, timeoutMs, signal);
+    let answer = await askOnce(query, up, timeoutMs, signal);
+    // TC: the whole answer only fits over TCP; a UDP client retries itself, a TCP one cannot
+    if (answer && opts.retryTruncatedOverTcp && (answer[2]! & 0x02) !== 0) {
+      const q = Buffer.from(query);
+      q.writeUInt16BE(randomInt(0x10000), 0);
+      answer = (await askOnceTcp(q, up, timeoutMs, signal)) ?? answer;
+    }
     if (answer) {
       answer.writeUInt16BE(clientId, 0);
       return { answer, upstream: up };
     }
   }
   return null;
+}
+
+/** The same over TCP (RFC 7766), for a TCP client whose UDP answer came back truncated. */
+export function askOnceTcp(query: Uint8Array, up: HostPort, timeoutMs: number, signal?: AbortSignal): Promise<Buffer | null> {
+  return new Promise((resolve) => {
+    const id = (query[0]! << 8) | query[1]!;
+    let buf: Buffer = Buffer.alloc(0);
+    let done = false;
+    const sock = connect({ host: up.host, port: up.port, noDelay: true });
+    const finish = (answer: Buffer | null): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      sock.destroy();
+      resolve(answer);
+    };
+    const onAbort = (): void => finish(null);
+    const timer = setTimeout(() => finish(null), timeoutMs);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    sock.on('error', () => finish(null));
+    sock.on('close', () => finish(null));
+    sock.on('data', (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      if (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0)) return;
+      const msg = Buffer.from(buf.subarray(2, 2 + buf.readUInt16BE(0)));
+      finish(msg.length >= 12 && msg.readUInt16BE(0) === id && (msg[2]! & 0x80) !== 0 ? msg : null);
+    });
+    const len = Buffer.alloc(2);
+    len.writeUInt16BE(query.length);
+    sock.write(Buffer.concat([len, query]));
+  });
 }
 
 function askOnce(query: Uint8Array, up: HostPort, timeoutMs: number, signal?: AbortSignal): Promise<Buffer | null> {
@@ -302,7 +342,7 @@ export class FakeDnsServer {
     this.forwards++;
     let got: Awaited<ReturnType<typeof forwardUdp>>;
     try {
-      got = await forwardUdp(query, this.o.upstreams, this.o.upstreamTimeoutMs, signal);
+      got = await forwardUdp(query, this.o.upstreams, this.o.upstreamTimeoutMs, signal, { retryTruncatedOverTcp: transport === 'tcp' });
     } finally {
       this.forwards--;
     }

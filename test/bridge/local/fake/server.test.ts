@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -229,6 +229,46 @@ describe('FakeDnsServer', () => {
     } finally {
       await server.close();
       await up.close();
+    }
+  });
+
+  test('a truncated upstream answer is asked again over TCP for a TCP client, passed on as is to a UDP client', async () => {
+    const udp = createSocket('udp4');
+    const seen: string[] = [];
+    udp.on('message', (msg, rinfo) => {
+      const p = dnsPacket.decode(msg);
+      seen.push('udp');
+      udp.send(dnsPacket.encode({ type: 'response', id: p.id, flags: dnsPacket.TRUNCATED_RESPONSE, questions: p.questions }), rinfo.port, rinfo.address);
+    });
+    await new Promise<void>((r) => udp.bind(0, '127.0.0.1', r));
+    const port0 = udp.address().port;
+    const tcp = createServer((c) => {
+      c.on('data', (d: Buffer) => {
+        const p = dnsPacket.decode(d.subarray(2));
+        seen.push('tcp');
+        const big = Array.from({ length: 40 }, (_, i) => ({ type: 'TXT' as const, name: p.questions![0]!.name, ttl: 60, data: `record ${i} ${'x'.repeat(60)}` }));
+        c.end(frame(dnsPacket.encode({ type: 'response', id: p.id, questions: p.questions, answers: big })));
+      });
+    });
+    await new Promise<void>((r) => tcp.listen(port0, '127.0.0.1', r));
+    const { server, port } = await startServer({ upstreams: [{ host: '127.0.0.1', port: port0 }] });
+    try {
+      const s = connect(port, '127.0.0.1');
+      const got = tcpAnswers(s, 1);
+      s.write(frame(q(11, 'big.direct.example', 'TXT')));
+      const { answers } = await got;
+      s.destroy();
+      assert.equal(answers[0]!.id, 11);
+      assert.equal(answers[0]!.answers!.length, 40);
+      assert.ok(!answers[0]!.flag_tc);
+      assert.deepEqual(seen, ['udp', 'tcp']);
+      const viaUdp = dnsPacket.decode(await udpQuery(port, q(12, 'big.direct.example', 'TXT')));
+      assert.ok(viaUdp.flag_tc, 'the UDP client gets TC and retries over TCP itself');
+      assert.deepEqual(seen, ['udp', 'tcp', 'udp']);
+    } finally {
+      await server.close();
+      udp.close();
+      tcp.close();
     }
   });
 
