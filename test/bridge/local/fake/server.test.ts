@@ -16,6 +16,7 @@ import { FakeTable } from '../../../../bridge/local/fake/table.js';
 import { ConfigError } from '../../../../shared/errors.js';
 import { DEFAULT_SETTINGS, parseSettings, type Settings } from '../../../../shared/rules/index.js';
 import type { HostPort } from '../../../../bridge/listen.js';
+import { splits } from '../../../helpers/bytes.js';
 
 const run = promisify(execFile);
 const LISTED: Settings = parseSettings({ ...DEFAULT_SETTINGS, mode: 'listed', rules: [{ type: 'wildcard', pattern: '*.proxied.example' }] });
@@ -285,6 +286,35 @@ describe('FakeDnsServer', () => {
       const { answers: got } = await answers;
       assert.equal(got[0]!.id, 5);
       s.destroy();
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('TCP: every split of three framed queries gives the same three answers', async () => {
+    const { server, port } = await startServer({ upstreams: [] });
+    try {
+      const input = Buffer.concat([frame(q(1, 'a.proxied.example')), frame(q(2, 'b.proxied.example', 'AAAA')), frame(q(3, 'c.proxied.example', 'MX'))]);
+      let runs = 0;
+      for (const parts of splits(input)) {
+        const s = connect(port, '127.0.0.1');
+        s.setNoDelay(true);
+        await new Promise((r) => s.once('connect', r));
+        const got = tcpAnswers(s, 0);
+        for (const part of parts) {
+          s.write(part);
+          await new Promise((r) => setImmediate(r));
+        }
+        s.end();
+        const { answers } = await got;
+        assert.deepEqual(
+          answers.map((a) => `${a.id} ${a.answers!.map((r) => (r as { data: string }).data).join()}`).sort(),
+          ['1 198.18.0.1', '2 2001:2::1', '3 '],
+          `split into ${parts.map((p) => p.length).join('+')}`,
+        );
+        runs++;
+      }
+      assert.ok(runs > input.length);
     } finally {
       await server.close();
     }
