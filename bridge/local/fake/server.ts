@@ -30,14 +30,14 @@ const SYSTEMD_STUB = '127.0.0.53';
 /** --dns-listen HOST[:PORT]: an IP literal (IPv6 in brackets), port 53 by default. */
 export function parseDnsListen(text: string): HostPort {
   const hp = splitHostPort(text, DNS_PORT);
-  if (!hp || !parseIp(hp.host)) throw new ConfigError('--dns-listen', `${JSON.stringify(text)}: expected IP:PORT or [IPv6]:PORT`);
+  if (!hp || !parseIp(hp.host)) throw new ConfigError('dnsListen', `${JSON.stringify(text)}: expected IP:PORT or [IPv6]:PORT`);
   return { host: canonicalHost(hp.host), port: hp.port };
 }
 
 /** --dns-upstream SERVER[:PORT]: an IP literal (a name would need a resolver to find the resolver). */
 export function parseUpstream(text: string): HostPort {
   const hp = splitHostPort(text, DNS_PORT);
-  if (!hp || !parseIp(hp.host) || hp.port === 0) throw new ConfigError('--dns-upstream', `${JSON.stringify(text)}: expected an IP address, optionally with :PORT ([IPv6]:PORT)`);
+  if (!hp || !parseIp(hp.host) || hp.port === 0) throw new ConfigError('dnsUpstream', `${JSON.stringify(text)}: expected an IP address, optionally with :PORT ([IPv6]:PORT)`);
   return { host: canonicalHost(hp.host), port: hp.port };
 }
 

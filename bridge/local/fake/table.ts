@@ -198,7 +198,7 @@ export class FakeTable {
 
   constructor(opts: FakeTableOptions = {}) {
     const limit = opts.limit ?? DEFAULT_FAKE_LIMIT;
-    if (!Number.isInteger(limit) || limit < 1) throw new ConfigError('limit', `${limit}: must be a positive integer`);
+    if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`limit ${limit}: must be a positive integer`);
     const range = (key: string, text: string, family: Family): Cidr => {
       const c = parseCidr(text);
       if (!c || !text.includes('/')) throw new ConfigError(key, `${JSON.stringify(text)}: not a CIDR (ADDRESS/PREFIX)`);
@@ -207,8 +207,8 @@ export class FakeTable {
       return c;
     };
     this.pools = {
-      4: new Pool(4, range('--fake-range', opts.range4 ?? DEFAULT_FAKE_RANGE, 4), limit),
-      6: new Pool(6, range('--fake-range6', opts.range6 ?? DEFAULT_FAKE_RANGE6, 6), limit),
+      4: new Pool(4, range('fakeRange', opts.range4 ?? DEFAULT_FAKE_RANGE, 4), limit),
+      6: new Pool(6, range('fakeRange6', opts.range6 ?? DEFAULT_FAKE_RANGE6, 6), limit),
     };
   }
 
@@ -356,10 +356,10 @@ export class FakeTable {
       text = readFileSync(file, 'utf8');
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0;
-      throw new ConfigError('--fake-state', `${file}: cannot read: ${(e as Error).message}`);
+      throw new ConfigError('fakeState', `${file}: cannot read: ${(e as Error).message}`);
     }
     const bad = (why: string): ConfigError =>
-      new ConfigError('--fake-state', `${file}: ${why} (not a dualsocks fake-address table for these ranges; move it away to start with an empty table)`);
+      new ConfigError('fakeState', `${file}: ${why} (not a dualsocks fake-address table for these ranges; move it away to start with an empty table)`);
     let raw: unknown;
     try {
       raw = JSON.parse(text);

@@ -452,9 +452,9 @@ describe('DNS options', () => {
     assert.deepEqual(parseUpstream('192.0.2.53'), { host: '192.0.2.53', port: 53 });
     assert.deepEqual(parseUpstream('[2001:db8::53]:5300'), { host: '2001:db8::53', port: 5300 });
     for (const bad of ['localhost:53', 'dns.example', '::1', '1.2.3.4:99999', '']) {
-      assert.throws(() => parseUpstream(bad), (e: unknown) => e instanceof ConfigError && e.key === '--dns-upstream', bad);
+      assert.throws(() => parseUpstream(bad), (e: unknown) => e instanceof ConfigError && e.key === 'dnsUpstream', bad);
     }
-    assert.throws(() => parseDnsListen('any:53'), (e: unknown) => e instanceof ConfigError && e.key === '--dns-listen');
+    assert.throws(() => parseDnsListen('any:53'), (e: unknown) => e instanceof ConfigError && e.key === 'dnsListen');
     assert.throws(() => parseUpstream('192.0.2.1:0'), ConfigError);
   });
 

@@ -54,8 +54,8 @@ describe('FakeTable', () => {
   });
 
   test('the range and limit options are validated', () => {
-    assert.throws(() => new FakeTable({ range4: '2001:db8::/64' }), (e: unknown) => e instanceof ConfigError && e.key === '--fake-range');
-    assert.throws(() => new FakeTable({ range6: '10.0.0.0/8' }), (e: unknown) => e instanceof ConfigError && e.key === '--fake-range6');
+    assert.throws(() => new FakeTable({ range4: '2001:db8::/64' }), (e: unknown) => e instanceof ConfigError && e.key === 'fakeRange');
+    assert.throws(() => new FakeTable({ range6: '10.0.0.0/8' }), (e: unknown) => e instanceof ConfigError && e.key === 'fakeRange6');
     assert.throws(() => new FakeTable({ range4: '10.0.0.1' }), ConfigError);
     assert.throws(() => new FakeTable({ range4: '10.0.0.0/31' }), ConfigError);
     assert.throws(() => new FakeTable({ range4: 'nonsense' }), ConfigError);
@@ -250,7 +250,7 @@ describe('FakeTable persistence', () => {
         const t = new FakeTable();
         assert.throws(
           () => t.load(file),
-          (e: unknown) => e instanceof ConfigError && e.key === '--fake-state' && e.message.includes(file) && re.test(e.message),
+          (e: unknown) => e instanceof ConfigError && e.key === 'fakeState' && e.message.includes(file) && re.test(e.message),
           content,
         );
         assert.deepEqual(t.size, { 4: 0, 6: 0 }, 'nothing half-loaded');
