@@ -9,7 +9,7 @@
 // DIRECT names, reverse names of real addresses and the root are forwarded.
 import dnsPacket, { type Answer, type DecodedPacket, type Packet, type Question } from 'dns-packet';
 import { formatIp, parseIp, type Ip } from '../../../shared/net/address.js';
-import { decide, type Settings } from '../../../shared/rules/index.js';
+import { decide, requestInfo, type Settings } from '../../../shared/rules/index.js';
 import { FakeAddressError, normalizeName, type FakeTable } from './table.js';
 
 export const FAKE_TTL = 1;
@@ -144,11 +144,11 @@ export class FakeDnsResponder {
       return reply(RCODE.NOERROR, [{ type: 'PTR', class: 'IN', name: q.name, ttl: FAKE_TTL, data: mapped }], mapped);
     }
     if (name.endsWith('.arpa') || name === 'arpa') return forward;
-    // an IP literal asked as a name is not a name to map
-    if (parseIp(name)) return forward;
-
     let proxied: boolean;
     try {
+      // an IP literal asked as a name ("192.0.2.1", or "0x7f.1" as URL parsers read it) is not a
+      // name to map: the gateway would take it for the address
+      if (parseIp(name) || requestInfo({ host: name }).ip) return forward;
       proxied = decide(this.opts.settings(), { host: name }).type === 'PROXY';
     } catch {
       proxied = true; // a host the rules cannot even read is kept on this host

@@ -351,6 +351,7 @@ export class FakeTable {
    * ranges would map addresses the programs never got.
    */
   load(file: string): number {
+    if (this.pools[4].byName.size + this.pools[6].byName.size > 0) throw new Error('FakeTable.load: the table is not empty');
     let text: string;
     try {
       text = readFileSync(file, 'utf8');

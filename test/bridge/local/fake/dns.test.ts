@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import { FakeDnsResponder, reverseNameToIp, type DnsResult } from '../../../../bridge/local/fake/dns.js';
 import { FakeTable } from '../../../../bridge/local/fake/table.js';
 import { formatIp } from '../../../../shared/net/address.js';
-import { DEFAULT_SETTINGS, parseSettings, type Settings } from '../../../../shared/rules/index.js';
+import { DEFAULT_SETTINGS, parseSettings, requestInfo, type Settings } from '../../../../shared/rules/index.js';
 
 const LISTED: Settings = parseSettings({ ...DEFAULT_SETTINGS, mode: 'listed', rules: [{ type: 'wildcard', pattern: '*.proxied.example' }] });
 
@@ -109,6 +109,8 @@ describe('FakeDnsResponder', () => {
     const { r } = setup();
     assert.equal(r.handle(query('.', 'NS')).kind, 'forward');
     assert.equal(r.handle(query('192.0.2.1', 'A')).kind, 'forward');
+    assert.equal(r.handle(query('1.2.3', 'A')).kind, 'forward', 'URL parsers read it as 1.2.0.3');
+    assert.equal(r.handle(query('0x7f.1', 'A')).kind, 'forward');
   });
 
   test('a proxied name the gateway could not take gets no fake address', () => {
@@ -205,7 +207,7 @@ describe('FakeDnsResponder', () => {
           return; // dns-packet cannot encode it (label too long)
         }
         const res = r.handle(q);
-        if (res.kind === 'forward') assert.ok(res.name === '.' || res.name === '' || res.name.endsWith('arpa') || /^[0-9.]+$|:/.test(res.name), res.name);
+        if (res.kind === 'forward') assert.ok(res.name === '.' || res.name === '' || res.name.endsWith('arpa') || requestInfo({ host: res.name }).ip !== null, res.name);
       }),
       { numRuns: 3000 },
     );
