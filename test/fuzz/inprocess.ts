@@ -120,8 +120,8 @@ export function driveServer(requireAuth: boolean, chunks: Uint8Array[]): string[
           break;
         case 'authenticate':
           if (!requireAuth && s.phase !== 'auth-wait') throw new Error('authenticate outside auth');
-          events.push(`auth ${JSON.stringify([c.username, c.password])}`);
-          handle(s.authResult(c.password === 'pw'));
+          events.push(`auth ${hex(c.username)} ${hex(c.password)}`);
+          handle(s.authResult(Buffer.from(c.password).equals(Buffer.from('pw'))));
           break;
         case 'request':
           events.push(`request ${JSON.stringify(c.request)}`);
