@@ -31,6 +31,12 @@ const nameBytes = (max: number): fc.Arbitrary<Uint8Array> =>
   fc.uint8Array({ minLength: 1, maxLength: max }).map((b) => b.map((x) => 0x21 + (x % 94)));
 const asciiText = (b: Uint8Array): string => String.fromCharCode(...b);
 
+/** A name the codec takes (RFC 1035 shape: labels of 1-63 printable bytes, 255 in all); mutations make the others. */
+const hostName: fc.Arbitrary<string> = fc
+  .array(nameBytes(63).map((b) => asciiText(b.map((x) => (x === 0x2e ? 0x5f : x)))), { minLength: 1, maxLength: 8 })
+  .map((labels) => labels.join('.').slice(0, 255).replace(/\.$/, ''))
+  .filter((s) => s.length > 0 && !/^[\d.:]+$/.test(s));
+
 /** Hosts as the live tests want them: names the gateway knows or does not, and loopback literals. */
 export interface HostSet {
   names: string[];
@@ -46,7 +52,7 @@ export const host = (known?: HostSet): fc.Arbitrary<string> =>
   fc.oneof(
     { weight: 2, arbitrary: fc.uint8Array({ minLength: 4, maxLength: 4 }).map((b) => formatIp(ipFromV4Bytes(b))) },
     { weight: 1, arbitrary: fc.uint8Array({ minLength: 16, maxLength: 16 }).map((b) => formatIp(b)) },
-    { weight: 2, arbitrary: nameBytes(255).map(asciiText).filter((s) => !/^[\d.:]+$/.test(s)) },
+    { weight: 2, arbitrary: hostName },
     ...(known ? [{ weight: 6, arbitrary: fc.constantFrom(...known.names, ...known.ips) }] : []),
   );
 
@@ -97,7 +103,7 @@ export const socks4Request = (known?: HostSet): fc.Arbitrary<Msg> =>
   fc
     .tuple(
       fc.constantFrom(CMD.CONNECT, CMD.BIND, 3),
-      fc.oneof(fc.uint8Array({ minLength: 4, maxLength: 4 }).map((b) => formatIp(ipFromV4Bytes(b))), nameBytes(64).map(asciiText).filter((s) => !s.includes(':')), ...(known ? [fc.constantFrom(...known.names, ...known.ips.filter((i) => !i.includes(':')))] : [])),
+      fc.oneof(fc.uint8Array({ minLength: 4, maxLength: 4 }).map((b) => formatIp(ipFromV4Bytes(b))), hostName.filter((s) => !s.includes(":")), ...(known ? [fc.constantFrom(...known.names, ...known.ips.filter((i) => !i.includes(':')))] : [])),
       portFor(known),
       fc.uint8Array({ maxLength: 40 }).map((b) => b.map((x) => (x === 0 ? 0x41 : x))),
     )
