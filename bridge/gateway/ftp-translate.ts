@@ -7,6 +7,12 @@ import { familyOf, formatIp, isV4, ipFromV4Bytes, parseIp, type Family, type Ip 
 /** Longest control line accepted (RFC 959 sets none; paths make long lines legitimate). */
 export const MAX_FTP_LINE = 8192;
 
+/** Lines of one multi-line reply kept while it is held for rewriting (the rest are dropped). */
+export const MAX_HELD_REPLY_LINES = 32;
+
+/** Below this a port is privileged: a PORT/EPRT naming one is an FTP bounce (RFC 2577). */
+export const FIRST_UNPRIVILEGED_PORT = 1024;
+
 export interface DataAddress {
   ip: Ip;
   port: number;
@@ -105,7 +111,7 @@ export function formatEprt(a: DataAddress): string {
   return `EPRT |${isV4(a.ip) ? 1 : 2}|${formatIp(a.ip)}|${a.port}|`;
 }
 
-const sameIp = (a: Ip, b: Ip): boolean => a.every((v, i) => v === b[i]);
+export const sameIp = (a: Ip, b: Ip): boolean => a.every((v, i) => v === b[i]);
 
 export interface FtpTranslatorOptions {
   /** The control connection's client address: the only host a PORT/EPRT may name. */
@@ -159,7 +165,7 @@ export class FtpTranslator {
       }
       if (this.streaming()) return [{ type: 'toClient', line }];
       // a reply held for rewriting keeps a bounded part of its text
-      if (this.reply.lines.length < 32) this.reply.lines.push(line);
+      if (this.reply.lines.length < MAX_HELD_REPLY_LINES) this.reply.lines.push(line);
       return [];
     }
     if (!m) return [{ type: 'toClient', line }]; // not a reply: nothing to pair, pass it on
@@ -261,7 +267,7 @@ export class FtpTranslator {
   private active(announced: DataAddress): FtpAction[] {
     // FTP bounce (RFC 2577): the gateway connects only back to the client itself, never to a
     // privileged port
-    if (!sameIp(announced.ip, this.opts.clientIp) || announced.port < 1024) {
+    if (!sameIp(announced.ip, this.opts.clientIp) || announced.port < FIRST_UNPRIVILEGED_PORT) {
       return this.local('504 Data connections go only to your own address and an unprivileged port.');
     }
     const id = this.nextId++;

@@ -7,11 +7,12 @@
 // control connection's host (or the 227 address) and the listener's port. Both claim the same
 // one-shot slot; the CONNECT form is why pending slots are registered per gateway.
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { canonicalHost, familyOf, formatIp, parseIp, type Ip } from '../../shared/net/address.js';
+import { canonicalHost, familyOf, formatIp, parseIp, type Family, type Ip } from '../../shared/net/address.js';
 import { relay } from '../relay.js';
 import { connectTcp } from '../upstream/direct.js';
 import type { GatewayConfig } from './config.js';
-import { FtpTranslator, LineReader, encodeLine, type DataAddress, type FtpAction } from './ftp-translate.js';
+import { FtpSession, type FtpCommand, type FtpSide } from './ftp-session.js';
+import { encodeLine, type DataAddress } from './ftp-translate.js';
 import type { Gateway, RequestContext } from './server.js';
 
 /** How long a data listener waits for its one connection. */
@@ -29,8 +30,6 @@ export function ftpTranslates(cfg: GatewayConfig, client: Socket, destination: I
 
 interface DataListener {
   server: Server;
-  side: 'client' | 'server';
-  target?: DataAddress;
   timer: NodeJS.Timeout;
 }
 
@@ -62,264 +61,282 @@ export function claimFtpData(ctx: RequestContext): Promise<void> | undefined {
 }
 
 export async function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8Array[]): Promise<void> {
-  const { client, gateway } = ctx;
-  const cfg = gateway.config;
-  const clientIp = ipOf(client, 'remote');
+  const clientIp = ipOf(ctx.client, 'remote');
   const serverIp = ipOf(remote, 'remote');
   if (!clientIp || !serverIp) {
-    client.destroy();
+    ctx.client.destroy();
     remote.destroy();
     ctx.finish('ok', { end: 'closed', ftp: 'translated' });
     return;
   }
-  const t = new FtpTranslator({ clientIp, serverIp });
-  const clientLines = new LineReader();
-  const serverLines = new LineReader();
-  const listeners = new Map<number, DataListener>();
-  const dataSockets = new Set<Socket>();
-  const stats = { ftpData: 0, ftpDataUp: 0, ftpDataDown: 0 };
-  const transfers = new Set<Promise<unknown>>();
-  let end = 'closed';
-  let done = false;
-  let serverBlocked = false;
-  let clientBlocked = false;
+  return await new FtpControl(ctx, remote, new FtpSession({ clientIp, serverIp })).run(early);
+}
 
-  const slots = passiveSlots.get(gateway) ?? new Set<PassiveSlot>();
-  passiveSlots.set(gateway, slots);
-  const slotOf = new Map<number, PassiveSlot>();
-  const controlHost = ctx.request.host.toLowerCase();
+/**
+ * The I/O of one translated control connection: one method per socket or listener event, each
+ * handing the event to the FtpSession and carrying out the commands it returns.
+ */
+class FtpControl {
+  private readonly client: Socket;
+  private readonly cfg: GatewayConfig;
+  private readonly slots: Set<PassiveSlot>;
+  private readonly slotOf = new Map<number, PassiveSlot>();
+  private readonly controlHost: string;
+  private readonly listeners = new Map<number, DataListener>();
+  private readonly dataSockets = new Set<Socket>();
+  private readonly transfers = new Set<Promise<unknown>>();
+  private readonly stats = { ftpData: 0, ftpDataUp: 0, ftpDataDown: 0 };
+  private end = 'closed';
+  private done = false;
+  private serverBlocked = false;
+  private clientBlocked = false;
+  private closedSockets = 0;
 
-  const closeListener = (id: number): void => {
-    const l = listeners.get(id);
-    if (!l) return;
-    listeners.delete(id);
-    clearTimeout(l.timer);
-    l.server.close();
-    const slot = slotOf.get(id);
-    if (slot) slots.delete(slot);
-    slotOf.delete(id);
-  };
-  const shutdown = (why?: string): void => {
-    if (why && end === 'closed') end = why;
-    client.destroy();
-    remote.destroy();
-  };
+  constructor(
+    private readonly ctx: RequestContext,
+    private readonly remote: Socket,
+    private readonly session: FtpSession,
+  ) {
+    const { client, gateway } = ctx;
+    this.client = client;
+    this.cfg = gateway.config;
+    const slots = passiveSlots.get(gateway) ?? new Set<PassiveSlot>();
+    passiveSlots.set(gateway, slots);
+    this.slots = slots;
+    this.controlHost = ctx.request.host.toLowerCase();
+  }
 
-  // The client is read only while the translator takes commands and the server keeps up.
-  const flow = (): void => {
-    if (done) return;
-    if (t.busy || serverBlocked) client.pause();
-    else client.resume();
-    if (clientBlocked) remote.pause();
-    else remote.resume();
-  };
-  const send = (to: Socket, line: string): void => {
-    if (to.destroyed || to.writableEnded) return;
-    if (to.write(encodeLine(line))) return;
-    const isServer = to === remote;
-    if (isServer ? serverBlocked : clientBlocked) return;
-    if (isServer) serverBlocked = true;
-    else clientBlocked = true;
-    to.once('drain', () => {
-      if (isServer) serverBlocked = false;
-      else clientBlocked = false;
-      flow();
+  /** Serves the session until both control sockets have closed and the transfers have reported. */
+  run(early: Uint8Array[]): Promise<void> {
+    const { client, remote, cfg } = this;
+    return new Promise<void>((resolve) => {
+      const onError = (e: NodeJS.ErrnoException): void => this.shutdown(e.code ?? 'error');
+      client.on('error', onError);
+      remote.on('error', onError);
+      client.once('close', () => this.onControlClose(resolve));
+      remote.once('close', () => this.onControlClose(resolve));
+      client.on('end', () => this.apply(this.session.ended('client')));
+      remote.on('end', () => this.apply(this.session.ended('server')));
+      if (cfg.idleTimeoutMs > 0) {
+        client.setTimeout(cfg.idleTimeoutMs);
+        client.on('timeout', () => this.apply(this.session.idle(this.dataSockets.size > 0)));
+      }
+      client.on('data', (chunk: Buffer) => this.apply(this.session.fromClient(chunk)));
+      remote.on('data', (chunk: Buffer) => this.apply(this.session.fromServer(chunk)));
+      for (const chunk of early) this.apply(this.session.fromClient(Buffer.from(chunk)));
+      // a FIN that came with the request (or with the server's greeting) fired 'end' already
+      if (client.readableEnded) this.apply(this.session.ended('client'));
+      if (remote.readableEnded) this.apply(this.session.ended('server'));
+      this.flow();
     });
-  };
+  }
 
-  const apply = (actions: FtpAction[]): void => {
-    if (done) return;
-    for (const a of actions) {
-      switch (a.type) {
+  private onControlClose(resolve: () => void): void {
+    if (++this.closedSockets < 2) {
+      this.shutdown();
+      return;
+    }
+    this.apply(this.session.closed());
+    this.done = true;
+    // the control connection's end ends its transfers too
+    for (const s of this.dataSockets) s.destroy();
+    // a relay reports its byte counts when it ends, which may be just after this (the native one
+    // reports from its own thread): the control connection's line waits for them
+    void Promise.allSettled([...this.transfers]).then(() => {
+      const { remote, end, stats } = this;
+      this.ctx.finish('ok', { bytesUp: remote.bytesWritten, bytesDown: remote.bytesRead, end, ftp: 'translated', ...stats });
+      resolve();
+    });
+  }
+
+  private apply(commands: FtpCommand[]): void {
+    if (this.done) return;
+    for (const c of commands) {
+      switch (c.type) {
         case 'toClient':
-          send(client, a.line);
+          this.send(this.client, c.line);
           break;
         case 'toServer':
-          send(remote, a.line);
+          this.send(this.remote, c.line);
           break;
         case 'listen':
-          openListener(a.id, a.side);
+          this.openListener(c.id, c.side, c.family);
           break;
-        case 'dataTarget': {
-          const l = listeners.get(a.id);
-          if (l) l.target = a.target;
+        case 'offerSlot':
+          this.offerSlot(c.id, c.listen, c.peer);
           break;
-        }
         case 'closeData':
-          closeListener(a.id);
+          this.closeListener(c.id);
           break;
+        case 'end':
+          this.passEnd(c.to === 'client' ? this.client : this.remote, c.rest);
+          break;
+        case 'shutdown':
+          this.shutdown(c.why);
+          return;
+        case 'rearmIdle':
+          this.client.setTimeout(this.cfg.idleTimeoutMs);
+          break;
+        case 'joinData':
+        case 'refuseData':
+          break; // only for a data connection at hand: see onDataConnection and claim
       }
     }
-    flow();
-  };
+    this.flow();
+  }
 
-  const openListener = (id: number, side: 'client' | 'server'): void => {
-    // one data connection pending at a time, as with a real server: a new PASV/PORT replaces it
-    for (const old of listeners.keys()) closeListener(old);
-    const local = ipOf(side === 'client' ? client : remote, 'local');
-    if (!local) {
+  private shutdown(why?: string): void {
+    if (why && this.end === 'closed') this.end = why;
+    this.client.destroy();
+    this.remote.destroy();
+  }
+
+  /** A FIN passes on after any unterminated last line, as the plain relay would pass the bytes. */
+  private passEnd(to: Socket, rest: string): void {
+    if (rest !== '' && !to.destroyed) to.write(Buffer.from(rest, 'latin1'));
+    to.end();
+  }
+
+  /** The client is read only while the session takes commands and the server keeps up. */
+  private flow(): void {
+    if (this.done) return;
+    if (this.session.busy || this.serverBlocked) this.client.pause();
+    else this.client.resume();
+    if (this.clientBlocked) this.remote.pause();
+    else this.remote.resume();
+  }
+
+  private send(to: Socket, line: string): void {
+    if (to.destroyed || to.writableEnded) return;
+    if (to.write(encodeLine(line))) return;
+    const isServer = to === this.remote;
+    if (isServer ? this.serverBlocked : this.clientBlocked) return;
+    if (isServer) this.serverBlocked = true;
+    else this.clientBlocked = true;
+    to.once('drain', () => {
+      if (isServer) this.serverBlocked = false;
+      else this.clientBlocked = false;
+      this.flow();
+    });
+  }
+
+  private openListener(id: number, side: FtpSide, family: Family): void {
+    const local = ipOf(side === 'client' ? this.client : this.remote, 'local');
+    if (!local || familyOf(local) !== family) {
       // the socket is already gone (no address to listen on): refuse, never throw
-      queueMicrotask(() => apply(t.listenFailed(id)));
+      queueMicrotask(() => this.apply(this.session.listenFailed(id)));
       return;
     }
     const host = formatIp(local);
-    const peer = side === 'client' ? clientIp : serverIp;
     const server = createServer({ allowHalfOpen: true, noDelay: true });
-    const l: DataListener = { server, side, timer: setTimeout(() => closeListener(id), FTP_DATA_WAIT_MS) };
-    listeners.set(id, l);
-    server.on('connection', (s) => {
-      const from = ipOf(s, 'remote');
-      // only the control connection's peer may use it, and only once the target is known
-      if (!from || !sameIp(from, peer) || !l.target || !listeners.has(id)) {
-        s.destroy();
-        return;
-      }
-      closeListener(id);
-      bridgeData(s, l.side, l.target);
-    });
+    const timer = setTimeout(() => this.apply(this.session.listenerGone(id)), FTP_DATA_WAIT_MS);
+    this.listeners.set(id, { server, timer });
+    server.on('connection', (s) => this.onDataConnection(id, s));
     server.once('error', () => {
       const listening = server.listening;
-      closeListener(id);
-      if (!listening) apply(t.listenFailed(id));
+      this.closeListener(id);
+      this.apply(listening ? this.session.listenerGone(id) : this.session.listenFailed(id));
     });
     server.listen({ host, port: 0, ipv6Only: host.includes(':') }, () => {
-      if (done || !listeners.has(id)) return;
-      const port = (server.address() as AddressInfo).port;
-      if (side === 'client') {
-        const slot: PassiveSlot = {
-          clientIp,
-          user: ctx.record.user,
-          host: controlHost,
-          listenIp: parseIp(host)!,
-          port,
-          ready: () => l.target !== undefined,
-          claim: (dctx) => {
-            closeListener(id);
-            return spliceData(dctx, l.target!);
-          },
-        };
-        slots.add(slot);
-        slotOf.set(id, slot);
-      }
-      apply(t.listening(id, { ip: parseIp(host)!, port }));
+      if (this.done || !this.listeners.has(id)) return;
+      this.apply(this.session.listening(id, { ip: local, port: (server.address() as AddressInfo).port }));
     });
-  };
+  }
 
-  const track = (s: Socket): void => {
-    dataSockets.add(s);
-    s.once('close', () => dataSockets.delete(s));
-  };
+  private closeListener(id: number): void {
+    const l = this.listeners.get(id);
+    if (!l) return;
+    this.listeners.delete(id);
+    clearTimeout(l.timer);
+    l.server.close();
+    const slot = this.slotOf.get(id);
+    if (slot) this.slots.delete(slot);
+    this.slotOf.delete(id);
+  }
+
+  /** Listener `id` faces the client: a SOCKS CONNECT from it may be the data connection. */
+  private offerSlot(id: number, listen: DataAddress, clientIp: Ip): void {
+    const slot: PassiveSlot = {
+      clientIp,
+      user: this.ctx.record.user,
+      host: this.controlHost,
+      listenIp: listen.ip,
+      port: listen.port,
+      ready: () => this.session.dataReady(id),
+      claim: (dctx) => this.claim(id, dctx),
+    };
+    this.slots.add(slot);
+    this.slotOf.set(id, slot);
+  }
+
+  private onDataConnection(id: number, s: Socket): void {
+    for (const c of this.session.dataConnected(id, ipOf(s, 'remote'))) {
+      if (c.type === 'joinData') this.bridgeData(s, c.side, c.target);
+      else if (c.type === 'refuseData') s.destroy();
+      else this.apply([c]);
+    }
+  }
+
+  private claim(id: number, dctx: RequestContext): Promise<void> {
+    let serving: Promise<void> | undefined;
+    for (const c of this.session.dataClaimed(id)) {
+      if (c.type === 'joinData') serving = this.spliceData(dctx, c.target);
+      else if (c.type !== 'refuseData') this.apply([c]);
+    }
+    if (serving) return serving;
+    // not reachable: the registry claims only a ready slot
+    dctx.client.destroy();
+    return Promise.resolve();
+  }
+
+  private track(s: Socket): void {
+    this.dataSockets.add(s);
+    s.once('close', () => this.dataSockets.delete(s));
+  }
+
+  private async relayData(client: Socket, server: Socket): Promise<{ up: number; down: number; end: string }> {
+    this.stats.ftpData++;
+    const relaying = relay(client, server, { idleTimeoutMs: this.cfg.idleTimeoutMs });
+    this.transfers.add(relaying);
+    const r = await relaying;
+    this.transfers.delete(relaying);
+    this.stats.ftpDataUp += r.up;
+    this.stats.ftpDataDown += r.down;
+    return r;
+  }
 
   /** A passive data connection that came as a SOCKS CONNECT: answer it, dial the server's data port, relay. */
-  const spliceData = async (dctx: RequestContext, target: DataAddress): Promise<void> => {
-    track(dctx.client);
-    const dialed = await connectTcp({ host: formatIp(target.ip), port: target.port }, cfg.connectTimeoutMs);
-    if (done || dctx.client.destroyed) {
+  private async spliceData(dctx: RequestContext, target: DataAddress): Promise<void> {
+    this.track(dctx.client);
+    const dialed = await connectTcp({ host: formatIp(target.ip), port: target.port }, this.cfg.connectTimeoutMs);
+    if (this.done || dctx.client.destroyed) {
       dialed.destroy();
       dctx.client.destroy();
       return;
     }
-    track(dialed);
+    this.track(dialed);
     Object.assign(dctx.record, { address: formatIp(target.ip), family: familyOf(target.ip), ftp: 'data' });
     const early = dctx.succeed({ host: formatIp(ipOf(dialed, 'local') ?? target.ip), port: dialed.localPort ?? 0 });
     for (const chunk of early) dialed.write(chunk);
-    stats.ftpData++;
-    const relaying = relay(dctx.client, dialed, { idleTimeoutMs: cfg.idleTimeoutMs });
-    transfers.add(relaying);
-    const r = await relaying;
-    transfers.delete(relaying);
-    stats.ftpDataUp += r.up;
-    stats.ftpDataDown += r.down;
+    const r = await this.relayData(dctx.client, dialed);
     dctx.finish('ok', { bytesUp: r.up, bytesDown: r.down, end: r.end });
-  };
+  }
 
-  const bridgeData = (accepted: Socket, side: 'client' | 'server', target: DataAddress): void => {
-    track(accepted);
+  private bridgeData(accepted: Socket, side: FtpSide, target: DataAddress): void {
+    this.track(accepted);
     accepted.on('error', () => accepted.destroy());
-    connectTcp({ host: formatIp(target.ip), port: target.port }, cfg.connectTimeoutMs).then(
+    connectTcp({ host: formatIp(target.ip), port: target.port }, this.cfg.connectTimeoutMs).then(
       (dialed) => {
-        if (done || accepted.destroyed) {
+        if (this.done || accepted.destroyed) {
           dialed.destroy();
           return;
         }
-        track(dialed);
-        stats.ftpData++;
+        this.track(dialed);
         // relay()'s "client" is the FTP client's side either way, so up/down keep their meaning
         const [c, s] = side === 'client' ? [accepted, dialed] : [dialed, accepted];
-        const relaying = relay(c, s, { idleTimeoutMs: cfg.idleTimeoutMs });
-        transfers.add(relaying);
-        void relaying.then((r) => {
-          stats.ftpDataUp += r.up;
-          stats.ftpDataDown += r.down;
-          transfers.delete(relaying);
-        });
+        void this.relayData(c, s);
       },
       () => accepted.destroy(),
     );
-  };
-
-  const feed = (from: 'client' | 'server', chunk: Buffer): void => {
-    const lines = (from === 'client' ? clientLines : serverLines).feed(chunk);
-    if (lines === null) {
-      shutdown(`ftp-line-too-long-from-${from}`);
-      return;
-    }
-    for (const line of lines) {
-      if (done) return;
-      apply(from === 'client' ? t.fromClient(line) : t.fromServer(line));
-    }
-  };
-
-  return await new Promise<void>((resolve) => {
-    let closed = 0;
-    const onClose = (): void => {
-      if (++closed < 2) {
-        shutdown();
-        return;
-      }
-      done = true;
-      for (const id of [...listeners.keys()]) closeListener(id);
-      // the control connection's end ends its transfers too
-      for (const s of dataSockets) s.destroy();
-      // a relay reports its byte counts when it ends, which may be just after this (the native one
-      // reports from its own thread): the control connection's line waits for them
-      void Promise.allSettled([...transfers]).then(() => {
-        ctx.finish('ok', { bytesUp: remote.bytesWritten, bytesDown: remote.bytesRead, end, ftp: 'translated', ...stats });
-        resolve();
-      });
-    };
-    const onError = (e: NodeJS.ErrnoException): void => shutdown(e.code ?? 'error');
-    client.on('error', onError);
-    remote.on('error', onError);
-    client.once('close', onClose);
-    remote.once('close', onClose);
-    // a FIN passes on after any unterminated last line, as the plain relay would pass the bytes
-    const clientEnd = (): void => {
-      const rest = clientLines.rest();
-      if (rest !== '' && !remote.destroyed) remote.write(Buffer.from(rest, 'latin1'));
-      remote.end();
-    };
-    const remoteEnd = (): void => {
-      const rest = serverLines.rest();
-      if (rest !== '' && !client.destroyed) client.write(Buffer.from(rest, 'latin1'));
-      client.end();
-    };
-    client.on('end', clientEnd);
-    remote.on('end', remoteEnd);
-    if (cfg.idleTimeoutMs > 0) {
-      client.setTimeout(cfg.idleTimeoutMs);
-      client.on('timeout', () => {
-        // a long transfer leaves the control connection quiet: only idle everywhere is idle
-        if (dataSockets.size > 0) client.setTimeout(cfg.idleTimeoutMs);
-        else shutdown('idle');
-      });
-    }
-    client.on('data', (chunk: Buffer) => feed('client', chunk));
-    remote.on('data', (chunk: Buffer) => feed('server', chunk));
-    for (const chunk of early) feed('client', Buffer.from(chunk));
-    // a FIN that came with the request (or with the server's greeting) fired 'end' already
-    if (client.readableEnded) clientEnd();
-    if (remote.readableEnded) remoteEnd();
-    flow();
-  });
+  }
 }
