@@ -61,15 +61,18 @@ export function claimFtpData(ctx: RequestContext): Promise<void> | undefined {
 }
 
 export async function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8Array[]): Promise<void> {
-  const clientIp = ipOf(ctx.client, 'remote');
+  const { client, gateway } = ctx;
+  const clientIp = ipOf(client, 'remote');
   const serverIp = ipOf(remote, 'remote');
   if (!clientIp || !serverIp) {
-    ctx.client.destroy();
+    client.destroy();
     remote.destroy();
     ctx.finish('ok', { end: 'closed', ftp: 'translated' });
     return;
   }
-  return await new FtpControl(ctx, remote, new FtpSession({ clientIp, serverIp })).run(early);
+  const slots = passiveSlots.get(gateway) ?? new Set<PassiveSlot>();
+  passiveSlots.set(gateway, slots);
+  return await new FtpControl(ctx, remote, slots, new FtpSession({ clientIp, serverIp })).run(early);
 }
 
 /**
@@ -79,7 +82,6 @@ export async function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8
 class FtpControl {
   private readonly client: Socket;
   private readonly cfg: GatewayConfig;
-  private readonly slots: Set<PassiveSlot>;
   private readonly slotOf = new Map<number, PassiveSlot>();
   private readonly controlHost: string;
   private readonly listeners = new Map<number, DataListener>();
@@ -95,14 +97,12 @@ class FtpControl {
   constructor(
     private readonly ctx: RequestContext,
     private readonly remote: Socket,
+    /** The gateway's pending passive slots, which this session's client-facing listeners join. */
+    private readonly slots: Set<PassiveSlot>,
     private readonly session: FtpSession,
   ) {
-    const { client, gateway } = ctx;
-    this.client = client;
-    this.cfg = gateway.config;
-    const slots = passiveSlots.get(gateway) ?? new Set<PassiveSlot>();
-    passiveSlots.set(gateway, slots);
-    this.slots = slots;
+    this.client = ctx.client;
+    this.cfg = ctx.gateway.config;
     this.controlHost = ctx.request.host.toLowerCase();
   }
 
