@@ -136,7 +136,7 @@ class FtpControl {
       this.shutdown();
       return;
     }
-    this.apply(this.session.closed());
+    for (const c of this.session.closed()) if (c.type === 'closeData') this.closeListener(c.id);
     this.done = true;
     // the control connection's end ends its transfers too
     for (const s of this.dataSockets) s.destroy();
