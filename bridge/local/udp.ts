@@ -56,11 +56,25 @@ export async function serveUdpAssociate(
     toClient?.close();
     return left();
   }
+  relayDatagrams(ctx, line, client, assoc, toClient, new UdpSourceFilter(peerIp, request.port), gone.signal);
+  const bound = toClient.address();
+  answer({ host: canonicalHost(bound.address), port: bound.port });
+}
+
+/** Datagrams both ways until the control connection (`gone`) or the gateway's chain ends. */
+function relayDatagrams(
+  ctx: BridgeContext,
+  line: ReturnType<BridgeContext['state']['begin']>,
+  client: Socket,
+  assoc: UdpAssociation,
+  down: UdpSocket,
+  source: UdpSourceFilter,
+  gone: AbortSignal,
+): void {
   const { chain } = assoc;
   const relay = chain.relays[0]!;
-  const [up, down] = [chain.socket, toClient];
-  const source = new UdpSourceFilter(peerIp, request.port);
-  let clientHost = peerIp;
+  const up = chain.socket;
+  let clientHost = udpIpKey(client.remoteAddress ?? '');
   let ended = false;
   const n = { datagramsUp: 0, datagramsDown: 0, bytesUp: 0, bytesDown: 0, dropped: 0 };
   const end = (): void => {
@@ -104,8 +118,6 @@ export async function serveUdpAssociate(
     down.send(msg, clientPort, clientHost);
   });
   down.on('error', () => {});
-  gone.signal.addEventListener('abort', end);
+  gone.addEventListener('abort', end);
   void chain.ended.then(end);
-  const bound = down.address();
-  answer({ host: canonicalHost(bound.address), port: bound.port });
 }
