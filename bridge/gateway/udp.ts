@@ -10,6 +10,9 @@
 // datagrams only from the hop before it), with the SOCKS header, name and all, passed on
 // untouched; with no such association possible they are dropped, never sent from here, which
 // would bypass the route.
+//
+// The decisions are UdpSession's (./udp-session.ts, I/O-free, unit-tested without sockets); this
+// file binds the sockets, runs the timer and the chain, and carries out its commands.
 import type { RemoteInfo, Socket as UdpSocket } from 'node:dgram';
 import { DualsocksError, RequestError } from '../../shared/errors.js';
 import { canonicalHost, familyOf, formatIp, parseIp, type Family, type Ip } from '../../shared/net/address.js';
