@@ -10,294 +10,240 @@
 // datagrams only from the hop before it), with the SOCKS header, name and all, passed on
 // untouched; with no such association possible they are dropped, never sent from here, which
 // would bypass the route.
+//
+// The decisions are UdpSession's (./udp-session.ts, I/O-free, unit-tested without sockets); this
+// file binds the sockets, runs the timer and the chain, and carries out its commands.
 import type { RemoteInfo, Socket as UdpSocket } from 'node:dgram';
 import { DualsocksError, RequestError } from '../../shared/errors.js';
 import { canonicalHost, familyOf, formatIp, parseIp, type Family, type Ip } from '../../shared/net/address.js';
-import { decodeUdpHeader, encodeUdpHeader } from '../../shared/socks5/codec.js';
-import { interleave } from '../upstream/direct.js';
+import { udpIpKey } from '../../shared/socks5/udp-source.js';
 import { redactedUrl } from '../upstream/pool.js';
-import { bindUdp, MAX_UDP_PAYLOAD, openUdpChain, type UdpChain } from '../upstream/udp-chain.js';
+import { bindUdp, openUdpChain, type UdpChain } from '../upstream/udp-chain.js';
+import { UdpSession, type UdpCommand, type UdpCounters } from './udp-session.js';
 import { goesUpstream } from './chain.js';
 import type { RequestContext } from './server.js';
 
-/** Bounds per association, so one client cannot grow the gateway's memory without limit. */
-const MAX_PENDING = 256;
-const MAX_NAMES = 1024;
-const MAX_PEERS = 4096;
-/** Send errors after which the next address of the name is tried. */
-const UNREACHABLE = new Set(['ENETUNREACH', 'EHOSTUNREACH', 'EADDRNOTAVAIL', 'EAFNOSUPPORT']);
-
-const stripScope = (host: string): string => host.replace(/%.*$/, '');
-const ipKey = (host: string): string => canonicalHost(stripScope(host));
+/** The addresses outbound sockets bind to, per family (the kernel picks the port). */
+const ANY: Record<Family, string> = { 4: '0.0.0.0', 6: '::' };
 
 export async function serveUdp(ctx: RequestContext): Promise<void> {
-  const { gateway, client, request, record } = ctx;
-  const cfg = gateway.config;
-  const localRaw = client.localAddress ?? '';
-  const localIp = parseIp(stripScope(canonicalHost(localRaw)));
-  const peerIp = ipKey(client.remoteAddress ?? '');
+  const relay = await openRelay(ctx);
+  if (!relay) return;
+  const why = await new UdpAssociation(ctx, relay.socket, relay.family).run();
+  ctx.finish('ok', why);
+}
+
+/** The client-side relay socket, bound to the address the client reached us on; null if the request is gone. */
+async function openRelay(ctx: RequestContext): Promise<{ socket: UdpSocket; family: Family } | null> {
+  const localRaw = ctx.client.localAddress ?? '';
+  const localIp = parseIp(udpIpKey(localRaw));
   if (!localIp) throw new RequestError('ERR_CONNECT_FAILED', `no local address for the relay (${localRaw})`);
   const family = familyOf(localIp);
-  // a v6 link-local address needs its scope to bind and to send
-  const peerHost = family === 6 && client.remoteAddress?.includes('%') ? client.remoteAddress : peerIp;
-  let relay: UdpSocket;
+  let socket: UdpSocket;
   try {
-    relay = await bindUdp(family, family === 4 ? formatIp(localIp) : localRaw);
+    // a v6 link-local address needs its scope to bind
+    socket = await bindUdp(family, family === 4 ? formatIp(localIp) : localRaw);
   } catch (e) {
     throw new RequestError('ERR_CONNECT_FAILED', `UDP relay socket: ${(e as Error).message}`);
   }
   if (ctx.signal.aborted) {
-    relay.close();
-    return;
+    socket.close();
+    return null;
+  }
+  return { socket, family };
+}
+
+/** The I/O of one association: sockets, timer, chain; every decision is the UdpSession's. */
+class UdpAssociation {
+  private readonly session: UdpSession;
+  /** Where replies go: the control peer, with its scope when it is v6 link-local. */
+  private readonly peerHost: string;
+  private readonly out: Partial<Record<Family, Promise<UdpSocket | null>>> = {};
+  /** Our association at the upstream gateway, opened with the first datagram for it; null: none possible. */
+  private upstream: Promise<UdpChain | null> | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private finished!: (why: string) => void;
+
+  constructor(
+    private readonly ctx: RequestContext,
+    private readonly relay: UdpSocket,
+    family: Family,
+  ) {
+    const cfg = ctx.gateway.config;
+    const peer = ctx.client.remoteAddress ?? '';
+    this.peerHost = family === 6 && peer.includes('%') ? peer : udpIpKey(peer);
+    this.session = new UdpSession({
+      peer,
+      // RFC 1928: DST.ADDR/DST.PORT announce where the client will send from; 0 means "not known yet"
+      announcedPort: ctx.request.port,
+      family,
+      idleTimeoutMs: cfg.idleTimeoutMs,
+      prefer: cfg.prefer,
+      goesUpstream: (host, port) => goesUpstream(cfg, host, port),
+      denyDestination: (ip) => ctx.gateway.denyDestination(ip),
+    });
   }
 
-  const n = {
-    datagramsUp: 0, bytesUp: 0, datagramsDown: 0, bytesDown: 0,
-    droppedSource: 0, droppedMalformed: 0, droppedFrag: 0, droppedName: 0, droppedPolicy: 0,
-    droppedSize: 0, droppedSender: 0, droppedError: 0, droppedUpstream: 0,
-  };
-  // RFC 1928: DST.ADDR/DST.PORT announce where the client will send from; 0 means "not known yet"
-  let clientPort: number | undefined = request.port !== 0 ? request.port : undefined;
-  const out: Partial<Record<Family, Promise<UdpSocket | null>>> = {};
-  const names = new Map<string, Promise<Ip[]>>();
-  const unreachable = new Set<string>();
-  const sentTo = new Set<string>();
-  let pending = 0;
-  /** Our association at the upstream gateway, opened with the first datagram for it; null: none possible. */
-  let upstream: Promise<UdpChain | null> | undefined;
-  let lastActivity = Date.now();
-  let ended = false;
-  let idleTimer: NodeJS.Timeout | undefined;
-  let resolveDone!: (end: string) => void;
-  const done = new Promise<string>((r) => (resolveDone = r));
+  /** Answers the request, relays until the association ends; the log line's extra fields. */
+  async run(): Promise<UdpCounters & { end: string }> {
+    const { ctx, relay } = this;
+    const { client } = ctx;
+    const done = new Promise<string>((r) => (this.finished = r));
+    relay.on('message', (msg, rinfo) => this.onClientDatagram(msg, rinfo));
+    relay.on('error', () => this.session.drop('error'));
+    const bound = relay.address();
+    ctx.succeed({ host: canonicalHost(bound.address), port: bound.port });
+    // the control connection carries nothing after the reply; its end is the association's end
+    client.on('data', () => {});
+    client.once('end', () => this.onControlEnd('closed'));
+    client.once('close', () => this.onControlEnd('closed'));
+    client.once('error', (e: NodeJS.ErrnoException) => this.onControlEnd(e.code ?? 'error'));
+    ctx.signal.addEventListener('abort', () => this.onControlEnd('closed'), { once: true });
+    // a FIN read while the request was being served (it came with the request, or while the
+    // credentials were checked) was emitted before these listeners: the association is over
+    if (client.readableEnded || client.destroyed) this.onControlEnd('closed');
+    client.resume();
+    this.apply(this.session.start(Date.now()));
+    const why = await done;
+    return { ...this.session.counters, end: why };
+  }
 
-  const end = (why: string): void => {
-    if (ended) return;
-    ended = true;
-    clearTimeout(idleTimer);
-    for (const s of [relay, ...Object.values(out)]) {
-      if (s instanceof Promise) void s.then((x) => x && safeClose(x));
-      else if (s) safeClose(s);
-    }
-    void upstream?.then((u) => u?.close());
-    client.destroy();
-    resolveDone(why);
-  };
-  const safeClose = (s: UdpSocket): void => {
-    try {
-      s.close();
-    } catch {
-      /* already closed */
-    }
-  };
+  private onClientDatagram(msg: Buffer, rinfo: RemoteInfo): void {
+    this.apply(this.session.clientDatagram(msg, rinfo.address, rinfo.port, Date.now()));
+  }
 
-  const outbound = (f: Family): Promise<UdpSocket | null> =>
-    (out[f] ??= bindUdp(f, f === 4 ? '0.0.0.0' : '::').then(
+  private onRemoteDatagram(msg: Buffer, rinfo: RemoteInfo): void {
+    this.apply(this.session.remoteDatagram(msg, rinfo.address, rinfo.port, Date.now()));
+  }
+
+  private onUpstreamDatagram(chain: UdpChain, raw: Buffer): void {
+    this.apply(this.session.upstreamReply(chain.unwrap(raw), Date.now()));
+  }
+
+  private onResolved(id: number, outcome: { ips: Ip[] } | { error: unknown }): void {
+    this.apply(this.session.resolved(id, outcome));
+  }
+
+  private onControlEnd(why: string): void {
+    this.apply(this.session.end(why));
+  }
+
+  private onIdleTick(): void {
+    this.apply(this.session.idleTick(Date.now()));
+  }
+
+  private apply(commands: UdpCommand[]): void {
+    for (const c of commands) {
+      switch (c.type) {
+        case 'resolve':
+          this.ctx.gateway.addressesFor(c.host).then(
+            (ips) => this.onResolved(c.id, { ips }),
+            (error: unknown) => this.onResolved(c.id, { error }),
+          );
+          break;
+        case 'send':
+          this.toDestination(c).catch(() => this.session.drop('error'));
+          break;
+        case 'upstream':
+          this.toUpstream(c.datagram, c.bytes).catch(() => this.session.drop('error'));
+          break;
+        case 'toClient':
+          this.relay.send(c.data, c.port, this.peerHost, (err) => (err ? this.session.drop('error') : this.session.sentDown(c.bytes)));
+          break;
+        case 'error':
+          this.ctx.record.lastError = c.code;
+          break;
+        case 'timer':
+          this.idleTimer = setTimeout(() => this.onIdleTick(), c.ms);
+          break;
+        case 'end':
+          this.teardown(c.why);
+          break;
+      }
+    }
+  }
+
+  private async toDestination(c: { family: Family; host: string; port: number; payload: Buffer }): Promise<void> {
+    const s = await this.outbound(c.family);
+    if (!s || this.session.ended) {
+      this.session.drop('error');
+      return;
+    }
+    s.send(c.payload, c.port, c.host, (err) => {
+      if (err) this.apply(this.session.destinationFailed(c.host, err));
+      else this.session.sentUp(c.payload.length);
+    });
+  }
+
+  private async toUpstream(datagram: Buffer, bytes: number): Promise<void> {
+    const u = await (this.upstream ??= this.openUpstream());
+    if (!u || this.session.ended) {
+      this.session.drop('upstream');
+      return;
+    }
+    const sent = u.send(datagram, (err) => {
+      if (err) this.apply(this.session.upstreamFailed(err));
+      else this.session.sentUp(bytes);
+    });
+    if (!sent) this.session.drop('size');
+  }
+
+  /** The socket datagrams of family `f` leave from, bound with the first of them; null: none possible. */
+  private outbound(f: Family): Promise<UdpSocket | null> {
+    return (this.out[f] ??= bindUdp(f, ANY[f]).then(
       (s) => {
-        if (ended) {
+        if (this.session.ended) {
           safeClose(s);
           return null;
         }
-        s.on('message', (msg, rinfo) => fromDestination(msg, rinfo));
-        s.on('error', () => n.droppedError++);
+        s.on('message', (msg, rinfo) => this.onRemoteDatagram(msg, rinfo));
+        s.on('error', () => this.session.drop('error'));
         return s;
       },
       () => null,
     ));
-
-  /** Allowed addresses for a destination, best first; a DualsocksError for names that fail. */
-  const addresses = (host: string): Promise<Ip[]> => {
-    const key = host.toLowerCase();
-    let p = names.get(key);
-    if (!p) {
-      if (names.size >= MAX_NAMES) names.clear();
-      p = gateway.addressesFor(host).then((ips) => {
-        const allowed = ips.filter((ip) => gateway.denyDestination(ip) === null);
-        if (allowed.length === 0) throw new RequestError('ERR_POLICY_DESTINATION', host);
-        return interleave(allowed, cfg.prefer);
-      });
-      p.catch(() => {});
-      // literals are cheap and policy may change with the interfaces: only names are kept
-      if (!parseIp(host)) names.set(key, p);
-    }
-    return p;
-  };
+  }
 
   /** Our association through the --upstream chain (one at each hop), replies read from it. */
-  const openUpstream = async (): Promise<UdpChain | null> => {
-    record.upstream = redactedUrl(cfg.upstream!);
+  private async openUpstream(): Promise<UdpChain | null> {
+    const { config: cfg } = this.ctx.gateway;
+    this.ctx.record.upstream = redactedUrl(cfg.upstream!);
     let chain: UdpChain;
     try {
       chain = await openUdpChain(cfg.upstream!, cfg.connectTimeoutMs);
     } catch (e) {
-      record.lastError = e instanceof DualsocksError ? e.code : String(e);
+      this.ctx.record.lastError = e instanceof DualsocksError ? e.code : String(e);
       return null;
     }
-    if (ended) {
+    if (this.session.ended) {
       chain.close();
       return null;
     }
-    chain.socket.on('message', (m) => fromUpstream(chain, m));
-    chain.socket.on('error', () => n.droppedError++);
+    chain.socket.on('message', (m) => this.onUpstreamDatagram(chain, m));
+    chain.socket.on('error', () => this.session.drop('error'));
     // the association lives as long as the chain's control connections; then nothing more goes there
     void chain.ended.then(() => {
-      upstream = Promise.resolve(null);
+      this.upstream = Promise.resolve(null);
     });
     return chain;
-  };
-
-  /** A reply through the upstream chain: the last hop's header names the sender; passed on as it is. */
-  const fromUpstream = (chain: UdpChain, raw: Buffer): void => {
-    const msg = chain.unwrap(raw);
-    const d = msg && decodeUdpHeader(msg);
-    if (!msg || !d || d.status !== 'ok' || clientPort === undefined || ended) {
-      n.droppedSender++;
-      return;
-    }
-    if (msg.length > MAX_UDP_PAYLOAD[family]) {
-      n.droppedSize++;
-      return;
-    }
-    lastActivity = Date.now();
-    relay.send(msg, clientPort, peerHost, (err) => {
-      if (err) {
-        n.droppedError++;
-        return;
-      }
-      n.datagramsDown++;
-      n.bytesDown += msg.length - d.msg.dataOffset;
-    });
-  };
-
-  const fromClient = async (msg: Buffer, rinfo: RemoteInfo): Promise<void> => {
-    if (ipKey(rinfo.address) !== peerIp || (clientPort !== undefined && rinfo.port !== clientPort)) {
-      n.droppedSource++;
-      return;
-    }
-    clientPort ??= rinfo.port;
-    const d = decodeUdpHeader(msg);
-    if (d.status !== 'ok' || d.msg.port === 0) {
-      n.droppedMalformed++;
-      return;
-    }
-    // no reassembly, as most servers: a fragment is dropped (RFC 1928 makes it optional)
-    if (d.msg.frag !== 0) {
-      n.droppedFrag++;
-      return;
-    }
-    // what --upstream carries goes there, header and name untouched, or nowhere
-    if (goesUpstream(cfg, d.msg.host, d.msg.port)) {
-      lastActivity = Date.now();
-      const u = await (upstream ??= openUpstream());
-      if (!u || ended) {
-        n.droppedUpstream++;
-        return;
-      }
-      const sent = u.send(msg, (err) => {
-        if (err) {
-          n.droppedUpstream++;
-          record.lastError = (err as NodeJS.ErrnoException).code ?? err.message;
-          return;
-        }
-        n.datagramsUp++;
-        n.bytesUp += msg.length - d.msg.dataOffset;
-      });
-      if (!sent) n.droppedSize++;
-      return;
-    }
-    lastActivity = Date.now();
-    const payload = msg.subarray(d.msg.dataOffset);
-    if (pending >= MAX_PENDING) {
-      n.droppedError++;
-      return;
-    }
-    pending++;
-    let ips: Ip[];
-    try {
-      ips = await addresses(d.msg.host);
-    } catch (e) {
-      if (e instanceof DualsocksError && e.code === 'ERR_POLICY_DESTINATION') n.droppedPolicy++;
-      else n.droppedName++;
-      record.lastError = e instanceof DualsocksError ? e.code : String(e);
-      return;
-    } finally {
-      pending--;
-    }
-    const ip = ips.find((x) => !unreachable.has(formatIp(x))) ?? ips[0]!;
-    const f = familyOf(ip);
-    if (payload.length > MAX_UDP_PAYLOAD[f]) {
-      n.droppedSize++;
-      return;
-    }
-    const s = await outbound(f);
-    if (!s || ended) {
-      n.droppedError++;
-      return;
-    }
-    const host = formatIp(ip);
-    if (sentTo.size >= MAX_PEERS) sentTo.clear();
-    sentTo.add(`${host}|${d.msg.port}`);
-    s.send(payload, d.msg.port, host, (err) => {
-      if (err) {
-        n.droppedError++;
-        const code = (err as NodeJS.ErrnoException).code ?? '';
-        if (UNREACHABLE.has(code)) unreachable.add(host);
-        record.lastError = code || err.message;
-        return;
-      }
-      n.datagramsUp++;
-      n.bytesUp += payload.length;
-    });
-  };
-
-  const fromDestination = (msg: Buffer, rinfo: RemoteInfo): void => {
-    const host = ipKey(rinfo.address);
-    if (!sentTo.has(`${host}|${rinfo.port}`) || clientPort === undefined || ended) {
-      n.droppedSender++;
-      return;
-    }
-    const header = encodeUdpHeader({ host, port: rinfo.port });
-    if (header.length + msg.length > MAX_UDP_PAYLOAD[family]) {
-      n.droppedSize++;
-      return;
-    }
-    lastActivity = Date.now();
-    relay.send([header, msg], clientPort, peerHost, (err) => {
-      if (err) {
-        n.droppedError++;
-        return;
-      }
-      n.datagramsDown++;
-      n.bytesDown += msg.length;
-    });
-  };
-
-  relay.on('message', (msg, rinfo) => {
-    fromClient(msg, rinfo).catch(() => n.droppedError++);
-  });
-  relay.on('error', () => n.droppedError++);
-
-  const bound = relay.address();
-  ctx.succeed({ host: canonicalHost(bound.address), port: bound.port });
-  // the control connection carries nothing after the reply; its end is the association's end
-  client.on('data', () => {});
-  client.once('end', () => end('closed'));
-  client.once('close', () => end('closed'));
-  client.once('error', (e: NodeJS.ErrnoException) => end(e.code ?? 'error'));
-  ctx.signal.addEventListener('abort', () => end('closed'), { once: true });
-  // a FIN read while the request was being served (it came with the request, or while the
-  // credentials were checked) was emitted before these listeners: the association is over
-  if (client.readableEnded || client.destroyed) end('closed');
-  client.resume();
-  if (cfg.idleTimeoutMs > 0) {
-    const check = (): void => {
-      const left = lastActivity + cfg.idleTimeoutMs - Date.now();
-      if (left <= 0) end('idle');
-      else idleTimer = setTimeout(check, left);
-    };
-    idleTimer = setTimeout(check, cfg.idleTimeoutMs);
   }
 
-  const why = await done;
-  ctx.finish('ok', { ...n, end: why });
+  private teardown(why: string): void {
+    clearTimeout(this.idleTimer);
+    for (const s of [this.relay, ...Object.values(this.out)]) {
+      if (s instanceof Promise) void s.then((x) => x && safeClose(x));
+      else if (s) safeClose(s);
+    }
+    void this.upstream?.then((u) => u?.close());
+    this.ctx.client.destroy();
+    this.finished(why);
+  }
+}
+
+function safeClose(s: UdpSocket): void {
+  try {
+    s.close();
+  } catch {
+    /* already closed: nothing to release */
+  }
 }

@@ -7,12 +7,10 @@ import type { Socket } from 'node:net';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
 import { canonicalHost, familyOf, formatIp, joinHostPort, parseIp } from '../../shared/net/address.js';
 import { decodeUdpHeader, type Request } from '../../shared/socks5/codec.js';
+import { UdpSourceFilter, udpIpKey } from '../../shared/socks5/udp-source.js';
 import type { UdpAssociation } from '../upstream/pool.js';
 import { bindUdp } from '../upstream/udp-chain.js';
 import type { BridgeContext } from './context.js';
-
-const stripScope = (host: string): string => host.replace(/%.*$/, '');
-const ipKey = (host: string): string => canonicalHost(stripScope(host));
 
 export async function serveUdpAssociate(
   ctx: BridgeContext,
@@ -22,8 +20,8 @@ export async function serveUdpAssociate(
 ): Promise<void> {
   const line = ctx.state.begin('socks5', client, request.host, request.port, { cmd: 'udp' });
   const localRaw = client.localAddress ?? '127.0.0.1';
-  const local = parseIp(ipKey(localRaw));
-  const peerIp = ipKey(client.remoteAddress ?? '');
+  const local = parseIp(udpIpKey(localRaw));
+  const peerIp = udpIpKey(client.remoteAddress ?? '');
   // The control connection carries nothing after the request, and its end (FIN or close) is the
   // association's end, also while the gateway is still being asked: watched from now on.
   const gone = new AbortController();
@@ -58,11 +56,25 @@ export async function serveUdpAssociate(
     toClient?.close();
     return left();
   }
+  relayDatagrams(ctx, line, client, assoc, toClient, new UdpSourceFilter(peerIp, request.port), gone.signal);
+  const bound = toClient.address();
+  answer({ host: canonicalHost(bound.address), port: bound.port });
+}
+
+/** Datagrams both ways until the control connection (`gone`) or the gateway's chain ends. */
+function relayDatagrams(
+  ctx: BridgeContext,
+  line: ReturnType<BridgeContext['state']['begin']>,
+  client: Socket,
+  assoc: UdpAssociation,
+  down: UdpSocket,
+  source: UdpSourceFilter,
+  gone: AbortSignal,
+): void {
   const { chain } = assoc;
   const relay = chain.relays[0]!;
-  const [up, down] = [chain.socket, toClient];
-  let clientPort: number | undefined = request.port !== 0 ? request.port : undefined;
-  let clientHost = peerIp;
+  const up = chain.socket;
+  let clientHost = udpIpKey(client.remoteAddress ?? '');
   let ended = false;
   const n = { datagramsUp: 0, datagramsDown: 0, bytesUp: 0, bytesDown: 0, dropped: 0 };
   const end = (): void => {
@@ -81,10 +93,10 @@ export async function serveUdpAssociate(
 
   down.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
     // the same source rule as the gateway: the control peer's IP, its announced (or first) port
-    if (ipKey(rinfo.address) !== peerIp || (clientPort !== undefined && rinfo.port !== clientPort)) return;
+    if (!source.matches(rinfo.address, rinfo.port)) return;
     const d = decodeUdpHeader(msg);
     if (d.status !== 'ok' || d.msg.frag !== 0) return;
-    clientPort ??= rinfo.port;
+    source.fix(rinfo.port);
     clientHost = rinfo.address;
     // with a chain's headers in front, too big for the first relay is dropped
     if (!chain.send(msg)) {
@@ -96,6 +108,7 @@ export async function serveUdpAssociate(
   });
   up.on('message', (raw: Buffer) => {
     const msg = chain.unwrap(raw);
+    const clientPort = source.port;
     if (clientPort === undefined || !msg) {
       n.dropped++;
       return;
@@ -105,8 +118,6 @@ export async function serveUdpAssociate(
     down.send(msg, clientPort, clientHost);
   });
   down.on('error', () => {});
-  gone.signal.addEventListener('abort', end);
+  gone.addEventListener('abort', end);
   void chain.ended.then(end);
-  const bound = down.address();
-  answer({ host: canonicalHost(bound.address), port: bound.port });
 }
