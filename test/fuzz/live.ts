@@ -475,11 +475,16 @@ function completeConnect(b: Uint8Array): boolean {
 
 // ---- the run ----
 
+const RSS_SLACK_MIB = 128;
+
 export async function runLive(opts: LiveOptions): Promise<LiveResult> {
   const log = opts.log ?? (() => {});
   const parallel = opts.parallel ?? 128;
   const batchSize = opts.batch ?? Math.max(200, Math.min(5000, Math.ceil(opts.total / 20)));
-  const rssSlack = (opts.rssSlackMiB ?? 96) * MiB;
+  // what a process may keep after hostile input without it being a leak: V8's heap grows lazily,
+  // and each of libuv's 4 threads keeps a glibc arena with the 16 MiB of its last scrypt (the
+  // --users gateway plateaus about 100 MiB above its baseline); a leak keeps growing past this
+  const rssSlack = (opts.rssSlackMiB ?? RSS_SLACK_MIB) * MiB;
   const fdSlack = opts.fdSlack ?? 4;
   const holdMs = opts.holdMs ?? 1000;
   const started = Date.now();
