@@ -12,7 +12,8 @@ import { relay } from '../relay.js';
 import { connectTcp } from '../upstream/direct.js';
 import type { GatewayConfig } from './config.js';
 import { FtpTranslator, LineReader, encodeLine, type DataAddress, type FtpAction } from './ftp-translate.js';
-import type { Gateway, RequestContext } from './server.js';
+import type { RequestContext } from './context.js';
+import type { PassiveSlot as Slot } from './ftp-slots.js';
 
 /** How long a data listener waits for its one connection. */
 export const FTP_DATA_WAIT_MS = 30_000;
@@ -34,32 +35,7 @@ interface DataListener {
   timer: NodeJS.Timeout;
 }
 
-/** A pending passive data connection that a SOCKS CONNECT from the same client may claim. */
-interface PassiveSlot {
-  clientIp: Ip;
-  user: unknown;
-  /** The control request's host, lowercased, and the address the 227/229 named. */
-  host: string;
-  listenIp: Ip;
-  port: number;
-  ready(): boolean;
-  claim(ctx: RequestContext): Promise<void>;
-}
-
-const passiveSlots = new WeakMap<Gateway, Set<PassiveSlot>>();
-
-/** Serves a CONNECT that is a translated session's passive data connection; undefined if it is not one. */
-export function claimFtpData(ctx: RequestContext): Promise<void> | undefined {
-  const slots = passiveSlots.get(ctx.gateway);
-  if (!slots || slots.size === 0) return undefined;
-  const from = ipOf(ctx.client, 'remote');
-  const asked = parseIp(ctx.request.host);
-  for (const slot of slots) {
-    if (!from || !sameIp(from, slot.clientIp) || slot.user !== ctx.record.user || slot.port !== ctx.request.port || !slot.ready()) continue;
-    if (ctx.request.host.toLowerCase() === slot.host || (asked && sameIp(asked, slot.listenIp))) return slot.claim(ctx);
-  }
-  return undefined;
-}
+type PassiveSlot = Slot<RequestContext>;
 
 export async function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8Array[]): Promise<void> {
   const { client, gateway } = ctx;
@@ -84,8 +60,7 @@ export async function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8
   let serverBlocked = false;
   let clientBlocked = false;
 
-  const slots = passiveSlots.get(gateway) ?? new Set<PassiveSlot>();
-  passiveSlots.set(gateway, slots);
+  const slots = gateway.ftpSlots;
   const slotOf = new Map<number, PassiveSlot>();
   const controlHost = ctx.request.host.toLowerCase();
 

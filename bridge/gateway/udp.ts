@@ -15,10 +15,11 @@ import { DualsocksError, RequestError } from '../../shared/errors.js';
 import { canonicalHost, familyOf, formatIp, parseIp, type Family, type Ip } from '../../shared/net/address.js';
 import { decodeUdpHeader, encodeUdpHeader } from '../../shared/socks5/codec.js';
 import { interleave } from '../upstream/direct.js';
-import { redactedUrl } from '../upstream/pool.js';
-import { bindUdp, MAX_UDP_PAYLOAD, openUdpChain, type UdpChain } from '../upstream/udp-chain.js';
+import { redactedUrl } from '../upstream/hops.js';
+import { bindUdp, MAX_UDP_PAYLOAD } from '../udp-socket.js';
+import { openUdpChain, type UdpChain } from '../upstream/udp-chain.js';
 import { goesUpstream } from './chain.js';
-import type { RequestContext } from './server.js';
+import type { RequestContext } from './context.js';
 
 /** Bounds per association, so one client cannot grow the gateway's memory without limit. */
 const MAX_PENDING = 256;

@@ -8,7 +8,7 @@ import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/e
 import { canonicalHost, familyOf, formatIp, joinHostPort, parseIp } from '../../shared/net/address.js';
 import { decodeUdpHeader, type Request } from '../../shared/socks5/codec.js';
 import type { UdpAssociation } from '../upstream/pool.js';
-import { bindUdp } from '../upstream/udp-chain.js';
+import { bindUdp } from '../udp-socket.js';
 import type { BridgeContext } from './context.js';
 
 const stripScope = (host: string): string => host.replace(/%.*$/, '');
