@@ -6,17 +6,15 @@ import { createSocket } from 'node:dgram';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { RequestError } from '../../shared/errors.js';
-import { canonicalHost, familyOf, formatIp, parseIp, type Family, type Ip } from '../../shared/net/address.js';
+import { canonicalHost, familyOf, formatIp, parseIp, sameIp, type Family, type Ip } from '../../shared/net/address.js';
 import { specialClass } from '../../shared/net/policy.js';
 import { REP } from '../../shared/socks5/constants.js';
-import { holdWhile, relay } from '../relay.js';
+import { relay } from '../relay.js';
 import { errnoToError, interleave } from '../upstream/direct.js';
 import { goesUpstream, serveUpstream } from './chain.js';
-import type { RequestContext } from './server.js';
+import { whileHoldingClient, type RequestContext } from './context.js';
 
 // Client bytes held while no peer is there yet; beyond this the client is paused.
-
-const sameIp = (a: Ip, b: Ip): boolean => a.every((x, i) => x === b[i]);
 
 /** The source address the host would use toward `ip` (a UDP connect sends nothing). */
 function localAddressToward(ip: Ip): Promise<string> {
@@ -56,11 +54,6 @@ function listenOn(host: string): Promise<Server> {
       resolve(server);
     });
   });
-}
-
-/** holdWhile() for a request's client, also ended by the client's close. */
-export function whileHoldingClient<T>(ctx: RequestContext, held: Uint8Array[], wait: Promise<T>): Promise<T | null> {
-  return holdWhile(ctx.client, held, wait, ctx.signal);
 }
 
 export async function serveBind(ctx: RequestContext): Promise<void> {

@@ -11,12 +11,10 @@
 import { DualsocksError, RequestError } from '../../shared/errors.js';
 import { decide } from '../../shared/rules/index.js';
 import { CMD, REP } from '../../shared/socks5/constants.js';
-import { redactedUrl } from '../upstream/pool.js';
+import { redactedUrl } from '../upstream/hops.js';
 import { bindSecondReply, type Socks5Dial } from '../upstream/socks5.js';
-import { whileHoldingClient } from './bind.js';
-import { relayToEnd } from './connect.js';
 import type { GatewayConfig } from './config.js';
-import type { RequestContext } from './server.js';
+import { relayAndFinish, whileHoldingClient, type RequestContext } from './context.js';
 
 /** Whether this destination goes through the upstream hops (default: everything, when set). */
 export function goesUpstream(cfg: GatewayConfig, host: string, port: number): boolean {
@@ -69,5 +67,5 @@ export async function serveUpstream(ctx: RequestContext): Promise<void> {
   }
   for (const chunk of early) dial.socket.write(chunk);
   // the log counts what the client and the destination exchanged, not our talk with the hops
-  relayToEnd(ctx, dial.socket, dial.overhead);
+  relayAndFinish(ctx, dial.socket, dial.overhead);
 }

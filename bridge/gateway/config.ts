@@ -1,12 +1,12 @@
 // The gateway's settings: one table for flags and JSON keys, turned into a checked config.
-import { readFileSync } from 'node:fs';
 import { ConfigError } from '../../shared/errors.js';
-import { CidrSet, parseCidr, parseIp, splitHostPort } from '../../shared/net/address.js';
-import { specialClass } from '../../shared/net/policy.js';
+import { parseIp, splitHostPort, type CidrSet } from '../../shared/net/address.js';
+import { cidrs, isLoopbackListen, listenAddresses, readConfigFile, type HostPort } from '../config-common.js';
 import { parseSettings, type Settings } from '../../shared/rules/index.js';
 import { millis, parseOptions, type OptionSpec, type OptionValues } from '../options.js';
-import { parseGatewayUrl } from '../upstream/pool.js';
-import type { Hop } from '../upstream/socks5.js';
+import { parseGatewayUrl, type Hop } from '../upstream/hops.js';
+
+export type { HostPort };
 
 export const GATEWAY_OPTIONS: OptionSpec[] = [
   { key: 'listen', kind: 'list', arg: 'HOST:PORT', help: 'address to listen on, repeatable; IPv6 in brackets (default 127.0.0.1:1081 and [::1]:1081)' },
@@ -31,11 +31,6 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { key: 'ftp', kind: 'flag', help: 'translate FTP control connections to port 21 that cross families (PASV/227 ↔ EPSV/229, PORT ↔ EPRT)' },
   { key: 'ftpPort', kind: 'list', arg: 'PORT', help: 'translate FTP on this destination port too, repeatable (enables FTP translation)' },
 ];
-
-export interface HostPort {
-  host: string;
-  port: number;
-}
 
 export interface GatewayConfig {
   listen: HostPort[];
@@ -73,34 +68,8 @@ export const DEFAULT_GATEWAY_LISTEN: HostPort[] = [
   { host: '::1', port: 1081 },
 ];
 
-/** Listen addresses from HOST:PORT texts; errors name `key`. Shared with the bridge. */
-export function listenAddresses(key: string, items: string[]): HostPort[] {
-  return items.map((text) => {
-    const hp = splitHostPort(text);
-    if (!hp) throw new ConfigError(key, `"${text}" is not HOST:PORT (put IPv6 in brackets: [::]:1081)`);
-    if (!parseIp(hp.host) && hp.host !== 'localhost') throw new ConfigError(key, `"${text}": listen on an IP address`);
-    return { host: hp.host === 'localhost' ? '127.0.0.1' : hp.host, port: hp.port };
-  });
-}
-
-/** A CIDR set from texts; errors name `key`. Shared with the bridge. */
-export function cidrs(key: string, items: string[]): CidrSet {
-  for (const c of items) if (!parseCidr(c)) throw new ConfigError(key, `"${c}" is not an address or CIDR`);
-  return new CidrSet(items);
-}
-
-export function isLoopbackListen(hp: HostPort): boolean {
-  const ip = parseIp(hp.host);
-  return ip !== null && specialClass(ip) === 'loopback';
-}
-
 function readUpstreamRules(path: string): Settings {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new ConfigError('upstreamRules', `${path}: ${(e as Error).message}`);
-  }
+  const text = readConfigFile('upstreamRules', path);
   try {
     return parseSettings(text);
   } catch (e) {

@@ -3,8 +3,8 @@
 // runs the translator (ftp-translate.ts: the PASV/EPSV/PORT/EPRT rewriting and the FTP-bounce
 // check), and decides about the data channel: which listener to open facing which side, who
 // may connect to it, and what a data connection is joined to. bridge/gateway/ftp.ts does the I/O.
-import { familyOf, type Family, type Ip } from '../../shared/net/address.js';
-import { FtpTranslator, LineReader, sameIp, type DataAddress, type FtpAction } from './ftp-translate.js';
+import { familyOf, sameIp, type Family, type Ip } from '../../shared/net/address.js';
+import { FtpTranslator, LineReader, type DataAddress, type FtpAction } from './ftp-translate.js';
 
 export type FtpSide = 'client' | 'server';
 

@@ -2,7 +2,7 @@
 // returns lines to send and data-channel actions, so the protocol runs in unit tests without
 // sockets. The gateway is the data endpoint for both sides: the client is told about a
 // gateway listener in its own family, the server about one in the server's family.
-import { familyOf, formatIp, isV4, ipFromV4Bytes, parseIp, type Family, type Ip } from '../../shared/net/address.js';
+import { familyOf, formatIp, isV4, ipFromV4Bytes, parseIp, sameIp, type Family, type Ip } from '../../shared/net/address.js';
 
 /** Longest control line accepted (RFC 959 sets none; paths make long lines legitimate). */
 export const MAX_FTP_LINE = 8192;
@@ -111,7 +111,6 @@ export function formatEprt(a: DataAddress): string {
   return `EPRT |${isV4(a.ip) ? 1 : 2}|${formatIp(a.ip)}|${a.port}|`;
 }
 
-export const sameIp = (a: Ip, b: Ip): boolean => a.every((v, i) => v === b[i]);
 
 export interface FtpTranslatorOptions {
   /** The control connection's client address: the only host a PORT/EPRT may name. */

@@ -13,13 +13,13 @@ import { connectTcp } from '../upstream/direct.js';
 import type { GatewayConfig } from './config.js';
 import { FtpSession, type FtpCommand, type FtpSide } from './ftp-session.js';
 import { encodeLine, type DataAddress } from './ftp-translate.js';
-import type { Gateway, RequestContext } from './server.js';
+import type { RequestContext } from './context.js';
+import type { FtpDataSlots, PassiveSlot as Slot } from './ftp-slots.js';
 
 /** How long a data listener waits for its one connection. */
 export const FTP_DATA_WAIT_MS = 30_000;
 
 const ipOf = (s: Socket, which: 'remote' | 'local'): Ip | null => parseIp(canonicalHost((which === 'remote' ? s.remoteAddress : s.localAddress) ?? ''));
-const sameIp = (a: Ip, b: Ip): boolean => a.every((v, i) => v === b[i]);
 
 /** Whether this CONNECT's control connection is translated. */
 export function ftpTranslates(cfg: GatewayConfig, client: Socket, destination: Ip, port: number): boolean {
@@ -33,32 +33,7 @@ interface DataListener {
   timer: NodeJS.Timeout;
 }
 
-/** A pending passive data connection that a SOCKS CONNECT from the same client may claim. */
-interface PassiveSlot {
-  clientIp: Ip;
-  user: unknown;
-  /** The control request's host, lowercased, and the address the 227/229 named. */
-  host: string;
-  listenIp: Ip;
-  port: number;
-  ready(): boolean;
-  claim(ctx: RequestContext): Promise<void>;
-}
-
-const passiveSlots = new WeakMap<Gateway, Set<PassiveSlot>>();
-
-/** Serves a CONNECT that is a translated session's passive data connection; undefined if it is not one. */
-export function claimFtpData(ctx: RequestContext): Promise<void> | undefined {
-  const slots = passiveSlots.get(ctx.gateway);
-  if (!slots || slots.size === 0) return undefined;
-  const from = ipOf(ctx.client, 'remote');
-  const asked = parseIp(ctx.request.host);
-  for (const slot of slots) {
-    if (!from || !sameIp(from, slot.clientIp) || slot.user !== ctx.record.user || slot.port !== ctx.request.port || !slot.ready()) continue;
-    if (ctx.request.host.toLowerCase() === slot.host || (asked && sameIp(asked, slot.listenIp))) return slot.claim(ctx);
-  }
-  return undefined;
-}
+type PassiveSlot = Slot<RequestContext>;
 
 export async function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8Array[]): Promise<void> {
   const { client, gateway } = ctx;
@@ -70,9 +45,7 @@ export async function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8
     ctx.finish('ok', { end: 'closed', ftp: 'translated' });
     return;
   }
-  const slots = passiveSlots.get(gateway) ?? new Set<PassiveSlot>();
-  passiveSlots.set(gateway, slots);
-  return await new FtpControl(ctx, remote, slots, new FtpSession({ clientIp, serverIp })).run(early);
+  return await new FtpControl(ctx, remote, gateway.ftpSlots, new FtpSession({ clientIp, serverIp })).run(early);
 }
 
 /**
@@ -98,7 +71,7 @@ class FtpControl {
     private readonly ctx: RequestContext,
     private readonly remote: Socket,
     /** The gateway's pending passive slots, which this session's client-facing listeners join. */
-    private readonly slots: Set<PassiveSlot>,
+    private readonly slots: FtpDataSlots<RequestContext>,
     private readonly session: FtpSession,
   ) {
     this.client = ctx.client;

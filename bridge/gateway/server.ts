@@ -11,10 +11,12 @@ import { hostAddresses } from '../host-addresses.js';
 import { closeAll, listenAll } from '../listen.js';
 import { say, type LogRecord, type Logger } from '../log.js';
 import { releasedToNative } from '../native/loader.js';
-import { PipeliningCache } from '../upstream/pool.js';
+import { PipeliningCache } from '../upstream/pipelining.js';
 import { RelayGroup } from '../relay.js';
 import type { GatewayConfig, HostPort } from './config.js';
 import { serveBind } from './bind.js';
+import type { GatewayServices, RequestContext } from './context.js';
+import { FtpDataSlots } from './ftp-slots.js';
 import { serveConnect } from './connect.js';
 import { serveUdp } from './udp.js';
 import { NameResolver } from './resolver.js';
@@ -28,27 +30,7 @@ const CLIENT_CLOSED = Object.freeze(new Error('client closed'));
 const MAX_READ_DURING_AUTH = 64 * 1024;
 // handshakes at once: a quarter of --max-connections, at least this many
 const MIN_HANDSHAKE_BUDGET = 16;
-
-/** What a command handler gets: the request, the client socket, and ways to answer. */
-export interface RequestContext {
-  readonly gateway: Gateway;
-  readonly client: Socket;
-  readonly request: Request;
-  readonly record: LogRecord;
-  readonly signal: AbortSignal;
-  /** Sends the success reply; returns relay data the client sent early. */
-  succeed(bound: HostPort): Uint8Array[];
-  fail(error: DualsocksError): void;
-  /** A further reply after succeed() (BIND's second reply). */
-  reply(rep: number, bound: HostPort): void;
-  /** Logs the end of a granted request (once). */
-  finish(result: string, extra?: LogRecord): void;
-  /**
-   * Wraps a callback the handler registers (socket events, timers) in the connection's guard:
-   * an unexpected exception ends this connection with ERR_INTERNAL, never the process.
-   */
-  guard<A extends unknown[]>(fn: (...args: A) => void): (...args: A) => void;
-}
+const MS_PER_SECOND = 1000;
 
 export interface GatewayStats {
   accepted: number;
@@ -133,7 +115,7 @@ class Conn {
   }
 }
 
-export class Gateway {
+export class Gateway implements GatewayServices {
   /** Both replaced by reload(); a request in progress keeps the ones it started with. */
   resolver: NameResolver;
   /** Tunnels being relayed; close() ends them. */
@@ -143,6 +125,8 @@ export class Gateway {
   passwordChecks = new PasswordChecks();
   /** Which --upstream first hops take a pipelined handshake. */
   readonly pipelining: PipeliningCache;
+  /** FTP passive data connections a CONNECT may claim (ftp-slots.ts). */
+  readonly ftpSlots = new FtpDataSlots<RequestContext>();
   readonly stats: GatewayStats = { accepted: 0, active: 0, handshaking: 0, evicted: 0, succeeded: 0, failed: 0 };
   /**
    * Connections in their handshake, oldest first. They have their own budget, apart from
@@ -201,199 +185,9 @@ export class Gateway {
   }
 
   private accept(client: Socket): void {
-    const started = Date.now();
     this.stats.accepted++;
     this.sockets.add(client);
-    const clientHost = canonicalHost(client.remoteAddress ?? '');
-    const record: LogRecord = { client: clientHost, clientPort: client.remotePort };
-    const conn = new Conn(this, record, started);
-    const finish = conn.finish.bind(conn);
-    const aborter = new AbortController();
-    let granted = false;
-    let session: Socks5ServerSession | undefined;
-    let handshakeTimer: NodeJS.Timeout | undefined;
-    /** Cancels the password check this client waits for. */
-    let cancelCheck: (() => boolean) | undefined;
-    // a client gone while its password check waits: the check never starts ('dropped'); one
-    // already computing finishes unheard ('abandoned')
-    const dropCheck = (): void => {
-      if (cancelCheck) record.auth = cancelCheck() ? 'dropped' : 'abandoned';
-      cancelCheck = undefined;
-    };
-
-    // One guard per connection: a defect while serving it ends this connection (ERR_INTERNAL,
-    // its stack once on stderr), never the process. Every callback of this connection runs in it.
-    let failedInternally = false;
-    const internal = (e: unknown): void => {
-      if (failedInternally) return;
-      failedInternally = true;
-      try {
-        say(`dualsocks gateway: internal error serving ${joinHostPort(clientHost, record.clientPort as number)}, connection closed: ${e instanceof Error ? e.stack : String(e)}`);
-        finish('ERR_INTERNAL', { rep: REP.GENERAL_FAILURE, error: e instanceof Error ? e.message : String(e) });
-        aborter.abort(CLIENT_CLOSED);
-        // a client waiting for its reply is told "general failure"; relayed bytes never get one mixed in
-        if (session?.phase === 'request-wait' && !client.destroyed) client.end(encodeReply({ rep: REP.GENERAL_FAILURE }), () => client.destroy());
-        else client.destroy();
-      } catch {
-        client.destroy();
-      }
-    };
-    const guard =
-      <A extends unknown[]>(fn: (...args: A) => void) =>
-      (...args: A): void => {
-        try {
-          fn(...args);
-        } catch (e) {
-          internal(e);
-        }
-      };
-
-    client.once('close', guard(() => {
-      this.sockets.delete(client);
-      clearTimeout(handshakeTimer);
-      dropCheck();
-      aborter.abort(CLIENT_CLOSED);
-      // the native relay carries on with the connection: its end finishes it
-      if (releasedToNative(client)) return;
-      conn.release();
-      // after the reply, the handler logs the relay's outcome itself
-      if (!granted) finish('ERR_CLIENT_CLOSED');
-    }));
-    client.on('error', guard((e: NodeJS.ErrnoException) => {
-      record.clientError = e.code ?? e.message;
-      client.destroy();
-    }));
-
-    guard(() => {
-      const clientIp = parseIp(clientHost);
-      if (this.config.clients && !(clientIp && this.config.clients.has(clientIp))) {
-        finish('ERR_POLICY_CLIENT', { rep: 2 });
-        client.end(encodeMethodSelection({ method: METHOD.NO_ACCEPTABLE }), () => client.destroy());
-        return;
-      }
-      const s = (session = new Socks5ServerSession({ requireAuth: this.users !== undefined }));
-      handshakeTimer = setTimeout(guard(() => {
-        dropCheck();
-        finish('ERR_HANDSHAKE_TIMEOUT', { phase: s.phase });
-        client.destroy();
-      }), this.config.handshakeTimeoutMs);
-      conn.enterHandshake(guard(() => {
-        dropCheck();
-        finish('ERR_CONNECTION_CAP', { phase: s.phase, error: `${this.handshakeBudget} handshakes at once: the oldest made room` });
-        client.destroy();
-      }));
-      let early: Uint8Array[] = [];
-
-      const run = (cmds: ServerCommand[]): void => {
-        for (const c of cmds) {
-          switch (c.type) {
-            case 'send':
-              client.write(c.data);
-              break;
-            case 'data':
-              early.push(c.data);
-              break;
-            case 'authenticate': {
-              // reading goes on (up to a bound) so that a client leaving is seen and its check dropped
-              authReadFrom = client.bytesRead;
-              record.user = s.username;
-              const users = this.users;
-              if (!users) throw new Error('authenticate without users');
-              cancelCheck = this.passwordChecks.check(users, sourceKey(clientHost), c.username, c.password, guard((r: CheckResult) => {
-                cancelCheck = undefined;
-                if (r.result === 'error') throw r.error;
-                record.auth = r.result;
-                client.resume();
-                if (r.result === 'ok') run(s.authResult(true));
-                else if (r.result === 'busy') run(s.authResult(false, new RequestError('ERR_CONNECTION_CAP', `${this.passwordChecks.stats.waiting} password checks waiting`)));
-                else if (r.result === 'backoff') run(s.authResult(false, new SocksProtocolError('ERR_SOCKS_AUTH_FAILED', `user ${JSON.stringify(s.username)}: too many failed logins from ${sourceKey(clientHost)}, refused without a check for ${Math.ceil(r.retryMs / 1000)} s`)));
-                else run(s.authResult(false));
-              }));
-              break;
-            }
-            case 'request':
-              clearTimeout(handshakeTimer);
-              client.pause();
-              client.off('data', onData);
-              Object.assign(record, { cmd: CMD_NAMES[c.request.cmd], host: c.request.host, port: c.request.port });
-              if (!conn.serve()) run(s.fail(new RequestError('ERR_CONNECTION_CAP', `limit ${this.config.maxConnections}`)));
-              else this.dispatch(ctx(c.request), internal);
-              break;
-            case 'close': {
-              clearTimeout(handshakeTimer);
-              if (c.clientGone) {
-                dropCheck();
-                finish('ERR_CLIENT_CLOSED');
-                client.destroy();
-                break;
-              }
-              const err = c.error;
-              finish(err?.code ?? 'closed', err ? { rep: err.rep, error: err.message } : {});
-              if (!client.destroyed) client.end(() => client.destroy());
-              break;
-            }
-          }
-        }
-      };
-      let authReadFrom = 0;
-      const onData = guard((chunk: Buffer): void => {
-        run(s.feed(chunk));
-        // bytes pipelined behind the credentials wait in the socket, not here, past a bound
-        if (s.phase === 'auth-wait' && client.bytesRead - authReadFrom > MAX_READ_DURING_AUTH) client.pause();
-      });
-      client.on('data', onData);
-      // a client gone before its request (a health check, a port scan) is closed now, not at the
-      // timeout; one that sent all it needs (request included) before its FIN is still answered
-      client.once('end', guard(() => {
-        if (!granted) run(s.end());
-      }));
-
-      const ctx = (request: Request): RequestContext => ({
-        gateway: this,
-        client,
-        request,
-        record,
-        signal: aborter.signal,
-        succeed: (bound) => {
-          granted = true;
-          run(s.succeed(bound));
-          const data = early;
-          early = [];
-          record.bound = joinHostPort(bound.host, bound.port);
-          return data;
-        },
-        // handlers call these from their own callbacks (a BIND peer arriving, a relay ending)
-        fail: guard((error: DualsocksError) => run(s.fail(error))),
-        reply: guard((rep: number, bound: HostPort) => run(s.reply(rep, bound))),
-        finish: guard(finish),
-        guard,
-      });
-    })();
-  }
-
-  /** Runs the command's handler; a failure that is not a DualsocksError is a defect: `internal`. */
-  private dispatch(ctx: RequestContext, internal: (e: unknown) => void): void {
-    const onError = (e: unknown): void => {
-      if (e instanceof DualsocksError) ctx.guard(() => ctx.fail(e))();
-      else internal(e);
-    };
-    try {
-      switch (ctx.request.cmd) {
-        case CMD.CONNECT:
-          serveConnect(ctx).catch(onError);
-          break;
-        case CMD.UDP_ASSOCIATE:
-          serveUdp(ctx).catch(onError);
-          break;
-        case CMD.BIND:
-          serveBind(ctx).catch(onError);
-          break;
-        default:
-          ctx.fail(new SocksProtocolError('ERR_SOCKS_COMMAND', CMD_NAMES[ctx.request.cmd]));
-      }
-    } catch (e) {
-      onError(e);
-    }
+    new ClientConnection(this, client, () => this.sockets.delete(client)).start();
   }
 
   /** Why the destination address is refused, or null. */
@@ -416,5 +210,267 @@ export class Gateway {
     } finally {
       clearTimeout(timer);
     }
+  }
+}
+
+/** Runs the command's handler; a failure that is not a DualsocksError is a defect: `internal`. */
+function dispatch(ctx: RequestContext, internal: (e: unknown) => void): void {
+  const onError = (e: unknown): void => {
+    if (e instanceof DualsocksError) ctx.guard(() => ctx.fail(e))();
+    else internal(e);
+  };
+  try {
+    switch (ctx.request.cmd) {
+      case CMD.CONNECT:
+        serveConnect(ctx).catch(onError);
+        break;
+      case CMD.UDP_ASSOCIATE:
+        serveUdp(ctx).catch(onError);
+        break;
+      case CMD.BIND:
+        serveBind(ctx).catch(onError);
+        break;
+      default:
+        ctx.fail(new SocksProtocolError('ERR_SOCKS_COMMAND', CMD_NAMES[ctx.request.cmd]));
+    }
+  } catch (e) {
+    onError(e);
+  }
+}
+
+type CloseCommand = Extract<ServerCommand, { type: 'close' }>;
+
+/**
+ * One accepted client, from its first byte to its request's handler: the --clients filter, the
+ * handshake budget and timer, the SOCKS5 session driven with the socket, the password check, and
+ * the request context the handler gets.
+ */
+class ClientConnection {
+  private readonly clientHost: string;
+  private readonly record: LogRecord;
+  /** The log line and the place in the counts. */
+  private readonly conn: Conn;
+  private readonly aborter = new AbortController();
+  /** The success reply went out: the handler logs the outcome from then on. */
+  private granted = false;
+  private session: Socks5ServerSession | undefined;
+  private handshakeTimer: NodeJS.Timeout | undefined;
+  /** Cancels the password check this client waits for. */
+  private cancelCheck: (() => boolean) | undefined;
+  private failedInternally = false;
+  /** Relay data the client sent before its reply. */
+  private early: Uint8Array[] = [];
+  /** bytesRead when the password check started (see MAX_READ_DURING_AUTH). */
+  private authReadFrom = 0;
+
+  constructor(
+    private readonly gateway: Gateway,
+    private readonly client: Socket,
+    /** Takes the socket off the gateway's list (at its close). */
+    private readonly forget: () => void,
+  ) {
+    const started = Date.now();
+    this.clientHost = canonicalHost(client.remoteAddress ?? '');
+    this.record = { client: this.clientHost, clientPort: client.remotePort };
+    this.conn = new Conn(gateway, this.record, started);
+  }
+
+  private readonly finish = (result: string, extra?: LogRecord): void => this.conn.finish(result, extra);
+
+  /**
+   * One guard per connection: a defect while serving it ends this connection (ERR_INTERNAL, its
+   * stack once on stderr), never the process. Every callback of this connection runs in it.
+   */
+  private readonly guard =
+    <A extends unknown[]>(fn: (...args: A) => void) =>
+    (...args: A): void => {
+      try {
+        fn(...args);
+      } catch (e) {
+        this.internal(e);
+      }
+    };
+
+  private readonly onData = this.guard((chunk: Buffer): void => {
+    const s = this.session!;
+    this.run(s.feed(chunk));
+    // bytes pipelined behind the credentials wait in the socket, not here, past a bound
+    if (s.phase === 'auth-wait' && this.client.bytesRead - this.authReadFrom > MAX_READ_DURING_AUTH) this.client.pause();
+  });
+
+  start(): void {
+    const { client } = this;
+    client.once('close', this.guard(() => this.onClose()));
+    client.on('error', this.guard((e: NodeJS.ErrnoException) => {
+      this.record.clientError = e.code ?? e.message;
+      client.destroy();
+    }));
+    this.guard(() => {
+      if (!this.admitted()) return;
+      const s = this.startHandshake();
+      client.on('data', this.onData);
+      // a client gone before its request (a health check, a port scan) is closed now, not at the
+      // timeout; one that sent all it needs (request included) before its FIN is still answered
+      client.once('end', this.guard(() => {
+        if (!this.granted) this.run(s.end());
+      }));
+    })();
+  }
+
+  private onClose(): void {
+    this.forget();
+    clearTimeout(this.handshakeTimer);
+    this.dropCheck();
+    this.aborter.abort(CLIENT_CLOSED);
+    // the native relay carries on with the connection: its end finishes it
+    if (releasedToNative(this.client)) return;
+    this.conn.release();
+    // after the reply, the handler logs the relay's outcome itself
+    if (!this.granted) this.finish('ERR_CLIENT_CLOSED');
+  }
+
+  private internal(e: unknown): void {
+    if (this.failedInternally) return;
+    this.failedInternally = true;
+    const { client, record } = this;
+    try {
+      say(`dualsocks gateway: internal error serving ${joinHostPort(this.clientHost, record.clientPort as number)}, connection closed: ${e instanceof Error ? e.stack : String(e)}`);
+      this.finish('ERR_INTERNAL', { rep: REP.GENERAL_FAILURE, error: e instanceof Error ? e.message : String(e) });
+      this.aborter.abort(CLIENT_CLOSED);
+      // a client waiting for its reply is told "general failure"; relayed bytes never get one mixed in
+      if (this.session?.phase === 'request-wait' && !client.destroyed) client.end(encodeReply({ rep: REP.GENERAL_FAILURE }), () => client.destroy());
+      else client.destroy();
+    } catch {
+      client.destroy();
+    }
+  }
+
+  /**
+   * A client gone while its password check waits: the check never starts ('dropped'); one
+   * already computing finishes unheard ('abandoned').
+   */
+  private dropCheck(): void {
+    if (this.cancelCheck) this.record.auth = this.cancelCheck() ? 'dropped' : 'abandoned';
+    this.cancelCheck = undefined;
+  }
+
+  /** The --clients filter: a client outside it is refused before its handshake. */
+  private admitted(): boolean {
+    const { clients } = this.gateway.config;
+    const clientIp = parseIp(this.clientHost);
+    if (!clients || (clientIp && clients.has(clientIp))) return true;
+    this.finish('ERR_POLICY_CLIENT', { rep: REP.NOT_ALLOWED });
+    this.client.end(encodeMethodSelection({ method: METHOD.NO_ACCEPTABLE }), () => this.client.destroy());
+    return false;
+  }
+
+  /** The session, its timer, and a place in the handshake budget (evicting the oldest when full). */
+  private startHandshake(): Socks5ServerSession {
+    const { gateway, client } = this;
+    const s = (this.session = new Socks5ServerSession({ requireAuth: gateway.users !== undefined }));
+    this.handshakeTimer = setTimeout(this.guard(() => {
+      this.dropCheck();
+      this.finish('ERR_HANDSHAKE_TIMEOUT', { phase: s.phase });
+      client.destroy();
+    }), gateway.config.handshakeTimeoutMs);
+    this.conn.enterHandshake(this.guard(() => {
+      this.dropCheck();
+      this.finish('ERR_CONNECTION_CAP', { phase: s.phase, error: `${gateway.handshakeBudget} handshakes at once: the oldest made room` });
+      client.destroy();
+    }));
+    return s;
+  }
+
+  /** Carries out the session's commands. */
+  private run(cmds: ServerCommand[]): void {
+    const s = this.session!;
+    for (const c of cmds) {
+      switch (c.type) {
+        case 'send':
+          this.client.write(c.data);
+          break;
+        case 'data':
+          this.early.push(c.data);
+          break;
+        case 'authenticate':
+          this.checkPassword(s, c.username, c.password);
+          break;
+        case 'request':
+          this.onRequest(s, c.request);
+          break;
+        case 'close':
+          this.onSessionClose(c);
+          break;
+      }
+    }
+  }
+
+  private checkPassword(s: Socks5ServerSession, username: Uint8Array, password: Uint8Array): void {
+    const { gateway, client, record } = this;
+    // reading goes on (up to a bound) so that a client leaving is seen and its check dropped
+    this.authReadFrom = client.bytesRead;
+    record.user = s.username;
+    const users = gateway.users;
+    if (!users) throw new Error('authenticate without users');
+    const source = sourceKey(this.clientHost);
+    this.cancelCheck = gateway.passwordChecks.check(users, source, username, password, this.guard((r: CheckResult) => {
+      this.cancelCheck = undefined;
+      if (r.result === 'error') throw r.error;
+      record.auth = r.result;
+      client.resume();
+      if (r.result === 'ok') this.run(s.authResult(true));
+      else if (r.result === 'busy') this.run(s.authResult(false, new RequestError('ERR_CONNECTION_CAP', `${gateway.passwordChecks.stats.waiting} password checks waiting`)));
+      else if (r.result === 'backoff') this.run(s.authResult(false, new SocksProtocolError('ERR_SOCKS_AUTH_FAILED', `user ${JSON.stringify(s.username)}: too many failed logins from ${source}, refused without a check for ${Math.ceil(r.retryMs / MS_PER_SECOND)} s`)));
+      else this.run(s.authResult(false));
+    }));
+  }
+
+  private onRequest(s: Socks5ServerSession, request: Request): void {
+    const { client, record } = this;
+    clearTimeout(this.handshakeTimer);
+    client.pause();
+    client.off('data', this.onData);
+    Object.assign(record, { cmd: CMD_NAMES[request.cmd], host: request.host, port: request.port });
+    if (!this.conn.serve()) this.run(s.fail(new RequestError('ERR_CONNECTION_CAP', `limit ${this.gateway.config.maxConnections}`)));
+    else dispatch(this.context(s, request), (e) => this.internal(e));
+  }
+
+  private onSessionClose(c: CloseCommand): void {
+    const { client } = this;
+    clearTimeout(this.handshakeTimer);
+    if (c.clientGone) {
+      this.dropCheck();
+      this.finish('ERR_CLIENT_CLOSED');
+      client.destroy();
+      return;
+    }
+    const err = c.error;
+    this.finish(err?.code ?? 'closed', err ? { rep: err.rep, error: err.message } : {});
+    if (!client.destroyed) client.end(() => client.destroy());
+  }
+
+  /** What the command's handler gets. */
+  private context(s: Socks5ServerSession, request: Request): RequestContext {
+    const { client, record, guard } = this;
+    return {
+      gateway: this.gateway,
+      client,
+      request,
+      record,
+      signal: this.aborter.signal,
+      succeed: (bound) => {
+        this.granted = true;
+        this.run(s.succeed(bound));
+        const data = this.early;
+        this.early = [];
+        record.bound = joinHostPort(bound.host, bound.port);
+        return data;
+      },
+      // handlers call these from their own callbacks (a BIND peer arriving, a relay ending)
+      fail: guard((error: DualsocksError) => this.run(s.fail(error))),
+      reply: guard((rep: number, bound: HostPort) => this.run(s.reply(rep, bound))),
+      finish: guard(this.finish),
+      guard,
+    };
   }
 }

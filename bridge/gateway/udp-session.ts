@@ -9,7 +9,7 @@ import { familyOf, formatIp, parseIp, type Family, type Ip } from '../../shared/
 import { decodeUdpHeader, encodeUdpHeader } from '../../shared/socks5/codec.js';
 import { UdpSourceFilter, udpIpKey } from '../../shared/socks5/udp-source.js';
 import { interleave } from '../upstream/direct.js';
-import { MAX_UDP_PAYLOAD } from '../upstream/udp-chain.js';
+import { MAX_UDP_PAYLOAD } from '../udp-socket.js';
 
 /** Bounds per association, so one client cannot grow the gateway's memory without limit. */
 export const MAX_PENDING = 256;

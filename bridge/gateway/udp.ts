@@ -17,11 +17,12 @@ import type { RemoteInfo, Socket as UdpSocket } from 'node:dgram';
 import { DualsocksError, RequestError } from '../../shared/errors.js';
 import { canonicalHost, familyOf, formatIp, parseIp, type Family, type Ip } from '../../shared/net/address.js';
 import { udpIpKey } from '../../shared/socks5/udp-source.js';
-import { redactedUrl } from '../upstream/pool.js';
-import { bindUdp, openUdpChain, type UdpChain } from '../upstream/udp-chain.js';
+import { redactedUrl } from '../upstream/hops.js';
+import { bindUdp } from '../udp-socket.js';
+import { openUdpChain, type UdpChain } from '../upstream/udp-chain.js';
 import { UdpSession, type UdpCommand, type UdpCounters } from './udp-session.js';
 import { goesUpstream } from './chain.js';
-import type { RequestContext } from './server.js';
+import type { RequestContext } from './context.js';
 
 /** The addresses outbound sockets bind to, per family (the kernel picks the port). */
 const ANY: Record<Family, string> = { 4: '0.0.0.0', 6: '::' };

@@ -1,12 +1,11 @@
 // The bridge's settings: one table for flags and JSON keys.
-import { readFileSync } from 'node:fs';
 import { ConfigError } from '../../shared/errors.js';
 import { type CidrSet, splitHostPort } from '../../shared/net/address.js';
 import { DEFAULT_SETTINGS, parseSettings, type Settings } from '../../shared/rules/index.js';
-import { cidrs, isLoopbackListen, listenAddresses, type HostPort } from '../gateway/config.js';
+import { cidrs, isLoopbackListen, listenAddresses, readConfigFile, type HostPort } from '../config-common.js';
 import { millis, type OptionSpec, type OptionValues } from '../options.js';
-import { parseGatewayUrl, type Balance } from '../upstream/pool.js';
-import type { Hop } from '../upstream/socks5.js';
+import { parseGatewayUrl, type Hop } from '../upstream/hops.js';
+import type { Balance } from '../upstream/pool.js';
 
 export const BRIDGE_LISTEN_OPTIONS: OptionSpec[] = [
   { key: 'listen', kind: 'list', arg: 'HOST:PORT', help: 'address of the mixed HTTP/SOCKS port, repeatable (default 127.0.0.1:1080 and [::1]:1080)' },
@@ -52,13 +51,7 @@ export const DEFAULT_BRIDGE_LISTEN: HostPort[] = [
 ];
 
 export function readRules(path: string): Settings {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new ConfigError('rules', `${path}: ${(e as Error).message}`);
-  }
-  return parseSettings(text);
+  return parseSettings(readConfigFile('rules', path));
 }
 
 function pacProxy(text: string): HostPort {

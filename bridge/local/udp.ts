@@ -9,7 +9,7 @@ import { canonicalHost, familyOf, formatIp, joinHostPort, parseIp } from '../../
 import { decodeUdpHeader, type Request } from '../../shared/socks5/codec.js';
 import { UdpSourceFilter, udpIpKey } from '../../shared/socks5/udp-source.js';
 import type { UdpAssociation } from '../upstream/pool.js';
-import { bindUdp } from '../upstream/udp-chain.js';
+import { bindUdp } from '../udp-socket.js';
 import type { BridgeContext } from './context.js';
 
 export async function serveUdpAssociate(

@@ -4,12 +4,13 @@
 // and passed on: another gateway would resolve the same name the same way.
 import type { Socket } from 'node:net';
 import { ConfigError, DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
-import { joinHostPort } from '../../shared/net/address.js';
-import { concatBytes, decodeAuthReply, decodeMethodSelection, encodeAuthRequest, encodeGreeting, type Reply } from '../../shared/socks5/codec.js';
+import { concatBytes, decodeMethodSelection, encodeGreeting, type Reply } from '../../shared/socks5/codec.js';
 import { CMD, METHOD } from '../../shared/socks5/constants.js';
 import { connectTcp } from './direct.js';
 import { releasedToNative } from '../native/loader.js';
-import { hopLabel, parseHopUrl, socks5Handshake, type Hop, type Socks5Dial } from './socks5.js';
+import { hopLabel, redactedUrl, type Hop } from './hops.js';
+import { PipeliningCache } from './pipelining.js';
+import { clientGone, type Socks5Dial } from './socks5.js';
 import { openUdpChain, type UdpChain } from './udp-chain.js';
 
 export type Balance = 'round-robin' | 'sticky';
@@ -48,22 +49,6 @@ export interface Tunnel {
   release(): void;
 }
 
-/** Parses "socks5://u:p@h1:1081,socks5://h2:1081" (hops in order). */
-export function parseGatewayUrl(text: string, key = 'gateway'): Hop[] {
-  const hops = text.split(',').map((part) => {
-    const hop = parseHopUrl(part.trim());
-    if (!hop) throw new ConfigError(key, `"${part}" is not socks5://[user:pass@]host:port`);
-    return hop;
-  });
-  if (hops.length === 0) throw new ConfigError(key, 'empty');
-  return hops;
-}
-
-/** URL with the password hidden, for status pages and logs. */
-export function redactedUrl(hops: Hop[]): string {
-  return hops.map((h) => `socks5://${h.username ? `${encodeURIComponent(h.username)}:***@` : ''}${joinHostPort(h.host, h.port)}`).join(',');
-}
-
 /** A SOCKS5 greeting answered with a method we can use: the gateway is up and speaking SOCKS. */
 async function greet(hop: Hop, timeoutMs: number): Promise<void> {
   const s = await connectTcp(hop, timeoutMs);
@@ -93,143 +78,6 @@ async function greet(hop: Hop, timeoutMs: number): Promise<void> {
     });
   } finally {
     s.destroy();
-  }
-}
-
-/** The error of a dial given up because the client it was for went away. */
-const clientGone = (): RequestError => new RequestError('ERR_CONNECT_FAILED', 'client went away');
-
-/**
- * Opens host:port through a chain: TCP to the first hop, then CONNECT to each next hop. `signal`
- * (the client went away) ends the dial at once: its socket is closed, so the gateway frees what
- * it held for the request.
- */
-export async function dialChain(hops: Hop[], req: { cmd?: number; host: string; port: number }, timeoutMs: number, opts: { pipelineFirst?: boolean; signal?: AbortSignal | undefined } = {}): Promise<Socks5Dial> {
-  const { signal } = opts;
-  if (signal?.aborted) throw clientGone();
-  const socket = await connectTcp(hops[0]!, timeoutMs);
-  const onAbort = (): void => void socket.destroy();
-  if (signal?.aborted) onAbort();
-  signal?.addEventListener('abort', onAbort);
-  try {
-    for (let i = 0; i < hops.length - 1; i++) {
-      try {
-        await socks5Handshake(socket, hops[i]!, { cmd: CMD.CONNECT, host: hops[i + 1]!.host, port: hops[i + 1]!.port }, { timeoutMs, pipeline: i === 0 && opts.pipelineFirst });
-      } catch (e) {
-        if (signal?.aborted) throw clientGone();
-        // a refusal on the way is a broken chain, not the destination's answer
-        throw new RequestError('ERR_CONNECT_FAILED', `${hopLabel(hops[i]!)} → ${hopLabel(hops[i + 1]!)}: ${(e as Error).message}`);
-      }
-    }
-    return await socks5Handshake(socket, hops[hops.length - 1]!, req, { timeoutMs, pipeline: hops.length === 1 && opts.pipelineFirst }).catch((e: unknown) => {
-      throw signal?.aborted ? clientGone() : e;
-    });
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-  }
-}
-
-/**
- * Whether `hop` reads a greeting and credentials sent in one write (then it takes the request
- * along too): both answers mean yes. microsocks answers the greeting, drops the rest and waits:
- * no. Only hops with credentials are asked, and nothing is requested, so no destination is
- * touched; without credentials there is no second message to try, and the answer is no.
- */
-export async function probePipelining(hop: Hop, timeoutMs: number): Promise<boolean> {
-  if (hop.username === undefined) return false;
-  let s: Socket;
-  try {
-    s = await connectTcp(hop, timeoutMs);
-  } catch {
-    return false;
-  }
-  try {
-    return await new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(false), timeoutMs);
-      let buf: Uint8Array = new Uint8Array(0);
-      const settle = (answer: boolean): void => {
-        clearTimeout(timer);
-        resolve(answer);
-      };
-      s.on('data', (chunk: Buffer) => {
-        buf = concatBytes(buf, chunk);
-        const m = decodeMethodSelection(buf);
-        if (m.status === 'error' || (m.status === 'ok' && m.msg.method !== METHOD.USERPASS)) return settle(false);
-        if (m.status !== 'ok') return;
-        const a = decodeAuthReply(buf.subarray(m.size));
-        if (a.status !== 'need') settle(a.status === 'ok');
-      });
-      s.once('error', () => settle(false));
-      s.once('end', () => settle(false));
-      s.resume();
-      s.write(concatBytes(encodeGreeting({ methods: [METHOD.USERPASS] }), encodeAuthRequest({ username: hop.username!, password: hop.password ?? '' })));
-    });
-  } finally {
-    s.destroy();
-  }
-}
-
-/**
- * Probe answers per hop, for a dialer without health checks (the gateway's --upstream): the first
- * ask starts the probe and says no; later asks get its answer.
- */
-export class PipeliningCache {
-  private readonly known = new Map<string, Promise<boolean>>();
-  private readonly answers = new Map<string, boolean>();
-
-  private readonly timeoutMs: number;
-
-  constructor(connectTimeoutMs: number) {
-    // a server that drops pipelined bytes leaves the probe unanswered: keep that wait short
-    this.timeoutMs = Math.min(connectTimeoutMs, 2000);
-  }
-
-  private static key(hop: Hop): string {
-    return JSON.stringify([hop.host, hop.port, hop.username ?? null, hop.password ?? null]);
-  }
-
-  /** The probe's answer for `hop`, starting it if needed. */
-  probe(hop: Hop): Promise<boolean> {
-    const key = PipeliningCache.key(hop);
-    let p = this.known.get(key);
-    if (!p) {
-      p = probePipelining(hop, this.timeoutMs).then((yes) => {
-        this.answers.set(key, yes);
-        return yes;
-      });
-      this.known.set(key, p);
-    }
-    return p;
-  }
-
-  /** Whether requests to `hop` may be pipelined now (false until the probe has said yes). */
-  allows(hop: Hop): boolean {
-    void this.probe(hop);
-    return this.answers.get(PipeliningCache.key(hop)) === true;
-  }
-
-  /** The probe's answer, or null while there is none yet. */
-  answer(hop: Hop): boolean | null {
-    return this.answers.get(PipeliningCache.key(hop)) ?? null;
-  }
-
-  /** Forgets the answer (a pipelined request went unanswered): the next ask probes again. */
-  forget(hop: Hop): void {
-    const key = PipeliningCache.key(hop);
-    this.known.delete(key);
-    this.answers.delete(key);
-  }
-
-  /** dialChain, the first hop's handshake in one write once its probe said yes. */
-  async dial(hops: Hop[], req: { cmd?: number; host: string; port: number }, timeoutMs: number, signal?: AbortSignal): Promise<Socks5Dial> {
-    const pipelined = this.allows(hops[0]!);
-    try {
-      return await dialChain(hops, req, timeoutMs, { pipelineFirst: pipelined, signal });
-    } catch (e) {
-      // no answer after pipelining: maybe another server listens there now; ask again
-      if (pipelined && e instanceof DualsocksError && e.code === 'ERR_CONNECT_TIMEOUT') this.forget(hops[0]!);
-      throw e;
-    }
   }
 }
 

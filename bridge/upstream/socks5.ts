@@ -2,42 +2,11 @@
 // session does the protocol; the final hop's reply code reaches the caller unchanged.
 import { connect, type Socket } from 'node:net';
 import { DualsocksError, RequestError } from '../../shared/errors.js';
-import { joinHostPort } from '../../shared/net/address.js';
 import type { Reply } from '../../shared/socks5/codec.js';
 import { CMD } from '../../shared/socks5/constants.js';
 import { Socks5ClientSession, type ClientCommand } from '../../shared/socks5/client.js';
-import { errnoToError } from './direct.js';
-
-export interface Hop {
-  host: string;
-  port: number;
-  username?: string | undefined;
-  password?: string | undefined;
-}
-
-/** Parses socks5://[user:pass@]host:port (socks5h is accepted as a synonym). */
-export function parseHopUrl(text: string): Hop | null {
-  let u: URL;
-  try {
-    u = new URL(text);
-  } catch {
-    return null;
-  }
-  if (u.protocol !== 'socks5:' && u.protocol !== 'socks5h:') return null;
-  if (!u.hostname || u.pathname.replace(/^\/$/, '') !== '' || u.search || u.hash) return null;
-  const host = u.hostname.replace(/^\[|\]$/g, '');
-  const port = u.port ? Number(u.port) : 1080;
-  return {
-    host,
-    port,
-    username: u.username ? decodeURIComponent(u.username) : undefined,
-    password: u.username ? decodeURIComponent(u.password) : undefined,
-  };
-}
-
-export function hopLabel(h: Hop): string {
-  return `gateway ${joinHostPort(h.host, h.port)}`;
-}
+import { connectTcp, errnoToError } from './direct.js';
+import { hopLabel, type Hop } from './hops.js';
 
 export interface Socks5Dial {
   socket: Socket;
@@ -151,4 +120,37 @@ export function bindSecondReply(dial: Socks5Dial, opts: { signal?: AbortSignal }
     opts.signal?.addEventListener('abort', onAbort);
     socket.resume();
   });
+}
+
+/** The error of a dial given up because the client it was for went away. */
+export const clientGone = (): RequestError => new RequestError('ERR_CONNECT_FAILED', 'client went away');
+
+/**
+ * Opens host:port through a chain: TCP to the first hop, then CONNECT to each next hop. `signal`
+ * (the client went away) ends the dial at once: its socket is closed, so the gateway frees what
+ * it held for the request.
+ */
+export async function dialChain(hops: Hop[], req: { cmd?: number; host: string; port: number }, timeoutMs: number, opts: { pipelineFirst?: boolean; signal?: AbortSignal | undefined } = {}): Promise<Socks5Dial> {
+  const { signal } = opts;
+  if (signal?.aborted) throw clientGone();
+  const socket = await connectTcp(hops[0]!, timeoutMs);
+  const onAbort = (): void => void socket.destroy();
+  if (signal?.aborted) onAbort();
+  signal?.addEventListener('abort', onAbort);
+  try {
+    for (let i = 0; i < hops.length - 1; i++) {
+      try {
+        await socks5Handshake(socket, hops[i]!, { cmd: CMD.CONNECT, host: hops[i + 1]!.host, port: hops[i + 1]!.port }, { timeoutMs, pipeline: i === 0 && opts.pipelineFirst });
+      } catch (e) {
+        if (signal?.aborted) throw clientGone();
+        // a refusal on the way is a broken chain, not the destination's answer
+        throw new RequestError('ERR_CONNECT_FAILED', `${hopLabel(hops[i]!)} → ${hopLabel(hops[i + 1]!)}: ${(e as Error).message}`);
+      }
+    }
+    return await socks5Handshake(socket, hops[hops.length - 1]!, req, { timeoutMs, pipeline: hops.length === 1 && opts.pipelineFirst }).catch((e: unknown) => {
+      throw signal?.aborted ? clientGone() : e;
+    });
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
 }

@@ -4,13 +4,14 @@
 // before it (CONNECT). A datagram for the last hop goes to the first hop's relay inside one SOCKS
 // UDP header per further hop, each naming that hop's relay: every hop takes one header off and
 // sends the rest on. Replies come back with a header per further hop added; unwrap() drops them.
-import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import type { Socket as UdpSocket } from 'node:dgram';
 import { RequestError } from '../../shared/errors.js';
-import { canonicalHost, familyOf, formatIp, parseIp, type Family } from '../../shared/net/address.js';
+import { canonicalHost, familyOf, formatIp, parseIp } from '../../shared/net/address.js';
 import { decodeUdpLayers, encodeUdpLayers } from '../../shared/socks5/codec.js';
 import { CMD } from '../../shared/socks5/constants.js';
-import { dialChain } from './pool.js';
-import type { Hop, Socks5Dial } from './socks5.js';
+import type { Hop } from './hops.js';
+import { dialChain, type Socks5Dial } from './socks5.js';
+import { bindUdp, MAX_UDP_PAYLOAD } from '../udp-socket.js';
 
 export interface HostPort {
   host: string;
@@ -51,21 +52,6 @@ function relayOf(dial: Socks5Dial, hops: Hop[], i: number): HostPort {
   if (!ip && dial.reply.host) return { host: dial.reply.host, port: dial.reply.port };
   const host = i === 0 ? canonicalHost(dial.socket.remoteAddress ?? '') : hops[i]!.host;
   return { host, port: dial.reply.port };
-}
-
-/** Largest UDP payload per family (65535 minus IP and UDP headers, no jumbograms). */
-export const MAX_UDP_PAYLOAD: Record<Family, number> = { 4: 65507, 6: 65527 };
-
-/** A UDP socket of `family` bound to host, port chosen by the kernel. */
-export function bindUdp(family: Family, host: string): Promise<UdpSocket> {
-  return new Promise((resolve, reject) => {
-    const s = createSocket({ type: family === 4 ? 'udp4' : 'udp6', ipv6Only: family === 6 });
-    s.once('error', reject);
-    s.bind({ address: host, port: 0, exclusive: true }, () => {
-      s.off('error', reject);
-      resolve(s);
-    });
-  });
 }
 
 async function bindConnected(to: HostPort): Promise<UdpSocket> {

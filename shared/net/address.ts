@@ -93,6 +93,11 @@ export function familyOf(ip: Ip): Family {
   return isV4(ip) ? 4 : 6;
 }
 
+/** Whether two addresses are the same (both are 16 bytes, IPv4 v4-mapped). */
+export function sameIp(a: Ip, b: Ip): boolean {
+  return a.every((x, i) => x === b[i]);
+}
+
 export function ipFromV4Bytes(b: Uint8Array): Ip {
   const out = new Uint8Array(16);
   out.set(V4_MAPPED_PREFIX);

@@ -7,7 +7,7 @@ import { MAX_NAMES, MAX_PEERS, MAX_PENDING, UdpSession, type UdpCommand, type Ud
 import { RequestError } from '../../../shared/errors.js';
 import { formatIp, parseIp, type Ip } from '../../../shared/net/address.js';
 import { concatBytes, encodeUdpHeader } from '../../../shared/socks5/codec.js';
-import { MAX_UDP_PAYLOAD } from '../../../bridge/upstream/udp-chain.js';
+import { MAX_UDP_PAYLOAD } from '../../../bridge/udp-socket.js';
 
 const PEER = '192.0.2.10';
 const ip = (text: string): Ip => parseIp(text)!;
