@@ -9,6 +9,7 @@ import { decide, type Settings } from '../../shared/rules/index.js';
 import { sniffProtocol } from '../../shared/socks5/codec.js';
 import { CMD } from '../../shared/socks5/constants.js';
 import { relay, RelayGroup } from '../relay.js';
+import { releasedToNative } from '../native/loader.js';
 import { hostAddresses, isLocalPeer } from '../host-addresses.js';
 import { closeAll, listenAll, type HostPort } from '../listen.js';
 import { say } from '../log.js';
@@ -82,7 +83,10 @@ export class Bridge {
     const l = lease;
     return this.pool.open(l.name, port).then(
       (t) => {
-        t.socket.once('close', l.release);
+        // as the pool does: the socket's close ends the tunnel unless the native relay took it over
+        t.socket.once('close', () => {
+          if (!releasedToNative(t.socket)) l.release();
+        });
         const release = t.release;
         t.release = () => {
           l.release();
