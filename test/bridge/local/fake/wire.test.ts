@@ -18,7 +18,7 @@ import { formatIp } from '../../../../shared/net/address.js';
 import { concatBytes, encodeGreeting, encodeRequest, encodeSocks4Request } from '../../../../shared/socks5/codec.js';
 import { CMD, METHOD, REP, SOCKS4_CD } from '../../../../shared/socks5/constants.js';
 import { CLI, run, startCli, type Running } from '../../../helpers/process.js';
-import { readAll, startTcp } from '../../../helpers/origin.js';
+import { readAll, startOrigin, startTcp } from '../../../helpers/origin.js';
 import { eventually } from '../../../helpers/settle.js';
 import { associate, closeAssociations, startUdpEcho, type UdpEcho } from '../../../helpers/udp.js';
 
@@ -191,4 +191,25 @@ describe('SOCKS5 UDP to a fake address', () => {
     assert.equal(rec.dropped, 1);
     assert.equal(rec.datagramsUp, 1);
   });
+});
+
+test('dualsocks start --dns-listen: curl --socks4 to the fake address of a name only the inner gateway knows', async () => {
+  const origin = await startOrigin('127.0.0.1', 1024, 'page behind a fake address');
+  const dir = mkdtempSync(join(tmpdir(), 'dualsocks-fake-start-'));
+  const hostsFile = join(dir, 'hosts');
+  writeFileSync(hostsFile, '127.0.0.1 origin.test\n');
+  const start = await startCli(['start', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1', '--dns-listen', '127.0.0.1:0', '--dns-upstream', '127.0.0.1:9', '--quiet']);
+  try {
+    const line = await start.waitStderr(/fake-address DNS on 127\.0\.0\.1:(\d+) /);
+    const dnsPort = /127\.0\.0\.1:(\d+) /.exec(line)![1]!;
+    const d = await run('dig', ['+short', '+time=3', '+tries=1', '-p', dnsPort, '@127.0.0.1', 'origin.test', 'A'], { timeoutMs: 10000 });
+    const fake = d.stdout.toString().trim();
+    assert.match(fake, /^198\.18\.\d+\.\d+$/, d.stderr);
+    const r = await run('curl', ['-sS', '--fail', '--max-time', '20', '--socks4', `127.0.0.1:${start.listening[0]!.port}`, `http://${fake}:${origin.port}/`], { timeoutMs: 30000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.toString(), 'page behind a fake address');
+  } finally {
+    await start.stop();
+    await origin.close();
+  }
 });
