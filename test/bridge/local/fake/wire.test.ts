@@ -19,7 +19,7 @@ import { concatBytes, encodeGreeting, encodeRequest, encodeSocks4Request } from 
 import { CMD, METHOD, REP, SOCKS4_CD } from '../../../../shared/socks5/constants.js';
 import { CLI, run, startCli, type Running } from '../../../helpers/process.js';
 import { readAll, startOrigin, startTcp } from '../../../helpers/origin.js';
-import { eventually } from '../../../helpers/settle.js';
+import { bridgeStatus, eventually } from '../../../helpers/settle.js';
 import { associate, closeAssociations, startUdpEcho, type UdpEcho } from '../../../helpers/udp.js';
 
 const GW = [[{ host: '127.0.0.1', port: 9 }]];
@@ -205,9 +205,17 @@ test('dualsocks start --dns-listen: curl --socks4 to the fake address of a name 
     const d = await run('dig', ['+short', '+time=3', '+tries=1', '-p', dnsPort, '@127.0.0.1', 'origin.test', 'A'], { timeoutMs: 10000 });
     const fake = d.stdout.toString().trim();
     assert.match(fake, /^198\.18\.\d+\.\d+$/, d.stderr);
-    const r = await run('curl', ['-sS', '--fail', '--max-time', '20', '--socks4', `127.0.0.1:${start.listening[0]!.port}`, `http://${fake}:${origin.port}/`], { timeoutMs: 30000 });
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout.toString(), 'page behind a fake address');
+    const proxy = `127.0.0.1:${start.listening[0]!.port}`;
+    for (const via of [['--socks4', proxy], ['-x', `http://${proxy}`], ['-p', '-x', `http://${proxy}`]]) {
+      const r = await run('curl', ['-sS', '--fail', '--max-time', '20', ...via, `http://${fake}:${origin.port}/`], { timeoutMs: 30000 });
+      assert.equal(r.code, 0, `${via.join(' ')}: ${r.stderr}`);
+      assert.equal(r.stdout.toString(), 'page behind a fake address');
+    }
+    // every lease ends with its connection (the HTTP proxy's keep-alive to the origin included)
+    await eventually(async () => {
+      const st = (await bridgeStatus(start.listening[0]!.port)) as unknown as { fake: { recent: { name: string; refs: number }[] } };
+      return st.fake.recent.some((e) => e.name === 'origin.test') && st.fake.recent.every((e) => e.refs === 0);
+    }, 'leases released');
   } finally {
     await start.stop();
     await origin.close();
