@@ -4,7 +4,8 @@
 // IPv6-only server by a name only the gateway knows. The bridge's upstream is c4's logging
 // dnsmasq: it must see no query for the proxied name (also after a type 65 query) and the query
 // for a DIRECT name. Across a restart, --fake-state keeps an address handed out before it working;
-// without it the address is refused, never sent anywhere.
+// without it the address is refused, never sent anywhere. And the IPv6-only client c6 reaches the
+// IPv4-only server the same way through a fake AAAA answer.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -59,6 +60,22 @@ test('fake-address DNS on the bridge: programs that resolve locally reach the ot
       assert.equal(r.code, 0, r.stderr);
       return JSON.parse(r.stdout.toString()) as FakeStatus;
     };
+
+    await t.test(`IPv6-only c6: curl --socks5 resolving through the bridge's DNS (fake AAAA) loads ${NAMES.v4only} from the IPv4-only server`, async () => {
+      // c6's loopback resolver is its logging dnsmasq: the bridge's DNS takes c6's link address
+      const dns6 = ADDR.c6;
+      writeFileSync(`/etc/netns/${topo.ns.c6}/resolv.conf`, `nameserver ${dns6}\noptions timeout:2 attempts:1\n`);
+      const b6 = await startCli(['bridge', '--listen', '[::1]:0', '--gateway', `socks5://${USER}:${PASS}@[${ADDR.gw.c6}]:${GW_PORT}`, '--connect-timeout', '5', '--dns-listen', `[${dns6}]:53`, '--clients', `${dns6}/128`, '--clients', '::1/128', '--dns-upstream', '[::1]:53'], { netns: topo.ns.c6 });
+      running.push(b6);
+      await b6.waitStderr(/fake-address DNS on \[2001:db8:c6::2\]:53 /);
+      const r = await topo.exec('c6', 'curl', ['-sS', '--fail', '--max-time', '30', '--socks5', `[::1]:${b6.listening[0]!.port}`, `http://${NAMES.v4only}/index.html`], { timeoutMs: 60000 });
+      assert.equal(r.code, 0, `${r.stderr}\n${b6.stderr.join('\n')}`);
+      assert.equal(r.stdout.toString(), topo.index.s4);
+      const rec = await b6.waitRecord((x) => x.result === 'ok');
+      assert.match(String(rec.host), /^2001:2::/, JSON.stringify(rec));
+      assert.equal(topo.queriesFor('c6', NAMES.v4only), 0);
+      await stop(b6);
+    });
 
     let { bridge, proxy } = await startBridge(['--fake-state', fakeState]);
     let fakeIp = '';
