@@ -68,6 +68,7 @@ function newBridge(cfg: BridgeConfig): Bridge {
 
 async function listenBridge(bridge: Bridge): Promise<void> {
   const bound = await bridge.listen();
+  const dns = await bridge.startFakeDns((e) => say(`dualsocks bridge: --fake-state not saved: ${e instanceof Error ? e.message : String(e)}`));
   bridge.pool.startHealthChecks();
   for (const b of bound) say(`dualsocks bridge ${VERSION} listening on ${joinHostPort(b.host, b.port)}`);
   const first = bound[0]!;
@@ -75,6 +76,7 @@ async function listenBridge(bridge: Bridge): Promise<void> {
   say(`  HTTP proxy:  ${base}    SOCKS5/4a: socks5h://${joinHostPort(first.host, first.port)}`);
   say(`  PAC file:    ${base}/proxy.pac   (also /wpad.dat)`);
   say(`  status:      ${base}/   and ${base}/api/status`);
+  if (dns) say(`  ${dns}`);
 }
 
 function onStop(fn: () => Promise<void>): void {

@@ -30,6 +30,8 @@ export const ERRORS = {
   ERR_CONNECTION_CAP: { rep: REP.GENERAL_FAILURE, text: 'too many connections' },
   ERR_HANDSHAKE_TIMEOUT: { rep: REP.GENERAL_FAILURE, text: 'handshake timed out' },
   ERR_NO_GATEWAY: { rep: REP.GENERAL_FAILURE, text: 'no gateway reachable' },
+  ERR_FAKE_UNMAPPED: { rep: REP.HOST_UNREACHABLE, text: 'fake address not mapped to a name' },
+  ERR_FAKE_RANGE_FULL: { rep: REP.GENERAL_FAILURE, text: 'fake address range full' },
   ERR_INTERNAL: { rep: REP.GENERAL_FAILURE, text: 'internal error' },
   ERR_CONFIG: { rep: REP.GENERAL_FAILURE, text: 'invalid configuration' },
 } as const;

@@ -6,6 +6,9 @@ import { cidrs, isLoopbackListen, listenAddresses, readConfigFile, type HostPort
 import { millis, type OptionSpec, type OptionValues } from '../options.js';
 import { parseGatewayUrl, type Hop } from '../upstream/hops.js';
 import type { Balance } from '../upstream/pool.js';
+import type { FakeDnsConfig } from './fake/index.js';
+import { parseDnsListen, parseUpstream } from './fake/server.js';
+import { DEFAULT_FAKE_RANGE, DEFAULT_FAKE_RANGE6 } from './fake/table.js';
 
 export const BRIDGE_LISTEN_OPTIONS: OptionSpec[] = [
   { key: 'listen', kind: 'list', arg: 'HOST:PORT', help: 'address of the mixed HTTP/SOCKS port, repeatable (default 127.0.0.1:1080 and [::1]:1080)' },
@@ -15,6 +18,11 @@ export const BRIDGE_LISTEN_OPTIONS: OptionSpec[] = [
   { key: 'handshakeTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed for a SOCKS handshake or an HTTP request head (default 10)' },
   { key: 'connectTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed to reach a gateway and the destination (default 10)' },
   { key: 'idleTimeout', kind: 'seconds', zero: 'never', arg: 'SECONDS', help: 'close a tunnel idle this long, 0 for never (default 3600)' },
+  { key: 'dnsListen', kind: 'list', arg: 'HOST:PORT', help: 'fake-address DNS server (UDP and TCP) for programs without proxy support, repeatable; beyond loopback needs --clients' },
+  { key: 'dnsUpstream', kind: 'list', arg: 'SERVER[:PORT]', help: 'resolver for names the rules send DIRECT, repeatable (default: the nameservers in /etc/resolv.conf)' },
+  { key: 'fakeRange', kind: 'string', arg: 'CIDR', help: `IPv4 addresses the DNS hands out for proxied names (default ${DEFAULT_FAKE_RANGE})` },
+  { key: 'fakeRange6', kind: 'string', arg: 'CIDR', help: `IPv6 addresses the DNS hands out for proxied names (default ${DEFAULT_FAKE_RANGE6})` },
+  { key: 'fakeState', kind: 'string', arg: 'FILE', help: 'keep the fake-address table in FILE across restarts' },
 ];
 
 export const BRIDGE_OPTIONS: OptionSpec[] = [
@@ -43,6 +51,8 @@ export interface BridgeConfig {
   quiet: boolean;
   /** A SOCKS handshake or an HTTP request head not complete within this closes the connection. */
   handshakeTimeoutMs: number;
+  /** --dns-listen and the fake ranges; without --dns-listen the ranges are still refused as unmapped. */
+  fake: Omit<FakeDnsConfig, 'clients'>;
 }
 
 export const DEFAULT_BRIDGE_LISTEN: HostPort[] = [
@@ -68,6 +78,11 @@ export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig 
   if (exposed.length > 0 && !clients) {
     throw new ConfigError('listen', `${exposed.map((l) => l.host).join(', ')} is not loopback: give --clients CIDR so the bridge is not an open proxy`);
   }
+  const dnsListen = ((o.dnsListen as string[] | undefined) ?? []).map(parseDnsListen);
+  const dnsExposed = dnsListen.filter((l) => !isLoopbackListen(l));
+  if (dnsExposed.length > 0 && !clients) {
+    throw new ConfigError('dnsListen', `${dnsExposed.map((l) => l.host).join(', ')} is not loopback: give --clients CIDR so the DNS server is not open to everyone`);
+  }
   const gw = gateways ?? ((o.gateway as string[] | undefined) ?? []).map((u, i) => parseGatewayUrl(u, `gateway[${i}]`));
   if (gw.length === 0) throw new ConfigError('gateway', 'give at least one --gateway socks5://host:port');
   return {
@@ -84,5 +99,12 @@ export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig 
     healthIntervalMs: Math.max(1000, millis(o, 'healthInterval', 10)),
     quiet: o.quiet === true,
     handshakeTimeoutMs: Math.round(((o.handshakeTimeout as number | undefined) ?? 10) * 1000),
+    fake: {
+      dnsListen,
+      dnsUpstream: ((o.dnsUpstream as string[] | undefined) ?? []).map(parseUpstream),
+      fakeRange: o.fakeRange as string | undefined,
+      fakeRange6: o.fakeRange6 as string | undefined,
+      fakeState: o.fakeState as string | undefined,
+    },
   };
 }

@@ -26,6 +26,8 @@ export interface BridgeContext {
    */
   relay(client: Socket, tunnel: Tunnel): Promise<RelayResult>;
   rules(): Settings;
+  /** The name a fake address stands for; null: a fake address mapped to nothing; undefined: not a fake address. */
+  fakeName?(host: string): string | null | undefined;
   /** The port the bridge listens on (for PAC output when the Host header has none). */
   port: number;
   /** Proxy address written into the PAC; unset: the address the client fetched it from. */

@@ -109,6 +109,14 @@ const BY_CODE: Partial<Record<ErrorCode, Words>> = {
     reason: 'Gateway Refused Credentials',
     text: 'The gateway accepts none of the authentication methods the bridge offered (does it need a username and password?).',
   },
+  ERR_FAKE_UNMAPPED: {
+    reason: 'Fake Address Not Mapped',
+    text: "The destination is a fake address from the bridge's DNS that is not (or no longer) mapped to a name, for example one handed out before the bridge restarted: it was sent nowhere. Look the name up again through the bridge's DNS (--dns-listen), or start the bridge with --fake-state FILE so its table survives restarts.",
+  },
+  ERR_FAKE_RANGE_FULL: {
+    reason: 'Fake Address Range Full',
+    text: 'Every address of the fake range is in use by an open connection, so the bridge has none for another name. Give a larger --fake-range or --fake-range6.',
+  },
   ERR_CONNECTION_CAP: {
     reason: 'Gateway Busy',
     text: 'The gateway has reached its connection limit.',

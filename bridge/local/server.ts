@@ -9,6 +9,7 @@ import { decide, type Settings } from '../../shared/rules/index.js';
 import { sniffProtocol } from '../../shared/socks5/codec.js';
 import { CMD } from '../../shared/socks5/constants.js';
 import { relay, RelayGroup } from '../relay.js';
+import { releasedToNative } from '../native/loader.js';
 import { hostAddresses, isLocalPeer } from '../host-addresses.js';
 import { closeAll, listenAll, type HostPort } from '../listen.js';
 import { say } from '../log.js';
@@ -19,6 +20,8 @@ import { guardSocket, type BridgeContext } from './context.js';
 import { createHttpFrontend } from './http.js';
 import { serveSocks4, serveSocks5 } from './socks.js';
 import { BridgeState, type Inbound } from './state.js';
+import { FakeDns } from './fake/index.js';
+import { FakeTable, type FakeLease } from './fake/table.js';
 
 const NOTHING = new CidrSet([]);
 
@@ -31,6 +34,10 @@ export class Bridge {
   private readonly sockets = new Set<Socket>();
   private settings: Settings;
   readonly ctx: BridgeContext;
+  /** The fake-address DNS (--dns-listen), once started. */
+  fake: FakeDns | undefined;
+  /** Without --dns-listen: nothing is mapped, so every fake address is refused as unmapped. */
+  private readonly noFakes: FakeTable;
 
   constructor(
     readonly config: BridgeConfig,
@@ -38,6 +45,8 @@ export class Bridge {
     version: string,
   ) {
     this.settings = config.rules;
+    // checks --fake-range/--fake-range6 before anything listens
+    this.noFakes = new FakeTable({ range4: config.fake.fakeRange, range6: config.fake.fakeRange6 });
     this.state = new BridgeState(version, pool, config.rules);
     this.ctx = {
       state: this.state,
@@ -52,13 +61,70 @@ export class Bridge {
         return relay(client, tunnel.socket, { idleTimeoutMs: config.idleTimeoutMs, group: this.relays }).finally(release);
       },
       rules: () => this.settings,
+      fakeName: (host) => this.fakeName(host),
       port: config.listen[0]?.port ?? 1080,
       pacProxy: config.pacProxy,
     };
     this.http = createHttpFrontend(this.ctx, { handshakeTimeoutMs: config.handshakeTimeoutMs });
   }
 
-  private open(host: string, port: number, _via: Inbound, from?: string): Promise<Tunnel> {
+  /**
+   * A fake address (the DNS's answer for a proxied name) goes to the gateway as its name, the
+   * entry pinned while the tunnel lives; an unmapped one is refused here, never sent anywhere.
+   */
+  private open(host: string, port: number, via: Inbound, from?: string): Promise<Tunnel> {
+    let lease: FakeLease | undefined;
+    try {
+      lease = this.leaseFake(host);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (!lease) return this.openReal(host, port, via, from);
+    const l = lease;
+    return this.pool.open(l.name, port).then(
+      (t) => {
+        // as the pool does: the socket's close ends the tunnel unless the native relay took it over
+        t.socket.once('close', () => {
+          if (!releasedToNative(t.socket)) l.release();
+        });
+        const release = t.release;
+        t.release = () => {
+          l.release();
+          release();
+        };
+        return t;
+      },
+      (e: unknown) => {
+        l.release();
+        throw e;
+      },
+    );
+  }
+
+  /** For open() and the UDP relay: undefined for an ordinary address or name; throws FakeAddressError when unmapped. */
+  leaseFake(host: string): FakeLease | undefined {
+    const ip = parseIp(host);
+    return ip ? (this.fake?.table ?? this.noFakes).acquire(ip) : undefined;
+  }
+
+  /** The name a fake address stands for (not pinned: a datagram is gone at once); null: unmapped; undefined: not fake. */
+  fakeName(host: string): string | null | undefined {
+    const ip = parseIp(host);
+    if (!ip) return undefined;
+    const table = this.fake?.table ?? this.noFakes;
+    return table.isFake(ip) ? (table.nameOf(ip) ?? null) : undefined;
+  }
+
+  /** Starts the fake-address DNS when --dns-listen was given; returns the line to print. */
+  async startFakeDns(onError?: (e: unknown) => void): Promise<string | undefined> {
+    if (this.config.fake.dnsListen.length === 0) return undefined;
+    this.fake = await FakeDns.start({ ...this.config.fake, clients: this.config.clients }, () => this.settings, onError ? { onError } : {});
+    const fake = this.fake;
+    this.state.fake = () => fake.status();
+    return fake.describe();
+  }
+
+  private openReal(host: string, port: number, _via: Inbound, from?: string): Promise<Tunnel> {
     const ip = parseIp(host);
     if (ip && decide(this.settings, { host: formatIp(ip), port }).type === 'DIRECT') {
       // The bypass list sends loopback and the LAN direct, meant for programs on this machine. For
@@ -108,7 +174,7 @@ export class Bridge {
     this.relays.closeAll();
     this.pool.stop();
     this.http.close();
-    await closeAll(this.servers, this.sockets);
+    await Promise.all([closeAll(this.servers, this.sockets), this.fake?.close()]);
   }
 
   private accept(client: Socket): void {

@@ -6,6 +6,7 @@ import type { Settings } from '../../shared/rules/index.js';
 import { silent, type LogRecord, type Logger } from '../log.js';
 import type { GatewayHealth, GatewayPool, Tunnel } from '../upstream/pool.js';
 import type { RelayResult } from '../relay.js';
+import type { FakeDnsStatus } from './fake/index.js';
 
 export type Inbound = 'http' | 'connect' | 'socks5' | 'socks4';
 
@@ -36,6 +37,8 @@ export interface StatusSnapshot {
   gateways: GatewayHealth[];
   connections: { open: number; total: number; failed: number; byInbound: Record<Inbound, number> };
   recent: RecentDestination[];
+  /** The fake-address table and DNS counters (--dns-listen); null without it. */
+  fake?: FakeDnsStatus | null;
 }
 
 const RECENT_MAX = 200;
@@ -50,6 +53,8 @@ export class BridgeState {
   listen: string[] = [];
   /** Where the per-connection lines go (stdout as JSON, or nowhere with --quiet). */
   log: Logger = silent;
+  /** Set when the fake-address DNS runs. */
+  fake: (() => FakeDnsStatus) | undefined;
 
   constructor(
     readonly version: string,
@@ -121,6 +126,7 @@ export class BridgeState {
       gateways: this.pool.health,
       connections: { open: this.open, total: this.total, failed: this.failed, byInbound: { ...this.byInbound } },
       recent: [...this.recent].reverse(),
+      fake: this.fake?.() ?? null,
     };
   }
 }

@@ -6,7 +6,7 @@ import type { RemoteInfo, Socket as UdpSocket } from 'node:dgram';
 import type { Socket } from 'node:net';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
 import { canonicalHost, familyOf, formatIp, joinHostPort, parseIp } from '../../shared/net/address.js';
-import { decodeUdpHeader, type Request } from '../../shared/socks5/codec.js';
+import { decodeUdpHeader, encodeUdpHeader, type Request } from '../../shared/socks5/codec.js';
 import { UdpSourceFilter, udpIpKey } from '../../shared/socks5/udp-source.js';
 import type { UdpAssociation } from '../upstream/pool.js';
 import { bindUdp } from '../udp-socket.js';
@@ -91,13 +91,21 @@ function relayDatagrams(
     client.destroy();
   };
 
-  down.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
+  down.on('message', (raw: Buffer, rinfo: RemoteInfo) => {
+    let msg = raw;
     // the same source rule as the gateway: the control peer's IP, its announced (or first) port
     if (!source.matches(rinfo.address, rinfo.port)) return;
     const d = decodeUdpHeader(msg);
     if (d.status !== 'ok' || d.msg.frag !== 0) return;
     source.fix(rinfo.port);
     clientHost = rinfo.address;
+    // a fake address goes on as its name; one mapped to nothing goes nowhere
+    const name = ctx.fakeName?.(d.msg.host);
+    if (name === null) {
+      n.dropped++;
+      return;
+    }
+    if (name !== undefined) msg = Buffer.concat([encodeUdpHeader({ host: name, port: d.msg.port }), raw.subarray(d.msg.dataOffset)]);
     // with a chain's headers in front, too big for the first relay is dropped
     if (!chain.send(msg)) {
       n.dropped++;

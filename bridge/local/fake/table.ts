@@ -12,8 +12,7 @@
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { cidrContains, formatIp, isV4, parseCidr, parseIp, type Cidr, type Family, type Ip } from '../../../shared/net/address.js';
-import { ConfigError } from '../../../shared/errors.js';
-import { REP } from '../../../shared/socks5/constants.js';
+import { ConfigError, RequestError } from '../../../shared/errors.js';
 
 export const DEFAULT_FAKE_RANGE = '198.18.0.0/15';
 export const DEFAULT_FAKE_RANGE6 = '2001:2::/48';
@@ -22,21 +21,11 @@ export const DEFAULT_FAKE_LIMIT = 131_072;
 
 export type FakeErrorCode = 'ERR_FAKE_RANGE_FULL' | 'ERR_FAKE_UNMAPPED';
 
-/**
- * A fake-address failure. Shaped like shared/errors.ts's DualsocksError (code, rep) so the codes
- * can move into ERRORS when the responder is wired into the bridge.
- */
-export class FakeAddressError extends Error {
-  readonly code: FakeErrorCode;
-  readonly rep: number;
+/** A fake-address failure; its REP comes from ERRORS (0x04 unmapped, 0x01 range full). */
+export class FakeAddressError extends RequestError {
+  declare readonly code: FakeErrorCode;
   constructor(code: FakeErrorCode, detail: string) {
-    super(detail);
-    this.code = code;
-    // a full range is the bridge's own limit; an unmapped fake address is "host unreachable"
-    this.rep = code === 'ERR_FAKE_RANGE_FULL' ? REP.GENERAL_FAILURE : REP.HOST_UNREACHABLE;
-  }
-  override get name(): string {
-    return 'FakeAddressError';
+    super(code, detail);
   }
 }
 
