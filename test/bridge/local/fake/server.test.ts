@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type Socket } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -241,8 +241,6 @@ describe('FakeDnsServer', () => {
       seen.push('udp');
       udp.send(dnsPacket.encode({ type: 'response', id: p.id, flags: dnsPacket.TRUNCATED_RESPONSE, questions: p.questions }), rinfo.port, rinfo.address);
     });
-    await new Promise<void>((r) => udp.bind(0, '127.0.0.1', r));
-    const port0 = udp.address().port;
     const tcp = createServer((c) => {
       c.on('data', (d: Buffer) => {
         const p = dnsPacket.decode(d.subarray(2));
@@ -251,7 +249,20 @@ describe('FakeDnsServer', () => {
         c.end(frame(dnsPacket.encode({ type: 'response', id: p.id, questions: p.questions, answers: big })));
       });
     });
-    await new Promise<void>((r) => tcp.listen(port0, '127.0.0.1', r));
+    // one port number for both: TCP first (port 0), then UDP on it; another process may hold that
+    // UDP port, so pick again then
+    let port0 = 0;
+    for (let attempt = 0; attempt < 20 && port0 === 0; attempt++) {
+      await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+      const p = (tcp.address() as AddressInfo).port;
+      const bound = await new Promise<boolean>((r) => {
+        udp.once('error', () => r(false));
+        udp.bind(p, '127.0.0.1', () => r(true));
+      });
+      if (bound) port0 = p;
+      else await new Promise<void>((r) => tcp.close(() => r()));
+    }
+    assert.ok(port0 > 0, 'no port free for both UDP and TCP');
     const { server, port } = await startServer({ upstreams: [{ host: '127.0.0.1', port: port0 }] });
     try {
       const s = connect(port, '127.0.0.1');
