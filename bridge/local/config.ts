@@ -1,8 +1,8 @@
 // The bridge's settings: one table for flags and JSON keys.
 import { ConfigError } from '../../shared/errors.js';
-import { type CidrSet, splitHostPort } from '../../shared/net/address.js';
+import { type CidrSet, type HostPort, splitHostPort } from '../../shared/net/address.js';
 import { DEFAULT_SETTINGS, parseSettings, type Settings } from '../../shared/rules/index.js';
-import { cidrs, isLoopbackListen, listenAddresses, readConfigFile, type HostPort } from '../config-common.js';
+import { cidrs, isLoopbackListen, listenAddresses, readConfigFile } from '../config-common.js';
 import { millis, type OptionSpec, type OptionValues } from '../options.js';
 import { parseGatewayUrl, type Hop } from '../upstream/hops.js';
 import type { Balance } from '../upstream/pool.js';

@@ -6,17 +6,12 @@
 // sends the rest on. Replies come back with a header per further hop added; unwrap() drops them.
 import type { Socket as UdpSocket } from 'node:dgram';
 import { RequestError } from '../../shared/errors.js';
-import { canonicalHost, familyOf, formatIp, parseIp } from '../../shared/net/address.js';
+import { canonicalHost, familyOf, formatIp, parseIp, type HostPort } from '../../shared/net/address.js';
 import { decodeUdpLayers, encodeUdpLayers } from '../../shared/socks5/codec.js';
 import { CMD } from '../../shared/socks5/constants.js';
 import type { Hop } from './hops.js';
 import { dialChain, type Socks5Dial } from './socks5.js';
 import { bindUdp, MAX_UDP_PAYLOAD } from '../udp-socket.js';
-
-export interface HostPort {
-  host: string;
-  port: number;
-}
 
 export interface UdpChain {
   /** Connected to the first hop's relay: the kernel drops datagrams from anyone else. */

@@ -11,9 +11,8 @@ import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dg
 import { readFileSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { canonicalHost, parseIp, splitHostPort } from '../../../shared/net/address.js';
+import { canonicalHost, parseIp, splitHostPort, type HostPort } from '../../../shared/net/address.js';
 import { ConfigError } from '../../../shared/errors.js';
-import type { HostPort } from '../../listen.js';
 import { RCODE, type FakeDnsResponder } from './dns.js';
 
 export const DNS_PORT = 53;
