@@ -14,7 +14,7 @@ import {
   type Decoded,
   type Request,
 } from './codec.js';
-import { AUTH_STATUS_FAIL, AUTH_STATUS_OK, METHOD, REP } from './constants.js';
+import { AUTH_STATUS_FAIL, AUTH_STATUS_OK, METHOD, REP, type Rep } from './constants.js';
 import type { HostPort } from '../net/address.js';
 
 export type ServerCommand =
@@ -108,7 +108,7 @@ export class Socks5ServerSession {
   }
 
   /** A further reply for the same request (BIND's second reply). */
-  reply(rep: number, bound: HostPort): ServerCommand[] {
+  reply(rep: Rep, bound: HostPort): ServerCommand[] {
     return [{ type: 'send', data: encodeReply({ rep, ...bound }) }];
   }
 
