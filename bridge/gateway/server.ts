@@ -341,6 +341,7 @@ class ClientConnection {
       if (this.session?.phase === 'request-wait' && !client.destroyed) client.end(encodeReply({ rep: REP.GENERAL_FAILURE }), () => client.destroy());
       else client.destroy();
     } catch {
+      // the report itself failed (a broken logger): the stack may be lost, the connection is not kept
       client.destroy();
     }
   }

@@ -99,7 +99,7 @@ export function pacProxyAddress(ctx: BridgeContext, req: IncomingMessage): HostP
   try {
     return { host: checkProxyHost('Host', hp.host), port: hp.port };
   } catch {
-    return fallback;
+    return fallback; // a Host header that is no proxy host: the PAC names the listen address instead
   }
 }
 

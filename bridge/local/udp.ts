@@ -27,7 +27,7 @@ export async function serveUdpAssociate(
   const gone = new AbortController();
   const leave = (): void => gone.abort();
   client.on('data', () => {});
-  client.on('error', () => {});
+  client.on('error', () => {}); // 'close' follows: leave() ends the association, whose log line says how
   client.once('end', leave);
   client.once('close', leave);
   if (client.readableEnded || client.destroyed) leave();
@@ -125,7 +125,7 @@ function relayDatagrams(
     n.bytesDown += msg.length;
     down.send(msg, clientPort, clientHost);
   });
-  down.on('error', () => {});
+  down.on('error', () => {}); // ICMP errors toward the client: a lost datagram, as on the wire
   gone.addEventListener('abort', end);
   void chain.ended.then(end);
 }

@@ -16,7 +16,8 @@ export function parseHopUrl(text: string): Hop | null {
   try {
     u = new URL(text);
   } catch {
-    return null;
+    return null; // the caller names the option in its ConfigError
+
   }
   if (u.protocol !== 'socks5:' && u.protocol !== 'socks5h:') return null;
   if (!u.hostname || u.pathname.replace(/^\/$/, '') !== '' || u.search || u.hash) return null;

@@ -94,11 +94,14 @@ export async function openUdpChain(hops: Hop[], timeoutMs: number, signal?: Abor
     for (const c of controls) c.socket.destroy();
     resolveEnded();
   };
+  // ICMP errors toward the first relay: UDP is best effort, the datagram is lost as on the wire;
+  // the association itself ends with its control connections below
   socket.on('error', () => {});
   // an association lives as long as its control connection: the chain as long as every one
   for (const c of controls) {
     c.socket.on('data', () => {});
-    c.socket.on('error', () => {});
+    c.socket.on('error', () => {}); // 'close' follows and ends the chain; its log line says how
+
     // half-open sockets: the hop's FIN is the end, not only the close
     c.socket.once('end', close);
     c.socket.once('close', close);

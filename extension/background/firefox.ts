@@ -42,7 +42,7 @@ export async function firefoxControl(): Promise<Control> {
   try {
     return (await browser.proxy.settings.get({})).levelOfControl as Control;
   } catch {
-    return 'unknown';
+    return 'unknown'; // the browser does not tell: the popup shows control as unknown
   }
 }
 

@@ -58,7 +58,7 @@ function canonicalHostname(host: string): string {
   try {
     return new URL(`http://${wrapped}/`).hostname;
   } catch {
-    return host;
+    return host; // not a host a URL can hold: left as written
   }
 }
 

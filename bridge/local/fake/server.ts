@@ -72,7 +72,7 @@ export function systemResolvers(
     try {
       return readFileSync(f, 'utf8');
     } catch {
-      return '';
+      return ''; // no such file on this system: no resolvers from it (none at all is reported by the caller)
     }
   };
   const servers: string[] = [];
@@ -366,7 +366,7 @@ export class FakeDnsServer {
     try {
       return !this.o.allowClient || (address !== undefined && this.o.allowClient(canonicalHost(address)));
     } catch {
-      return false;
+      return false; // a policy that throws refuses: failing closed
     }
   }
 
@@ -388,7 +388,7 @@ export class FakeDnsServer {
 
   private onTcp(s: Socket): void {
     if (!this.allowed(s.remoteAddress)) {
-      s.on('error', () => {});
+      s.on('error', () => {}); // refused and destroyed right away: nothing to tell anyone
       s.destroy();
       return;
     }
@@ -399,7 +399,7 @@ export class FakeDnsServer {
     let inflight = 0;
     let ended = false;
     s.setTimeout(this.o.tcpIdleMs, () => s.destroy());
-    s.on('error', () => {});
+    s.on('error', () => {}); // 'close' follows and cleans up; a client's reset is not the server's error
     s.on('close', () => {
       this.clients.delete(s);
       gone.abort();
