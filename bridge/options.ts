@@ -1,6 +1,6 @@
 // One option table per command drives both its flags and its JSON config file, so a key means
 // the same in both places and every error names the flag or key that was wrong.
-import { readFileSync } from 'node:fs';
+import { readConfigFile } from './config-common.js';
 import { ConfigError } from '../shared/errors.js';
 
 export type OptionKind = 'string' | 'list' | 'flag' | 'seconds' | 'count';
@@ -64,10 +64,11 @@ export function millis(o: OptionValues, key: string, dfltSeconds: number): numbe
 }
 
 /** Reads a JSON config file; unknown keys and wrong types are errors naming the key. */
-export function readConfigFile(path: string, specs: OptionSpec[]): OptionValues {
+export function readJsonConfig(path: string, specs: OptionSpec[]): OptionValues {
+  const text = readConfigFile('config', path);
   let json: unknown;
   try {
-    json = JSON.parse(readFileSync(path, 'utf8'));
+    json = JSON.parse(text);
   } catch (e) {
     throw new ConfigError('config', `${path}: ${(e as Error).message}`);
   }
@@ -113,7 +114,7 @@ export function parseOptions(argv: string[], specs: OptionSpec[]): OptionValues 
       fromFlags[spec.key] = coerce(spec, value, name);
     }
   }
-  const fromFile = configPath ? readConfigFile(configPath, specs) : {};
+  const fromFile = configPath ? readJsonConfig(configPath, specs) : {};
   return { ...fromFile, ...fromFlags };
 }
 
