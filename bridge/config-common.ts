@@ -2,13 +2,8 @@
 // Errors are ConfigErrors naming the option (`key`).
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../shared/errors.js';
-import { CidrSet, parseCidr, parseIp, splitHostPort } from '../shared/net/address.js';
+import { CidrSet, parseCidr, parseIp, splitHostPort, type HostPort } from '../shared/net/address.js';
 import { specialClass } from '../shared/net/policy.js';
-
-export interface HostPort {
-  host: string;
-  port: number;
-}
 
 /** Listen addresses from HOST:PORT texts; errors name `key`. */
 export function listenAddresses(key: string, items: string[]): HostPort[] {

@@ -1,12 +1,7 @@
 // Listening sockets for the gateway and the bridge: one server per address, IPv6 ones set
 // ipv6Only so "[::]" and "0.0.0.0" can share a port number.
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { canonicalHost } from '../shared/net/address.js';
-
-export interface HostPort {
-  host: string;
-  port: number;
-}
+import { canonicalHost, type HostPort } from '../shared/net/address.js';
 
 /**
  * Listens on every address. With `defaults`, an address whose family this host lacks (IPv6

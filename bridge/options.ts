@@ -1,6 +1,6 @@
 // One option table per command drives both its flags and its JSON config file, so a key means
 // the same in both places and every error names the flag or key that was wrong.
-import { readFileSync } from 'node:fs';
+import { readConfigFile } from './config-common.js';
 import { ConfigError } from '../shared/errors.js';
 
 export type OptionKind = 'string' | 'list' | 'flag' | 'seconds' | 'count';
@@ -21,6 +21,7 @@ export type OptionValues = Record<string, string | string[] | boolean | number |
 
 /** Node's timers hold at most 2^31-1 ms; a longer delay fires at once (TimeoutOverflowWarning). */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
+const MS_PER_SECOND = 1000;
 
 export const flagOf = (key: string): string => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 
@@ -43,8 +44,8 @@ function coerce(spec: OptionSpec, raw: unknown, where: string): string | string[
       if (spec.kind === 'count' && !Number.isInteger(n)) bad('must be a whole number');
       if (spec.kind === 'seconds') {
         // every duration becomes a timer: check here, once, what the timer would do with it
-        const ms = Math.round((n as number) * 1000);
-        if (ms > MAX_TIMER_MS) bad(`must be at most ${Math.floor(MAX_TIMER_MS / 1000)} seconds (about 24 days, the longest timer Node keeps)`);
+        const ms = Math.round((n as number) * MS_PER_SECOND);
+        if (ms > MAX_TIMER_MS) bad(`must be at most ${Math.floor(MAX_TIMER_MS / MS_PER_SECOND)} seconds (about 24 days, the longest timer Node keeps)`);
         if (n === 0 && !spec.zero) bad('must be more than 0');
         if (ms === 0 && n !== 0) bad('must be at least 0.001 (one millisecond)');
       }
@@ -59,14 +60,15 @@ function coerce(spec: OptionSpec, raw: unknown, where: string): string | string[
 
 /** A seconds option (checked by coerce) in milliseconds, or the default given in seconds. */
 export function millis(o: OptionValues, key: string, dfltSeconds: number): number {
-  return Math.round(((o[key] as number | undefined) ?? dfltSeconds) * 1000);
+  return Math.round(((o[key] as number | undefined) ?? dfltSeconds) * MS_PER_SECOND);
 }
 
 /** Reads a JSON config file; unknown keys and wrong types are errors naming the key. */
-export function readConfigFile(path: string, specs: OptionSpec[]): OptionValues {
+export function readJsonConfig(path: string, specs: OptionSpec[]): OptionValues {
+  const text = readConfigFile('config', path);
   let json: unknown;
   try {
-    json = JSON.parse(readFileSync(path, 'utf8'));
+    json = JSON.parse(text);
   } catch (e) {
     throw new ConfigError('config', `${path}: ${(e as Error).message}`);
   }
@@ -112,7 +114,7 @@ export function parseOptions(argv: string[], specs: OptionSpec[]): OptionValues 
       fromFlags[spec.key] = coerce(spec, value, name);
     }
   }
-  const fromFile = configPath ? readConfigFile(configPath, specs) : {};
+  const fromFile = configPath ? readJsonConfig(configPath, specs) : {};
   return { ...fromFile, ...fromFlags };
 }
 

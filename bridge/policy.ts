@@ -7,7 +7,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ConfigError } from '../shared/errors.js';
-import { joinHostPort, splitHostPort } from '../shared/net/address.js';
+import { joinHostPort, splitHostPort, type HostPort } from '../shared/net/address.js';
 import { helpText, parseOptions, type OptionSpec } from './options.js';
 
 export const EXTENSION_GECKO_ID = 'dualsocks@dualsocks.invalid';
@@ -27,7 +27,7 @@ Windows and macOS take the same keys through Group Policy or a configuration pro
 };
 
 export interface PolicyOptions {
-  bridge: { host: string; port: number };
+  bridge: HostPort;
   mode: 'pac' | 'extension';
 }
 

@@ -108,6 +108,7 @@ export async function serveBind(ctx: RequestContext): Promise<void> {
       if (refused > 0) record.refusedPeers = refused;
     });
     if (peer === null) {
+      // nobody waits for the peer any more: a late one is closed, a failure is moot (the request already failed)
       arrival.then((s) => s.destroy(), () => {});
       client.destroy();
       // the listener is gone before the log line says so

@@ -1,7 +1,7 @@
 // The gateway's settings: one table for flags and JSON keys, turned into a checked config.
 import { ConfigError } from '../../shared/errors.js';
-import { parseIp, splitHostPort, type CidrSet } from '../../shared/net/address.js';
-import { cidrs, isLoopbackListen, listenAddresses, readConfigFile, type HostPort } from '../config-common.js';
+import { parseIp, splitHostPort, type CidrSet, type HostPort } from '../../shared/net/address.js';
+import { cidrs, isLoopbackListen, listenAddresses, readConfigFile } from '../config-common.js';
 import { parseSettings, type Settings } from '../../shared/rules/index.js';
 import { millis, parseOptions, type OptionSpec, type OptionValues } from '../options.js';
 import { parseGatewayUrl, type Hop } from '../upstream/hops.js';

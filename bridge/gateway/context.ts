@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 import type { DualsocksError } from '../../shared/errors.js';
 import type { Ip } from '../../shared/net/address.js';
 import type { Request } from '../../shared/socks5/codec.js';
+import type { Rep } from '../../shared/socks5/constants.js';
 import type { LogRecord } from '../log.js';
 import { holdWhile, relay, type RelayGroup } from '../relay.js';
 import type { PipeliningCache } from '../upstream/pipelining.js';
@@ -37,7 +38,7 @@ export interface RequestContext {
   succeed(bound: HostPort): Uint8Array[];
   fail(error: DualsocksError): void;
   /** A further reply after succeed() (BIND's second reply). */
-  reply(rep: number, bound: HostPort): void;
+  reply(rep: Rep, bound: HostPort): void;
   /** Logs the end of a granted request (once). */
   finish(result: string, extra?: LogRecord): void;
   /**

@@ -16,7 +16,8 @@ export interface SlotClaim {
 /** A pending passive data connection that a SOCKS CONNECT from the same client may claim. */
 export interface PassiveSlot<C extends SlotClaim = SlotClaim> {
   clientIp: Ip;
-  user: unknown;
+  /** The SOCKS username the control connection authenticated as (as logged); undefined without --users. */
+  user: string | undefined;
   /** The control request's host, lowercased, and the address the 227/229 named. */
   host: string;
   listenIp: Ip;

@@ -229,9 +229,10 @@ class FtpControl {
 
   /** Listener `id` faces the client: a SOCKS CONNECT from it may be the data connection. */
   private offerSlot(id: number, listen: DataAddress, clientIp: Ip): void {
+    const { user } = this.ctx.record; // only ever set to the session's username text
     const slot: PassiveSlot = {
       clientIp,
-      user: this.ctx.record.user,
+      user: typeof user === 'string' ? user : undefined,
       host: this.controlHost,
       listenIp: listen.ip,
       port: listen.port,

@@ -6,9 +6,9 @@
 // resolver tells none, so there the cap itself, as Chrome's host cache does with getaddrinfo),
 // never longer than the cap; failures are not cached, and concurrent lookups of a name share one.
 import { promises as dns } from 'node:dns';
-import { readFileSync } from 'node:fs';
 import { ConfigError, RequestError } from '../../shared/errors.js';
 import { joinHostPort, parseIp, type Ip } from '../../shared/net/address.js';
+import { readConfigFile } from '../config-common.js';
 import type { HostPort } from './config.js';
 
 export function normaliseName(name: string): string {
@@ -63,13 +63,7 @@ export class NameResolver {
     this.cacheMs = Math.max(0, (opts.cacheSeconds ?? 0) * 1000);
     this.hosts = new Map();
     if (opts.hostsFile) {
-      let text: string;
-      try {
-        text = readFileSync(opts.hostsFile, 'utf8');
-      } catch (e) {
-        throw new ConfigError('hosts', `${opts.hostsFile}: ${(e as Error).message}`);
-      }
-      this.hosts = parseHosts(text, opts.hostsFile);
+      this.hosts = parseHosts(readConfigFile('hosts', opts.hostsFile), opts.hostsFile);
     }
     this.hostsOnly = opts.dns !== undefined && opts.dns.length === 0;
     this.resolver = null;

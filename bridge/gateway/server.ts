@@ -5,7 +5,7 @@ import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/e
 import { canonicalHost, joinHostPort, parseIp, type Ip } from '../../shared/net/address.js';
 import { checkDestination } from '../../shared/net/policy.js';
 import { encodeMethodSelection, encodeReply, type Request } from '../../shared/socks5/codec.js';
-import { CMD, METHOD, REP } from '../../shared/socks5/constants.js';
+import { CMD, METHOD, REP, type Rep } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
 import { hostAddresses } from '../host-addresses.js';
 import { closeAll, listenAll } from '../listen.js';
@@ -341,6 +341,7 @@ class ClientConnection {
       if (this.session?.phase === 'request-wait' && !client.destroyed) client.end(encodeReply({ rep: REP.GENERAL_FAILURE }), () => client.destroy());
       else client.destroy();
     } catch {
+      // the report itself failed (a broken logger): the stack may be lost, the connection is not kept
       client.destroy();
     }
   }
@@ -468,7 +469,7 @@ class ClientConnection {
       },
       // handlers call these from their own callbacks (a BIND peer arriving, a relay ending)
       fail: guard((error: DualsocksError) => this.run(s.fail(error))),
-      reply: guard((rep: number, bound: HostPort) => this.run(s.reply(rep, bound))),
+      reply: guard((rep: Rep, bound: HostPort) => this.run(s.reply(rep, bound))),
       finish: guard(this.finish),
       guard,
     };

@@ -3,9 +3,9 @@
 // Usernames and passwords are bytes (RFC 1929): the file's text stands for its UTF-8 bytes, and
 // what a client sends is hashed and looked up as sent, never decoded.
 import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { ConfigError } from '../../shared/errors.js';
 import { formatIp, isV4, parseIp } from '../../shared/net/address.js';
+import { readConfigFile } from '../config-common.js';
 
 const N = 16384;
 const R = 8;
@@ -53,13 +53,7 @@ export class Users {
   private readonly dummy: Entry = { opts: { N, r: R, p: P }, salt: randomBytes(16), hash: randomBytes(KEYLEN) };
 
   static fromFile(path: string): Users {
-    let text: string;
-    try {
-      text = readFileSync(path, 'utf8');
-    } catch (e) {
-      throw new ConfigError('users', `${path}: ${(e as Error).message}`);
-    }
-    return Users.parse(text, path);
+    return Users.parse(readConfigFile('users', path), path);
   }
 
   static parse(text: string, source = 'users'): Users {

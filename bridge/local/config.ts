@@ -1,14 +1,17 @@
 // The bridge's settings: one table for flags and JSON keys.
 import { ConfigError } from '../../shared/errors.js';
-import { type CidrSet, splitHostPort } from '../../shared/net/address.js';
+import { type CidrSet, type HostPort, splitHostPort } from '../../shared/net/address.js';
 import { DEFAULT_SETTINGS, parseSettings, type Settings } from '../../shared/rules/index.js';
-import { cidrs, isLoopbackListen, listenAddresses, readConfigFile, type HostPort } from '../config-common.js';
+import { cidrs, isLoopbackListen, listenAddresses, readConfigFile } from '../config-common.js';
 import { millis, type OptionSpec, type OptionValues } from '../options.js';
 import { parseGatewayUrl, type Hop } from '../upstream/hops.js';
 import type { Balance } from '../upstream/pool.js';
 import type { FakeDnsConfig } from './fake/index.js';
 import { parseDnsListen, parseUpstream } from './fake/server.js';
 import { DEFAULT_FAKE_RANGE, DEFAULT_FAKE_RANGE6 } from './fake/table.js';
+
+/** Health checks no more often than this, whatever --health-interval says. */
+const MIN_HEALTH_INTERVAL_MS = 1000;
 
 export const BRIDGE_LISTEN_OPTIONS: OptionSpec[] = [
   { key: 'listen', kind: 'list', arg: 'HOST:PORT', help: 'address of the mixed HTTP/SOCKS port, repeatable (default 127.0.0.1:1080 and [::1]:1080)' },
@@ -96,9 +99,9 @@ export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig 
     pacProxy: o.pacProxy ? pacProxy(o.pacProxy as string) : undefined,
     connectTimeoutMs: millis(o, 'connectTimeout', 10),
     idleTimeoutMs: millis(o, 'idleTimeout', 3600),
-    healthIntervalMs: Math.max(1000, millis(o, 'healthInterval', 10)),
+    healthIntervalMs: Math.max(MIN_HEALTH_INTERVAL_MS, millis(o, 'healthInterval', 10)),
     quiet: o.quiet === true,
-    handshakeTimeoutMs: Math.round(((o.handshakeTimeout as number | undefined) ?? 10) * 1000),
+    handshakeTimeoutMs: millis(o, 'handshakeTimeout', 10),
     fake: {
       dnsListen,
       dnsUpstream: ((o.dnsUpstream as string[] | undefined) ?? []).map(parseUpstream),

@@ -6,6 +6,7 @@ import type { LogRecord } from '../log.js';
 import type { RelayResult } from '../relay.js';
 import type { Tunnel, UdpAssociation } from '../upstream/pool.js';
 import { summary, type BridgeState, type Inbound } from './state.js';
+import type { HostPort } from '../../shared/net/address.js';
 
 export interface BridgeContext {
   state: BridgeState;
@@ -31,7 +32,7 @@ export interface BridgeContext {
   /** The port the bridge listens on (for PAC output when the Host header has none). */
   port: number;
   /** Proxy address written into the PAC; unset: the address the client fetched it from. */
-  pacProxy?: { host: string; port: number } | undefined;
+  pacProxy?: HostPort | undefined;
 }
 
 /**

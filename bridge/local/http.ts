@@ -152,6 +152,13 @@ function notAPage(ctx: BridgeContext, path: string): string {
   );
 }
 
+type OnCreate = (err: Error | null, socket: Duplex) => void;
+
+/** Calls back with the error alone: on failure there is no socket, and Node's own agent does the same. */
+function failedToCreate(cb: OnCreate | undefined, err: Error): void {
+  (cb as ((err: Error) => void) | undefined)?.(err);
+}
+
 /** Agent whose connections are tunnels through the gateways, pooled per destination host:port. */
 class TunnelAgent extends Agent {
   constructor(private readonly ctx: BridgeContext) {
@@ -164,7 +171,7 @@ class TunnelAgent extends Agent {
     return `${super.getName(options)}:${isLocalPeer(options?.from) ? 'local' : 'remote'}`;
   }
 
-  override createConnection(options: ClientRequestArgs & { from?: string }, cb?: (err: Error | null, socket: Duplex) => void): undefined {
+  override createConnection(options: ClientRequestArgs & { from?: string }, cb?: OnCreate): undefined {
     const host = String(options.host);
     const port = Number(options.port);
     this.ctx.open(host, port, 'http', options.from).then(
@@ -186,7 +193,7 @@ class TunnelAgent extends Agent {
       },
       (err: unknown) => {
         this.ctx.state.record('http', host, port, { error: { code: describeFailure(err).code } });
-        cb?.(err instanceof Error ? err : new Error(String(err)), undefined as unknown as Duplex);
+        failedToCreate(cb, err instanceof Error ? err : new Error(String(err)));
       },
     );
     return undefined;

@@ -6,7 +6,7 @@
 // sent, and the Host header must name loopback so a DNS-rebound name cannot make a page
 // same-origin with the bridge. The PAC is not secret and is served to anyone.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { formatIp, joinHostPort, parseIp, splitHostPort } from '../../shared/net/address.js';
+import { formatIp, joinHostPort, parseIp, splitHostPort, type HostPort } from '../../shared/net/address.js';
 import { toPac } from '../../shared/rules/index.js';
 import { checkProxyHost } from '../../shared/rules/settings.js';
 import type { BridgeContext } from './context.js';
@@ -88,7 +88,7 @@ function methodNotAllowed(req: IncomingMessage, res: ServerResponse, allow: stri
 }
 
 /** The proxy address for the PAC: the host and port the client fetched it from. */
-export function pacProxyAddress(ctx: BridgeContext, req: IncomingMessage): { host: string; port: number } {
+export function pacProxyAddress(ctx: BridgeContext, req: IncomingMessage): HostPort {
   if (ctx.pacProxy) return ctx.pacProxy;
   const fallback = { host: '127.0.0.1', port: ctx.port };
   const host = header(req, 'host');
@@ -99,7 +99,7 @@ export function pacProxyAddress(ctx: BridgeContext, req: IncomingMessage): { hos
   try {
     return { host: checkProxyHost('Host', hp.host), port: hp.port };
   } catch {
-    return fallback;
+    return fallback; // a Host header that is no proxy host: the PAC names the listen address instead
   }
 }
 

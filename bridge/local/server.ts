@@ -3,7 +3,7 @@
 import type { Server, Socket } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
 import { RequestError } from '../../shared/errors.js';
-import { canonicalHost, CidrSet, formatIp, joinHostPort, parseIp } from '../../shared/net/address.js';
+import { canonicalHost, CidrSet, formatIp, joinHostPort, parseIp, type HostPort } from '../../shared/net/address.js';
 import { checkDestination } from '../../shared/net/policy.js';
 import { decide, type Settings } from '../../shared/rules/index.js';
 import { sniffProtocol } from '../../shared/socks5/codec.js';
@@ -11,7 +11,7 @@ import { CMD } from '../../shared/socks5/constants.js';
 import { relay, RelayGroup } from '../relay.js';
 import { releasedToNative } from '../native/loader.js';
 import { hostAddresses, isLocalPeer } from '../host-addresses.js';
-import { closeAll, listenAll, type HostPort } from '../listen.js';
+import { closeAll, listenAll } from '../listen.js';
 import { say } from '../log.js';
 import { connectTcp } from '../upstream/direct.js';
 import type { GatewayPool, Tunnel } from '../upstream/pool.js';

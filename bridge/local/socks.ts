@@ -2,7 +2,7 @@
 // on loopback or for --clients only) and passes each request on to a gateway by name.
 import type { Socket } from 'node:net';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
-import { isV4, joinHostPort, parseIp } from '../../shared/net/address.js';
+import { isV4, joinHostPort, parseIp, type HostPort } from '../../shared/net/address.js';
 import { concatBytes, decodeGreeting, decodeSocks4Request, encodeSocks4Reply, type Decoded, type Greeting } from '../../shared/socks5/codec.js';
 import { CMD, METHOD, REP, SOCKS4_CD } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
@@ -28,7 +28,7 @@ async function tunnelFor(
   via: Inbound,
   host: string,
   port: number,
-  answer: (bound: { host: string; port: number } | DualsocksError) => Uint8Array[],
+  answer: (bound: HostPort | DualsocksError) => Uint8Array[],
   done: () => void,
 ): Promise<void> {
   const line = ctx.state.begin(via, client, host, port);
@@ -56,9 +56,9 @@ async function tunnelFor(
 /** How BIND's replies are written in the client's protocol. */
 interface BindReplies {
   /** The gateway listens at `bound`; returns the client bytes that came with the request. */
-  first(bound: { host: string; port: number }): Uint8Array[];
+  first(bound: HostPort): Uint8Array[];
   /** The peer that connected. */
-  second(peer: { host: string; port: number }): void;
+  second(peer: HostPort): void;
   fail(err: DualsocksError): void;
 }
 
@@ -119,7 +119,7 @@ async function bindThrough(ctx: BridgeContext, client: Socket, via: Inbound, hos
 }
 
 /** A SOCKS4 reply needs an IPv4 address; a gateway answering with IPv6 cannot be shown. */
-function socks4Address(r: { host: string; port: number }): { host: string; port: number } {
+function socks4Address(r: HostPort): HostPort {
   const ip = parseIp(r.host);
   if (!ip || !isV4(ip)) throw new RequestError('ERR_CONNECT_FAILED', `${r.host} cannot be written in a SOCKS4 reply`);
   return r;

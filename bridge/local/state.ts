@@ -4,41 +4,17 @@ import type { Socket } from 'node:net';
 import { canonicalHost, familyOf, joinHostPort, parseIp } from '../../shared/net/address.js';
 import type { Settings } from '../../shared/rules/index.js';
 import { silent, type LogRecord, type Logger } from '../log.js';
-import type { GatewayHealth, GatewayPool, Tunnel } from '../upstream/pool.js';
+import type { GatewayPool, Tunnel } from '../upstream/pool.js';
 import type { RelayResult } from '../relay.js';
-import type { FakeDnsStatus } from './fake/index.js';
+import type { FakeDnsStatus, Inbound, RecentDestination, StatusSnapshot } from '../../shared/status.js';
 
-export type Inbound = 'http' | 'connect' | 'socks5' | 'socks4';
+export type { Inbound, RecentDestination, StatusSnapshot };
 
 /** What a finished tunnel's log line needs of it (not its socket, which may be gone). */
 export type TunnelSummary = Pick<Tunnel, 'gateway' | 'reply' | 'overhead'>;
 
 export function summary(t: Tunnel): TunnelSummary {
   return { gateway: t.gateway, reply: t.reply, overhead: t.overhead };
-}
-
-export interface RecentDestination {
-  time: string;
-  host: string;
-  port: number;
-  via: Inbound;
-  /** Family the gateway used toward the destination, from the reply's BND.ADDR. */
-  family: 4 | 6 | null;
-  bound: string | null;
-  gateway: string | null;
-  result: string;
-}
-
-export interface StatusSnapshot {
-  name: 'dualsocks-bridge';
-  version: string;
-  startedAt: string;
-  listen: string[];
-  gateways: GatewayHealth[];
-  connections: { open: number; total: number; failed: number; byInbound: Record<Inbound, number> };
-  recent: RecentDestination[];
-  /** The fake-address table and DNS counters (--dns-listen); null without it. */
-  fake?: FakeDnsStatus | null;
 }
 
 const RECENT_MAX = 200;

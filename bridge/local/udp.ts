@@ -5,7 +5,7 @@
 import type { RemoteInfo, Socket as UdpSocket } from 'node:dgram';
 import type { Socket } from 'node:net';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
-import { canonicalHost, familyOf, formatIp, joinHostPort, parseIp } from '../../shared/net/address.js';
+import { canonicalHost, familyOf, formatIp, joinHostPort, parseIp, type HostPort } from '../../shared/net/address.js';
 import { decodeUdpHeader, encodeUdpHeader, type Request } from '../../shared/socks5/codec.js';
 import { UdpSourceFilter, udpIpKey } from '../../shared/socks5/udp-source.js';
 import type { UdpAssociation } from '../upstream/pool.js';
@@ -16,7 +16,7 @@ export async function serveUdpAssociate(
   ctx: BridgeContext,
   client: Socket,
   request: Pick<Request, 'host' | 'port'>,
-  answer: (bound: { host: string; port: number } | DualsocksError) => void,
+  answer: (bound: HostPort | DualsocksError) => void,
 ): Promise<void> {
   const line = ctx.state.begin('socks5', client, request.host, request.port, { cmd: 'udp' });
   const localRaw = client.localAddress ?? '127.0.0.1';
@@ -27,7 +27,7 @@ export async function serveUdpAssociate(
   const gone = new AbortController();
   const leave = (): void => gone.abort();
   client.on('data', () => {});
-  client.on('error', () => {});
+  client.on('error', () => {}); // 'close' follows: leave() ends the association, whose log line says how
   client.once('end', leave);
   client.once('close', leave);
   if (client.readableEnded || client.destroyed) leave();
@@ -125,7 +125,7 @@ function relayDatagrams(
     n.bytesDown += msg.length;
     down.send(msg, clientPort, clientHost);
   });
-  down.on('error', () => {});
+  down.on('error', () => {}); // ICMP errors toward the client: a lost datagram, as on the wire
   gone.addEventListener('abort', end);
   void chain.ended.then(end);
 }

@@ -3,7 +3,7 @@
 // connection wins. Policy is checked on each address before it is tried.
 import { connect, type Socket } from 'node:net';
 import { RequestError, type ErrorCode } from '../../shared/errors.js';
-import { familyOf, formatIp, joinHostPort, type Ip } from '../../shared/net/address.js';
+import { familyOf, formatIp, joinHostPort, type Ip, type HostPort } from '../../shared/net/address.js';
 
 export const ATTEMPT_DELAY_MS = 250;
 
@@ -122,7 +122,7 @@ export function dialDirect(ips: Ip[], port: number, opts: DialOptions): Promise<
 }
 
 /** One plain TCP connection with a deadline (a gateway hop, or an IP literal the bridge may reach itself). */
-export function connectTcp(to: { host: string; port: number }, timeoutMs: number): Promise<Socket> {
+export function connectTcp(to: HostPort, timeoutMs: number): Promise<Socket> {
   const label = joinHostPort(to.host, to.port);
   return new Promise((resolve, reject) => {
     const s = connect({ host: to.host, port: to.port, noDelay: true, allowHalfOpen: true });

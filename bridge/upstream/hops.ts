@@ -1,7 +1,7 @@
 // SOCKS5 hops as the operator names them: socks5://[user:pass@]host:port URLs, chains of them
 // ("socks5://h1:1081,socks5://h2:1081"), and their labels for logs and status pages (passwords hidden).
 import { ConfigError } from '../../shared/errors.js';
-import { joinHostPort } from '../../shared/net/address.js';
+import { joinHostPort, unbracket } from '../../shared/net/address.js';
 
 export interface Hop {
   host: string;
@@ -16,11 +16,12 @@ export function parseHopUrl(text: string): Hop | null {
   try {
     u = new URL(text);
   } catch {
-    return null;
+    return null; // the caller names the option in its ConfigError
+
   }
   if (u.protocol !== 'socks5:' && u.protocol !== 'socks5h:') return null;
   if (!u.hostname || u.pathname.replace(/^\/$/, '') !== '' || u.search || u.hash) return null;
-  const host = u.hostname.replace(/^\[|\]$/g, '');
+  const host = unbracket(u.hostname);
   const port = u.port ? Number(u.port) : 1080;
   return {
     host,

@@ -20,7 +20,8 @@ export async function probePipelining(hop: Hop, timeoutMs: number): Promise<bool
   try {
     s = await connectTcp(hop, timeoutMs);
   } catch {
-    return false;
+    return false; // unreachable for the probe: requests go step by step, and their own dial reports the error
+
   }
   try {
     return await new Promise<boolean>((resolve) => {

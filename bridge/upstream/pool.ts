@@ -12,21 +12,11 @@ import { hopLabel, redactedUrl, type Hop } from './hops.js';
 import { PipeliningCache } from './pipelining.js';
 import { clientGone, type Socks5Dial } from './socks5.js';
 import { openUdpChain, type UdpChain } from './udp-chain.js';
+import type { GatewayHealth } from '../../shared/status.js';
 
 export type Balance = 'round-robin' | 'sticky';
 
-export interface GatewayHealth {
-  url: string;
-  up: boolean;
-  latencyMs: number | null;
-  checkedAt: string | null;
-  lastError: string | null;
-  active: number;
-  opened: number;
-  failed: number;
-  /** Whether the first hop takes greeting, credentials and request in one write (probed once; null: not yet). */
-  pipelining: boolean | null;
-}
+export type { GatewayHealth };
 
 type Counts = Omit<GatewayHealth, 'pipelining'>;
 

@@ -6,17 +6,12 @@
 // sends the rest on. Replies come back with a header per further hop added; unwrap() drops them.
 import type { Socket as UdpSocket } from 'node:dgram';
 import { RequestError } from '../../shared/errors.js';
-import { canonicalHost, familyOf, formatIp, parseIp } from '../../shared/net/address.js';
+import { canonicalHost, familyOf, formatIp, parseIp, type HostPort } from '../../shared/net/address.js';
 import { decodeUdpLayers, encodeUdpLayers } from '../../shared/socks5/codec.js';
 import { CMD } from '../../shared/socks5/constants.js';
 import type { Hop } from './hops.js';
 import { dialChain, type Socks5Dial } from './socks5.js';
 import { bindUdp, MAX_UDP_PAYLOAD } from '../udp-socket.js';
-
-export interface HostPort {
-  host: string;
-  port: number;
-}
 
 export interface UdpChain {
   /** Connected to the first hop's relay: the kernel drops datagrams from anyone else. */
@@ -99,11 +94,14 @@ export async function openUdpChain(hops: Hop[], timeoutMs: number, signal?: Abor
     for (const c of controls) c.socket.destroy();
     resolveEnded();
   };
+  // ICMP errors toward the first relay: UDP is best effort, the datagram is lost as on the wire;
+  // the association itself ends with its control connections below
   socket.on('error', () => {});
   // an association lives as long as its control connection: the chain as long as every one
   for (const c of controls) {
     c.socket.on('data', () => {});
-    c.socket.on('error', () => {});
+    c.socket.on('error', () => {}); // 'close' follows and ends the chain; its log line says how
+
     // half-open sockets: the hop's FIN is the end, not only the close
     c.socket.once('end', close);
     c.socket.once('close', close);

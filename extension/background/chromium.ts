@@ -30,6 +30,6 @@ export async function chromiumControl(): Promise<Control> {
   try {
     return (await chrome.proxy.settings.get({})).levelOfControl;
   } catch {
-    return 'unknown';
+    return 'unknown'; // the browser does not tell: the popup shows control as unknown
   }
 }

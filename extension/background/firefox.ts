@@ -3,6 +3,7 @@
 // was suspended, or the browser just started) still reaches it; until the stored settings are
 // read it returns a promise, never a DIRECT answer, so there is no window that leaks.
 import browser, { type Proxy } from 'webextension-polyfill';
+import { unbracket } from '../../shared/net/address.js';
 import { decide } from '../../shared/rules/index.js';
 import type { State } from '../lib/state.js';
 import type { Control } from '../lib/messages.js';
@@ -19,7 +20,7 @@ export function proxyInfoFor(state: State, url: string): ProxyInfo[] {
     return [{ type: 'direct' }]; // not a URL the rules model can read (onRequest sees only network URLs)
   }
   if (d.type === 'DIRECT') return [{ type: 'direct' }];
-  const host = d.host.replace(/^\[(.*)\]$/, '$1');
+  const host = unbracket(d.host);
   return [
     { type: 'socks', host, port: d.port, proxyDNS: true, failoverTimeout: 5 },
     { type: 'http', host, port: d.port },
@@ -41,7 +42,7 @@ export async function firefoxControl(): Promise<Control> {
   try {
     return (await browser.proxy.settings.get({})).levelOfControl as Control;
   } catch {
-    return 'unknown';
+    return 'unknown'; // the browser does not tell: the popup shows control as unknown
   }
 }
 

@@ -1,34 +1,14 @@
-// The bridge's status API (GET /api/status), as the popup reads it. Only the fields shown are typed.
-import { joinHostPort } from '../../shared/net/address.js';
+// The bridge's status API (GET /api/status), as the popup reads it; the shapes are shared/status.ts.
+import { joinHostPort, unbracket } from '../../shared/net/address.js';
 import type { ProxyAddress } from '../../shared/rules/index.js';
+import type { GatewayHealth, RecentDestination, StatusSnapshot } from '../../shared/status.js';
 
-export interface GatewayHealth {
-  url: string;
-  up: boolean;
-  latencyMs: number | null;
-  lastError: string | null;
-}
-
-export interface RecentDestination {
-  time: string;
-  host: string;
-  port: number;
-  family: 4 | 6 | null;
-  bound: string | null;
-  gateway: string | null;
-  result: string;
-}
-
-export interface BridgeStatus {
-  name: string;
-  version: string;
-  gateways: GatewayHealth[];
-  connections: { open: number; total: number; failed: number };
-  recent: RecentDestination[];
-}
+export type { GatewayHealth, RecentDestination };
+/** What GET /api/status answers (the bridge writes it in bridge/local/state.ts). */
+export type BridgeStatus = StatusSnapshot;
 
 export function bridgeBase(proxy: ProxyAddress): string {
-  return `http://${joinHostPort(proxy.host.replace(/^\[(.*)\]$/, '$1'), proxy.port)}`;
+  return `http://${joinHostPort(unbracket(proxy.host), proxy.port)}`;
 }
 
 export async function fetchStatus(proxy: ProxyAddress, timeoutMs = 3000): Promise<BridgeStatus> {
@@ -41,10 +21,10 @@ export async function fetchStatus(proxy: ProxyAddress, timeoutMs = 3000): Promis
 
 /** The newest connection the bridge made to this host (any port), or null. */
 export function latestFor(status: BridgeStatus, host: string): RecentDestination | null {
-  const h = host.toLowerCase().replace(/^\[(.*)\]$/, '$1').replace(/\.$/, '');
+  const h = unbracket(host.toLowerCase()).replace(/\.$/, '');
   for (let i = status.recent.length - 1; i >= 0; i--) {
     const r = status.recent[i]!;
-    if (r.host.toLowerCase().replace(/^\[(.*)\]$/, '$1').replace(/\.$/, '') === h) return r;
+    if (unbracket(r.host.toLowerCase()).replace(/\.$/, '') === h) return r;
   }
   return null;
 }

@@ -93,7 +93,7 @@ async function render(): Promise<void> {
   try {
     url = tab?.url ? new URL(tab.url) : null;
   } catch {
-    url = null;
+    url = null; // a tab URL we cannot read: shown as not a web page below
   }
   if (!url || !/^(https?|wss?|ftp):$/.test(url.protocol)) {
     $('tab-host').textContent = tab?.url ?? 'no tab';

@@ -73,9 +73,9 @@ function parseV6(text: string): Ip | null {
 /** Parses IPv4 dotted-quad or IPv6 text (optionally in brackets); null when it is not an IP. */
 export function parseIp(text: string): Ip | null {
   let t = text;
-  if (t.startsWith('[') && t.endsWith(']')) {
+  if (t !== unbracket(t)) {
     // brackets hold IPv6 only (RFC 3986 IP-literal)
-    t = t.slice(1, -1);
+    t = unbracket(t);
     if (!t.includes(':')) return null;
   }
   if (t.includes(':')) return parseV6(t);
@@ -137,13 +137,24 @@ export function canonicalHost(host: string): string {
   return ip ? formatIp(ip) : host;
 }
 
+/** A host (name or IP text, IPv6 without brackets) and a port: the one shape for an endpoint. */
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** Host text without the brackets of a URL's IPv6 literal ("[::1]" → "::1"); any other text unchanged. */
+export function unbracket(host: string): string {
+  return host.length >= 2 && host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+}
+
 /** host:port with IPv6 in brackets, as in URLs and logs. */
 export function joinHostPort(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 /** Parses "HOST:PORT", "[V6]:PORT" (and "HOST" with a default port). */
-export function splitHostPort(text: string, defaultPort?: number): { host: string; port: number } | null {
+export function splitHostPort(text: string, defaultPort?: number): HostPort | null {
   let host: string;
   let portText: string | undefined;
   if (text.startsWith('[')) {

@@ -2,7 +2,7 @@
 // by side (as omega-pac does) so one rule cannot mean two things. Host wildcards go one step
 // further: match() and the PAC run the very same regular expression source.
 // No node: imports: the extension bundles this file.
-import { cidrContains, parseCidr, parseIp, type Cidr, type Ip } from '../net/address.js';
+import { cidrContains, parseCidr, parseIp, unbracket, type Cidr, type Ip } from '../net/address.js';
 import { ConfigError } from '../errors.js';
 
 /** What a condition looks at. decide() and the PAC prelude normalise a request the same way. */
@@ -58,7 +58,7 @@ function canonicalHostname(host: string): string {
   try {
     return new URL(`http://${wrapped}/`).hostname;
   } catch {
-    return host;
+    return host; // not a host a URL can hold: left as written
   }
 }
 
@@ -229,7 +229,7 @@ function parseScheme(key: string, value: unknown): string {
 
 function hostCondition(key: string, text: string, host: string): Condition {
   const ip = parseIp(host);
-  if (ip) return new CidrCondition(text, parseCidr(host.replace(/^\[(.*)\]$/, '$1'))!);
+  if (ip) return new CidrCondition(text, parseCidr(unbracket(host))!);
   return new WildcardCondition(text, wildcardSource(key, host));
 }
 

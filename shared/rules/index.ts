@@ -15,7 +15,7 @@
 // parses IP literals itself. It answers only "SOCKS5 …; PROXY …" (never SOCKS/SOCKS4, which make
 // the browser resolve locally) or "DIRECT", with no DIRECT fallback: a stopped bridge fails closed.
 // No node: imports: the extension bundles this module.
-import { joinHostPort } from '../net/address.js';
+import { joinHostPort, unbracket } from '../net/address.js';
 import { ConfigError } from '../errors.js';
 import { bypassCondition, PAC_PRELUDE, PAC_RUNTIME, requestInfo, ruleCondition, type Condition, type Target } from './conditions.js';
 import { checkProxyHost, checkProxyPort, MODES, type Settings } from './settings.js';
@@ -68,7 +68,7 @@ export function decide(settings: Settings, target: string | Target): Decision {
 /** The PAC return value for a decision. The bridge speaks both SOCKS5 and HTTP on one port. */
 export function pacResult(d: Decision): string {
   if (d.type === 'DIRECT') return 'DIRECT';
-  const hp = joinHostPort(d.host.replace(/^\[(.*)\]$/, '$1'), d.port);
+  const hp = joinHostPort(unbracket(d.host), d.port);
   return `SOCKS5 ${hp}; PROXY ${hp}`;
 }
 

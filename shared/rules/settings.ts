@@ -1,5 +1,5 @@
 // Routing settings: their shape, the defaults, and validation of user or imported JSON.
-import { parseIp } from '../net/address.js';
+import { parseIp, unbracket } from '../net/address.js';
 import { ConfigError } from '../errors.js';
 import { bypassCondition, inferRuleType, ruleCondition, type Rule, type RuleType } from './conditions.js';
 
@@ -65,7 +65,7 @@ function onlyKeys(obj: Record<string, unknown>, allowed: readonly string[], pref
 /** A proxy host as it may appear in a PAC: an IP (brackets removed) or a DNS name. */
 export function checkProxyHost(key: string, host: unknown): string {
   if (typeof host !== 'string') throw new ConfigError(key, 'must be a string');
-  const h = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+  const h = unbracket(host);
   if (parseIp(h)) return h;
   if (h.length <= 253 && /^[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?$/i.test(h)) return h;
   throw new ConfigError(key, `${JSON.stringify(host)}: not an IP address or host name`);

@@ -2,7 +2,7 @@
 // received so far and answer "need more", a message with its size, or a typed error carrying the
 // RFC reply code; encoders build the bytes. Nothing here touches a socket.
 import { SocksProtocolError, type ErrorCode } from '../errors.js';
-import { formatIp, ipFromV4Bytes, isV4, parseIp } from '../net/address.js';
+import { formatIp, ipFromV4Bytes, isV4, parseIp, type HostPort } from '../net/address.js';
 import { ATYP, AUTH_USERPASS_VERSION, CMD, SOCKS4_VERSION, SOCKS5_VERSION } from './constants.js';
 
 export type Decoded<T> =
@@ -293,7 +293,7 @@ export function encodeUdpHeader(h: { host: string; port: number; frag?: number }
  * UDP through a chain of relays: the headers naming relays 2..n, to go before a datagram meant
  * for the last one (each relay takes one header off and sends the rest to the address it names).
  */
-export function encodeUdpLayers(relays: { host: string; port: number }[]): Uint8Array {
+export function encodeUdpLayers(relays: HostPort[]): Uint8Array {
   return concatBytes(...relays.map((r) => encodeUdpHeader(r)));
 }
 

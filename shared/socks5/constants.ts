@@ -35,7 +35,8 @@ export const REP = {
   COMMAND_NOT_SUPPORTED: 0x07,
   ADDRESS_TYPE_NOT_SUPPORTED: 0x08,
 } as const;
-export type Rep = number;
+/** A reply code we send (RFC 1928 §6). Codes read off the wire stay `number`: a peer may send any byte. */
+export type Rep = (typeof REP)[keyof typeof REP];
 
 /** RFC 1928 wording, used in logs and in the bridge's error pages. */
 export const REP_TEXT: Record<number, string> = {

@@ -14,7 +14,8 @@ import {
   type Decoded,
   type Request,
 } from './codec.js';
-import { AUTH_STATUS_FAIL, AUTH_STATUS_OK, METHOD, REP } from './constants.js';
+import { AUTH_STATUS_FAIL, AUTH_STATUS_OK, METHOD, REP, type Rep } from './constants.js';
+import type { HostPort } from '../net/address.js';
 
 export type ServerCommand =
   | { type: 'send'; data: Uint8Array }
@@ -97,7 +98,7 @@ export class Socks5ServerSession {
   }
 
   /** Request granted: reply with the bound address and hand over to the relay. */
-  succeed(bound: { host: string; port: number }): ServerCommand[] {
+  succeed(bound: HostPort): ServerCommand[] {
     if (this.state !== 'request-wait') return [];
     this.state = 'open';
     const out: ServerCommand[] = [{ type: 'send', data: encodeReply({ rep: REP.SUCCEEDED, ...bound }) }];
@@ -107,7 +108,7 @@ export class Socks5ServerSession {
   }
 
   /** A further reply for the same request (BIND's second reply). */
-  reply(rep: number, bound: { host: string; port: number }): ServerCommand[] {
+  reply(rep: Rep, bound: HostPort): ServerCommand[] {
     return [{ type: 'send', data: encodeReply({ rep, ...bound }) }];
   }
 

@@ -71,6 +71,7 @@ export class FakeDnsResponder {
     try {
       return this.decideFor(buf, id, head);
     } catch {
+      // the client sees SERVFAIL; not printed, since hostile packets could reach this and flood stderr
       try {
         return { kind: 'answer', rcode: RCODE.SERVFAIL, message: this.empty(id, head, [], RCODE.SERVFAIL, false) };
       } catch {

@@ -2,12 +2,12 @@
 // to --fake-state), the responder, and its listeners (--dns-listen, --dns-upstream). The bridge
 // calls lease() in its open() for every destination, before the routing rules see it.
 import { ConfigError } from '../../../shared/errors.js';
-import { joinHostPort, parseIp, type CidrSet } from '../../../shared/net/address.js';
+import { joinHostPort, parseIp, type CidrSet, type HostPort } from '../../../shared/net/address.js';
 import type { Settings } from '../../../shared/rules/index.js';
-import type { HostPort } from '../../listen.js';
 import { FakeDnsResponder } from './dns.js';
 import { FakeDnsServer, systemResolvers, type QueryRecord } from './server.js';
 import { autosave, FakeTable, type Autosave, type FakeLease } from './table.js';
+import type { FakeDnsStatus } from '../../../shared/status.js';
 
 export interface FakeDnsConfig {
   dnsListen: HostPort[];
@@ -24,14 +24,7 @@ export interface FakeDnsConfig {
   resolvConf?: string;
 }
 
-export interface FakeDnsStatus {
-  size: { 4: number; 6: number };
-  recent: { name: string; address: string; refs: number }[];
-  queries: number;
-  answered: number;
-  forwarded: number;
-  upstreamFailures: number;
-}
+export type { FakeDnsStatus };
 
 export class FakeDns {
   private constructor(

@@ -11,9 +11,8 @@ import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dg
 import { readFileSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { canonicalHost, parseIp, splitHostPort } from '../../../shared/net/address.js';
+import { canonicalHost, parseIp, splitHostPort, type HostPort } from '../../../shared/net/address.js';
 import { ConfigError } from '../../../shared/errors.js';
-import type { HostPort } from '../../listen.js';
 import { RCODE, type FakeDnsResponder } from './dns.js';
 
 export const DNS_PORT = 53;
@@ -73,7 +72,7 @@ export function systemResolvers(
     try {
       return readFileSync(f, 'utf8');
     } catch {
-      return '';
+      return ''; // no such file on this system: no resolvers from it (none at all is reported by the caller)
     }
   };
   const servers: string[] = [];
@@ -367,7 +366,7 @@ export class FakeDnsServer {
     try {
       return !this.o.allowClient || (address !== undefined && this.o.allowClient(canonicalHost(address)));
     } catch {
-      return false;
+      return false; // a policy that throws refuses: failing closed
     }
   }
 
@@ -389,7 +388,7 @@ export class FakeDnsServer {
 
   private onTcp(s: Socket): void {
     if (!this.allowed(s.remoteAddress)) {
-      s.on('error', () => {});
+      s.on('error', () => {}); // refused and destroyed right away: nothing to tell anyone
       s.destroy();
       return;
     }
@@ -400,7 +399,7 @@ export class FakeDnsServer {
     let inflight = 0;
     let ended = false;
     s.setTimeout(this.o.tcpIdleMs, () => s.destroy());
-    s.on('error', () => {});
+    s.on('error', () => {}); // 'close' follows and cleans up; a client's reset is not the server's error
     s.on('close', () => {
       this.clients.delete(s);
       gone.abort();

@@ -12,6 +12,7 @@ import {
   parseCidr,
   parseIp,
   splitHostPort,
+  unbracket,
   type Ip,
 } from '../../../shared/net/address.js';
 
@@ -301,4 +302,15 @@ describe('CIDR', () => {
     assert.equal(new CidrSet([]).has(ip('::')), false);
     assert.throws(() => new CidrSet(['10.0.0.0/8', 'nonsense']), TypeError);
   });
+});
+
+test('unbracket takes the brackets off an IPv6 literal and leaves any other host alone', () => {
+  assert.equal(unbracket('[::1]'), '::1');
+  assert.equal(unbracket('[2001:db8::1]'), '2001:db8::1');
+  assert.equal(unbracket('::1'), '::1');
+  assert.equal(unbracket('example.com'), 'example.com');
+  assert.equal(unbracket('10.0.0.1'), '10.0.0.1');
+  assert.equal(unbracket('[]'), '');
+  for (const half of ['[', ']', '[::1', '::1]']) assert.equal(unbracket(half), half);
+  assert.equal(unbracket(new URL('http://[::1]:8080/').hostname), '::1');
 });

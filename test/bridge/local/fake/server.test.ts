@@ -15,7 +15,7 @@ import { FakeDnsServer, parseDnsListen, parseResolvConf, parseUpstream, systemRe
 import { FakeTable } from '../../../../bridge/local/fake/table.js';
 import { ConfigError } from '../../../../shared/errors.js';
 import { DEFAULT_SETTINGS, parseSettings, type Settings } from '../../../../shared/rules/index.js';
-import type { HostPort } from '../../../../bridge/listen.js';
+import type { HostPort } from '../../../../shared/net/address.js';
 import { splits } from '../../../helpers/bytes.js';
 
 const run = promisify(execFile);
