@@ -4,6 +4,7 @@
 import { connect, type Socket } from 'node:net';
 import { concatBytes, decodeMethodSelection, decodeReply, encodeAuthRequest, encodeGreeting, encodeRequest, type Reply } from '../../shared/socks5/codec.js';
 import { CMD, METHOD } from '../../shared/socks5/constants.js';
+import { readAll } from './origin.js';
 import { Socks5ClientSession, type ClientRequest } from '../../shared/socks5/client.js';
 
 /** How long a driver waits for an answer before it fails (a hang bound, not a speed claim). */
@@ -57,6 +58,16 @@ export function exchangeUntil(port: number, bytes: Uint8Array | Uint8Array[], un
       reject(e);
     });
   });
+}
+
+/**
+ * Sends `bytes` (and FIN with them when `end`) and resolves with everything that came back once the
+ * server ended the connection; a reset reads as nothing received.
+ */
+export function exchangeAll(port: number, bytes: Uint8Array, { end = false }: { end?: boolean } = {}): Promise<Buffer> {
+  const s = connect({ host: '127.0.0.1', port }, () => (end ? s.end(bytes) : s.write(bytes)));
+  s.on('error', () => {});
+  return readAll(s).catch(() => Buffer.alloc(0));
 }
 
 export interface Tunnel {
