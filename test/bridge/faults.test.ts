@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, request, type IncomingMessage } from 'node:http';
 import { type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,7 +17,7 @@ import { SocksClient } from 'socks';
 import { raiseNofile } from '../bench/peers.js';
 import { startTcp } from '../helpers/origin.js';
 import { startCli, type Running } from '../helpers/process.js';
-import { eventually } from '../helpers/settle.js';
+import { eventually, fdLinks, openFds, openSockets } from '../helpers/settle.js';
 import { socks5Open } from '../helpers/socks5.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-faults-'));
@@ -25,16 +25,6 @@ writeFileSync(join(dir, 'hosts'), '127.0.0.1 web.test sink.test idle.test\n');
 const GATEWAY_ARGS = ['--listen', '127.0.0.1:0', '--hosts', join(dir, 'hosts'), '--dns', 'none', '--allow', '127.0.0.1'];
 const MiB = 1024 * 1024;
 
-const links = (pid: number): string[] =>
-  readdirSync(`/proc/${pid}/fd`).map((fd) => {
-    try {
-      return readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      return 'gone';
-    }
-  });
-const fdCount = (pid: number): number => links(pid).length;
-const socketCount = (pid: number): number => links(pid).filter((l) => l.startsWith('socket:')).length;
 /** The native relay keeps up to 64 idle pipes (two descriptors each) for reuse (bridge/native). */
 const PIPE_POOL_FDS = 128;
 /** No 'drain' for this long counts as a stalled writer. */
@@ -44,7 +34,7 @@ const rssMiB = (pid: number): number => Number(/^VmRSS:\s+(\d+) kB/m.exec(readFi
 /** `ss` lines of a process's TCP sockets, for failure messages. */
 function sockets(pid: number): string {
   const r = spawnSync('ss', ['-tanpH'], { encoding: 'utf8' });
-  return `${r.stdout.split('\n').filter((l) => l.includes(`pid=${pid},`)).join('\n')}\n${links(pid).join(' ')}`;
+  return `${r.stdout.split('\n').filter((l) => l.includes(`pid=${pid},`)).join('\n')}\n${fdLinks(pid).join(' ')}`;
 }
 
 /** The bridge's /api/status. */
@@ -147,8 +137,8 @@ describe('faults', () => {
 
       // after the first health check, so both gateways are known to be up
       await eventually(async () => (await bridgeStatus(proxyPort)).gateways.every((g) => g.up && g.pipelining !== null), 'both gateways checked', { timeoutMs: 15000 });
-      const fdBaseline = fdCount(bridgePid);
-      const socketBaseline = socketCount(bridgePid);
+      const fdBaseline = openFds(bridgePid);
+      const socketBaseline = openSockets(bridgePid);
       const transfers = await Promise.all(Array.from({ length: 50 }, (_, i) => transfer(i % 2 === 1)));
       await eventually(() => transfers.every((t) => t.received >= SIZE / 2), 'first halves received', { timeoutMs: 60000, describe: () => transfers.map((t) => t.received).join(' ') });
 
@@ -178,7 +168,7 @@ describe('faults', () => {
       for (const [i, t] of fresh.entries()) if (i % 2 === 1) assert.equal(gatewayOf.get(t.localPort), urlB, 'a new tunnel after the kill');
 
       // every socket of the bridge is closed again (idle pipes kept for reuse aside)
-      await eventually(() => socketCount(bridgePid) <= socketBaseline && fdCount(bridgePid) <= fdBaseline + PIPE_POOL_FDS, 'bridge descriptors back to the baseline', { timeoutMs: 15000, describe: () => `bridge descriptors ${fdCount(bridgePid)}, baseline ${fdBaseline}; its sockets:\n${sockets(bridgePid)}` });
+      await eventually(() => openSockets(bridgePid) <= socketBaseline && openFds(bridgePid) <= fdBaseline + PIPE_POOL_FDS, 'bridge descriptors back to the baseline', { timeoutMs: 15000, describe: () => `bridge descriptors ${openFds(bridgePid)}, baseline ${fdBaseline}; its sockets:\n${sockets(bridgePid)}` });
     } finally {
       for (const r of running) await r.stop();
       origin.closeAllConnections?.();
@@ -272,7 +262,7 @@ describe('faults', () => {
         if (rounds > 1) t.diagnostic(`descriptor limit ${Math.min(mine, theirs)}: ${total} tunnels in ${rounds} rounds`);
         for (let i = 0; i < rounds; i++) await round(port, Math.ceil(total / rounds));
       };
-      const measure = (r: Running): { fds: number; sockets: number; rss: number } => ({ fds: fdCount(r.proc.pid!), sockets: socketCount(r.proc.pid!), rss: rssMiB(r.proc.pid!) });
+      const measure = (r: Running): { fds: number; sockets: number; rss: number } => ({ fds: openFds(r.proc.pid!), sockets: openSockets(r.proc.pid!), rss: rssMiB(r.proc.pid!) });
       const back = async (r: Running, base: { fds: number; sockets: number; rss: number }, what: string): Promise<void> => {
         await eventually(
           () => {
@@ -289,9 +279,9 @@ describe('faults', () => {
         ['bridge→gateway', bridge.listening[0]!.port, 2000, [bridge, gw]],
       ] as const) {
         // a first round brings every lazily made thing into being; the baseline is taken after it
-        const before = procs.map((p) => socketCount(p.proc.pid!));
+        const before = procs.map((p) => openSockets(p.proc.pid!));
         await round(port, 200);
-        await Promise.all(procs.map((p, i) => eventually(() => socketCount(p.proc.pid!) <= before[i]!, 'sockets back after warm-up', { timeoutMs: 10000, describe: () => sockets(p.proc.pid!) })));
+        await Promise.all(procs.map((p, i) => eventually(() => openSockets(p.proc.pid!) <= before[i]!, 'sockets back after warm-up', { timeoutMs: 10000, describe: () => sockets(p.proc.pid!) })));
         const base = procs.map(measure);
         await cycle(port, n);
         for (const [i, p] of procs.entries()) await back(p, base[i]!, `${path}, ${n} tunnels, ${p.proc.spawnargs[2]}`);

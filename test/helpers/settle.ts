@@ -1,6 +1,6 @@
 // Leak checks on a running process: its open descriptors, and a bounded wait for a state to
 // come back (a generous bound, never a speed claim).
-import { readdirSync } from 'node:fs';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { get } from 'node:http';
 import type { Running } from './process.js';
 
@@ -9,6 +9,20 @@ export function openFds(p: Running | number): number {
   const pid = typeof p === 'number' ? p : p.proc.pid!;
   return readdirSync(`/proc/${pid}/fd`).length;
 }
+
+/** What each open descriptor of a process points to ('gone' for one closed while reading). */
+export function fdLinks(pid: number): string[] {
+  return readdirSync(`/proc/${pid}/fd`).map((fd) => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return 'gone'; // closed between the listing and the read: not open any more
+    }
+  });
+}
+
+/** Open sockets of a process. */
+export const openSockets = (pid: number): number => fdLinks(pid).filter((l) => l.startsWith('socket:')).length;
 
 /**
  * Polls `check` until it returns true; rejects after `timeoutMs` with `what` and the last value

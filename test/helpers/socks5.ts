@@ -70,6 +70,28 @@ export function exchangeAll(port: number, bytes: Uint8Array, { end = false }: { 
   return readAll(s).catch(() => Buffer.alloc(0));
 }
 
+/**
+ * A client that leaves: connects (half-open allowed), lets `leave` write and send its FIN, and
+ * resolves true when the server ends its side within `limitMs`, false when it still holds it.
+ */
+export function leaveAndSeeClosed(port: number, leave: (s: Socket) => void, limitMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve(false);
+    }, limitMs);
+    s.on('error', () => {}); // a reset is also the server letting go; 'close' below is what counts
+    s.on('data', () => {});
+    s.on('end', () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(true);
+    });
+    s.once('connect', () => leave(s));
+  });
+}
+
 export interface Tunnel {
   socket: Socket;
   reply: Reply;
