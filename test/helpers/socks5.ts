@@ -18,7 +18,7 @@ export const socks5Request = (cmd: number, host: string, port: number): Uint8Arr
 export const socks5Connect = (host: string, port: number): Uint8Array => socks5Request(CMD.CONNECT, host, port);
 
 /** Greeting offering only username/password, and the credentials, pipelined. */
-export const socks5Credentials = (username: string, password: string): Uint8Array =>
+export const socks5Credentials = (username: string | Uint8Array, password: string | Uint8Array): Uint8Array =>
   concatBytes(encodeGreeting({ methods: [METHOD.USERPASS] }), encodeAuthRequest({ username, password }));
 
 /** Length of a SOCKS5 method selection plus one reply at the start of `b`, or null while incomplete. */
