@@ -13,6 +13,10 @@ import { relay, RelayGroup, relayJs, type RelayResult } from '../../bridge/relay
 import { requireCapability } from '../helpers/env.js';
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+/** After a FIN, how long the other direction is watched for a wrong close. */
+const AFTER_FIN_MS = 50;
+/** A sender that wrote nothing for this long is taken as stalled. */
+const NO_PROGRESS_MS = 300;
 
 function listen(onConn: (s: Socket) => void): Promise<Server> {
   const srv = createServer({ allowHalfOpen: true }, onConn);
@@ -117,8 +121,9 @@ function suite(name: string, run: RelayFn, skip: false | string, shutdown: Shutd
         const atOrigin = collect(p.origin);
         p.client.end(payload);
         const got = await atOrigin; // the FIN came through: 'end' at the origin
-        // the other direction is still open: a reply written after the FIN arrives
-        await new Promise((r) => setTimeout(r, 50));
+        // the other direction is still open: a reply written after the FIN arrives (time let pass on
+        // purpose: a relay that closed both ways on the FIN would have done so by now)
+        await new Promise((r) => setTimeout(r, AFTER_FIN_MS));
         p.origin.end(`got ${sha(got)}`);
         assert.equal((await atClient).toString(), `got ${sha(payload)}`);
         assert.equal((await p.result).end, 'closed');
@@ -204,10 +209,11 @@ function suite(name: string, run: RelayFn, skip: false | string, shutdown: Shutd
           p.origin.end();
         };
         pump();
+        // time let pass on purpose: "no progress" is the absence of an event, over an interval
         let last = -1;
         while (last !== written) {
           last = written;
-          await new Promise((r) => setTimeout(r, 300));
+          await new Promise((r) => setTimeout(r, NO_PROGRESS_MS));
         }
         assert.ok(written < 64 * 1024 * 1024, `sender stalled after ${written} bytes`);
         // and everything flows once the reader reads again
@@ -247,8 +253,9 @@ function suite(name: string, run: RelayFn, skip: false | string, shutdown: Shutd
           p.client.once('error', r);
         });
         p.client.resume();
+        const relayed = new Promise((r) => p.client.once('data', r));
         p.origin.write('before');
-        await new Promise((r) => setTimeout(r, 50));
+        await relayed; // the relay is running when the shutdown comes
         shutdown.run(p);
         await p.result;
         await clientEnded;
