@@ -19,7 +19,7 @@ import { CMD, METHOD, REP, SOCKS4_CD } from '../../shared/socks5/constants.js';
 import { haveCommand, requireCapability } from '../helpers/env.js';
 import { readAll, sha256, startOrigin, startTcp, type Origin } from '../helpers/origin.js';
 import { CLI, run, startCli, type Running } from '../helpers/process.js';
-import { socks5Credentials, socks5Head, socks5Request } from '../helpers/socks5.js';
+import { corkedExchange, socks5Credentials, socks5Head, socks5Request } from '../helpers/socks5.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-halfclose-'));
 const hostsFile = join(dir, 'hosts');
@@ -32,19 +32,6 @@ const HANG_MS = 15_000;
 const skipNcat = requireCapability('ncat', haveCommand('ncat', ['--version']), 'apt-get install ncat');
 const native = nativeRelayStatus();
 const skipNative = requireCapability('native splice relay', native.available, native.reason);
-
-/** Sends argv[2] (hex) and its FIN in one TCP segment, prints what comes back until the server closes. */
-const CORKED_CLIENT = `
-import socket, sys
-s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
-s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-s.sendall(bytes.fromhex(sys.argv[2]))
-s.shutdown(socket.SHUT_WR)
-while True:
-    d = s.recv(65536)
-    if not d: break
-    sys.stdout.buffer.write(d)
-`;
 
 /** What the recording origin answers once it has read to EOF: proof that the FIN came through, after the data. */
 const receipt = (data: Uint8Array): string => `EOF after ${data.length} bytes sha256 ${sha256(data)}\n`;
@@ -300,7 +287,7 @@ for (const mode of MODES) {
       // greeting, request and FIN in one segment (TCP_CORK): the bridge has read the FIN before its
       // association is open. The control connection carries nothing but its end, so the FIN is the
       // client leaving: the association is given up (item 8), the client closed, nothing kept.
-      const r = await run('python3', ['-c', CORKED_CLIENT, String(bridge.listening[0]!.port), Buffer.from(socks5Request(CMD.UDP_ASSOCIATE, '0.0.0.0', 0)).toString('hex')], { timeoutMs: HANG_MS });
+      const r = await corkedExchange(bridge.listening[0]!.port, socks5Request(CMD.UDP_ASSOCIATE, '0.0.0.0', 0), HANG_MS);
       assert.equal(r.code, 0, `the bridge did not close the control connection: ${r.stderr}`);
       assert.equal(r.stdout.subarray(0, 2).toString('hex'), '0500', 'the greeting was answered');
       const rec = await bridge.waitRecord((x) => x.inbound === 'socks5' && x.cmd === 'udp');

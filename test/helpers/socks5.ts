@@ -5,6 +5,7 @@ import { connect, type Socket } from 'node:net';
 import { concatBytes, decodeMethodSelection, decodeReply, encodeAuthRequest, encodeGreeting, encodeRequest, type Reply } from '../../shared/socks5/codec.js';
 import { CMD, METHOD } from '../../shared/socks5/constants.js';
 import { readAll } from './origin.js';
+import { run } from './process.js';
 import { Socks5ClientSession, type ClientRequest } from '../../shared/socks5/client.js';
 
 /** How long a driver waits for an answer before it fails (a hang bound, not a speed claim). */
@@ -90,6 +91,27 @@ export function leaveAndSeeClosed(port: number, leave: (s: Socket) => void, limi
     });
     s.once('connect', () => leave(s));
   });
+}
+
+/** Sends argv[2] (hex) and its FIN in one TCP segment, prints what comes back until the server closes. */
+const CORKED_CLIENT = `
+import socket, sys
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+s.sendall(bytes.fromhex(sys.argv[2]))
+s.shutdown(socket.SHUT_WR)
+while True:
+    d = s.recv(65536)
+    if not d: break
+    sys.stdout.buffer.write(d)
+`;
+
+/**
+ * A client (python3) whose bytes and FIN arrive in one TCP segment, the request and the end of
+ * the connection read together; its output is everything the server sent until it closed.
+ */
+export function corkedExchange(port: number, bytes: Uint8Array, timeoutMs: number): ReturnType<typeof run> {
+  return run('python3', ['-c', CORKED_CLIENT, String(port), Buffer.from(bytes).toString('hex')], { timeoutMs });
 }
 
 export interface Tunnel {
