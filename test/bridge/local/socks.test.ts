@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { SocksClient } from 'socks';
 import { CMD, METHOD, REP } from '../../../shared/socks5/constants.js';
 import { concatBytes, decodeMethodSelection, decodeReply, decodeSocks4Reply, encodeAuthRequest, encodeGreeting, encodeRequest, encodeSocks4Request } from '../../../shared/socks5/codec.js';
-import { bridgeStatus, eventually, openFds } from '../../helpers/settle.js';
+import { backToBaseline, eventually, startBridgeOverGateway } from '../../helpers/settle.js';
 import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
 import { readAll, sha256, startOrigin, type Origin } from '../../helpers/origin.js';
 import { exchangeUntil, socks5Credentials, socks5Request } from '../../helpers/socks5.js';
@@ -306,13 +306,10 @@ const refused = (port: number): Promise<boolean> =>
 describe('bridge BIND clients that leave while waiting', () => {
   test('SOCKS5 and SOCKS4 clients that FIN before or after the first reply: closed at once, the gateway\'s listener gone, counts and descriptors back', async () => {
     // the gateway's bind timeout is far beyond the bounds below: only the bridge can free these
-    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--allow', '127.0.0.1', '--bind-timeout', '600', '--quiet']);
-    const bridge = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${gw.listening[0]!.port}`, '--health-interval', '3600', '--quiet']);
-    const port = bridge.listening[0]!.port;
+    const pair = await startBridgeOverGateway(['--allow', '127.0.0.1', '--bind-timeout', '600']);
+    const { gw, bridge, port } = pair;
     const clients: Socket[] = [];
     try {
-      await eventually(async () => (await bridgeStatus(port)).gateways[0]!.checkedAt !== null, 'the start-up health check done');
-      const base = { bridge: openFds(bridge), gw: openFds(gw) };
       const ask = {
         5: socks5Request(CMD.BIND, '127.0.0.1', 0),
         4: encodeSocks4Request({ cmd: CMD.BIND, host: '127.0.0.1', port: 0, userId: '' }),
@@ -343,12 +340,7 @@ describe('bridge BIND clients that leave while waiting', () => {
       assert.equal(listeners.length, 2 * N);
       // the bridge closes every one of them (the client sees its end)
       await Promise.race([Promise.all(closed), new Promise((_, reject) => setTimeout(() => reject(new Error('clients not closed by the bridge')), 20_000))]);
-      await eventually(async () => {
-        const st = await bridgeStatus(port);
-        return st.connections.open === 0 && st.gateways[0]!.active === 0;
-      }, "the bridge's open count and the gateway's active count back to 0", { describe: () => bridgeStatus(port) });
-      await eventually(() => openFds(bridge) <= base.bridge, `bridge descriptors back to ${base.bridge}`, { describe: () => openFds(bridge) });
-      await eventually(() => openFds(gw) <= base.gw, `gateway descriptors back to ${base.gw}`, { describe: () => openFds(gw) });
+      await backToBaseline(pair);
       for (const p of listeners) assert.ok(await refused(p), `the gateway no longer listens on ${p}`);
     } finally {
       for (const s of clients) s.destroy();
