@@ -61,7 +61,8 @@ async function acceptOne(): Promise<{ srv: Server; port: number; accepted: Promi
   return { srv, port: portOf(srv), accepted };
 }
 
-async function path(run: RelayFn, idleTimeoutMs = 0): Promise<Path> {
+/** Client ↔ (cs | rs) ↔ origin, connected, no relay started yet. */
+async function ends(): Promise<Omit<Path, 'result'>> {
   const front = await acceptOne();
   const back = await acceptOne();
   const client = connect({ host: '127.0.0.1', port: front.port, allowHalfOpen: true });
@@ -69,13 +70,11 @@ async function path(run: RelayFn, idleTimeoutMs = 0): Promise<Path> {
   const rs = connect({ host: '127.0.0.1', port: back.port, allowHalfOpen: true });
   await new Promise((r) => rs.once('connect', r));
   const origin = await back.accepted;
-  const result = run(cs, rs, { idleTimeoutMs });
   return {
     client,
     origin,
     cs,
     rs,
-    result,
     close: () => {
       client.destroy();
       origin.destroy();
@@ -83,6 +82,11 @@ async function path(run: RelayFn, idleTimeoutMs = 0): Promise<Path> {
       back.srv.close();
     },
   };
+}
+
+async function path(run: RelayFn, idleTimeoutMs = 0): Promise<Path> {
+  const e = await ends();
+  return { ...e, result: run(e.cs, e.rs, { idleTimeoutMs }) };
 }
 
 /** How a server ends a tunnel from outside when it shuts down. */
@@ -135,12 +139,7 @@ function suite(name: string, run: RelayFn, skip: false | string, shutdown: Shutd
     test('a FIN Node read before the relay began (with the first bytes, either side) is passed on after them', async () => {
       // as the gateway meets it: the request, early data and FIN arrive together, the handshake
       // reads them all ('end' fires), and only then is the tunnel handed to the relay
-      const front = await acceptOne();
-      const back = await acceptOne();
-      const client = connect({ host: '127.0.0.1', port: front.port, allowHalfOpen: true });
-      const cs = await front.accepted;
-      const rs = connect({ host: '127.0.0.1', port: back.port, allowHalfOpen: true });
-      const origin = await back.accepted;
+      const { client, origin, cs, rs, close } = await ends();
       try {
         const atClient = collect(client);
         const atOrigin = collect(origin);
@@ -155,20 +154,12 @@ function suite(name: string, run: RelayFn, skip: false | string, shutdown: Shutd
         assert.equal((await within(atClient, 'EOF at the client')).toString(), 'early down');
         assert.equal((await within(result, 'end of the relay')).end, 'closed');
       } finally {
-        client.destroy();
-        origin.destroy();
-        front.srv.close();
-        back.srv.close();
+        close();
       }
     });
 
     test('a client FIN read before the relay began reaches the origin while the origin still answers', async () => {
-      const front = await acceptOne();
-      const back = await acceptOne();
-      const client = connect({ host: '127.0.0.1', port: front.port, allowHalfOpen: true });
-      const cs = await front.accepted;
-      const rs = connect({ host: '127.0.0.1', port: back.port, allowHalfOpen: true });
-      const origin = await back.accepted;
+      const { client, origin, cs, rs, close } = await ends();
       try {
         const atClient = collect(client);
         const atOrigin = collect(origin);
@@ -184,10 +175,7 @@ function suite(name: string, run: RelayFn, skip: false | string, shutdown: Shutd
         const r = await within(result, 'end of the relay');
         assert.deepEqual(r, { up: 7, down: answer.length, end: 'closed' });
       } finally {
-        client.destroy();
-        origin.destroy();
-        front.srv.close();
-        back.srv.close();
+        close();
       }
     });
 
