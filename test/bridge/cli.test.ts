@@ -9,6 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { splitHostPort } from '../../shared/net/address.js';
+import { encodeGreeting } from '../../shared/socks5/codec.js';
+import { METHOD } from '../../shared/socks5/constants.js';
 import { readAll, startOrigin, type Origin } from '../helpers/origin.js';
 import { CLI, startCli, type Running } from '../helpers/process.js';
 
@@ -68,9 +70,9 @@ describe('dualsocks start --clients', () => {
     const line = await start.waitStderr(/in process on /);
     const hp = splitHostPort(/in process on (\S+)/.exec(line)![1]!)!;
     assert.equal(hp.host, '127.0.0.1');
-    for (const methods of [[0x00], [0x00, 0x02]]) {
+    for (const methods of [[METHOD.NO_AUTH], [METHOD.NO_AUTH, METHOD.USERPASS]]) {
       const s = connect({ host: hp.host, port: hp.port });
-      s.write(Buffer.from([0x05, methods.length, ...methods]));
+      s.write(encodeGreeting({ methods }));
       const answer = await firstBytes(s);
       s.destroy();
       // 0x00 would be an open proxy on loopback around --clients; 0x02 asks for a password
@@ -115,7 +117,7 @@ async function stopProc(proc: ReturnType<typeof spawn>): Promise<{ code: number 
 /** A SOCKS5 greeting answered with "no authentication": a gateway that serves. */
 async function gatewayServes(port: number): Promise<void> {
   const s = connect({ host: '127.0.0.1', port });
-  s.write(Buffer.from([0x05, 0x01, 0x00]));
+  s.write(encodeGreeting({ methods: [METHOD.NO_AUTH] }));
   const answer = await firstBytes(s);
   s.destroy();
   assert.deepEqual([...answer], [0x05, 0x00]);

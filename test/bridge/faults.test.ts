@@ -6,58 +6,35 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, request, type IncomingMessage } from 'node:http';
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { SocksClient } from 'socks';
-import { decodeMethodSelection, decodeReply, encodeGreeting, encodeRequest, type Decoded } from '../../shared/socks5/codec.js';
-import { CMD, METHOD } from '../../shared/socks5/constants.js';
 import { raiseNofile } from '../bench/peers.js';
 import { startTcp } from '../helpers/origin.js';
 import { startCli, type Running } from '../helpers/process.js';
+import { eventually, fdLinks, openFds, openSockets } from '../helpers/settle.js';
+import { socks5Open } from '../helpers/socks5.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-faults-'));
 writeFileSync(join(dir, 'hosts'), '127.0.0.1 web.test sink.test idle.test\n');
 const GATEWAY_ARGS = ['--listen', '127.0.0.1:0', '--hosts', join(dir, 'hosts'), '--dns', 'none', '--allow', '127.0.0.1'];
 const MiB = 1024 * 1024;
 
-const links = (pid: number): string[] =>
-  readdirSync(`/proc/${pid}/fd`).map((fd) => {
-    try {
-      return readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      return 'gone';
-    }
-  });
-const fdCount = (pid: number): number => links(pid).length;
-const socketCount = (pid: number): number => links(pid).filter((l) => l.startsWith('socket:')).length;
 /** The native relay keeps up to 64 idle pipes (two descriptors each) for reuse (bridge/native). */
 const PIPE_POOL_FDS = 128;
+/** No 'drain' for this long counts as a stalled writer. */
+const STALL_MS = 2000;
 const rssMiB = (pid: number): number => Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** `ss` lines of a process's TCP sockets, for failure messages. */
 function sockets(pid: number): string {
   const r = spawnSync('ss', ['-tanpH'], { encoding: 'utf8' });
-  return `${r.stdout.split('\n').filter((l) => l.includes(`pid=${pid},`)).join('\n')}\n${links(pid).join(' ')}`;
-}
-
-/** Polls `pred` every 50 ms for at most `limitMs`; fails naming `what` and the last value. */
-async function until(pred: () => boolean, limitMs: number, what: () => string): Promise<void> {
-  for (const end = Date.now() + limitMs; !pred(); ) {
-    if (Date.now() > end) throw new Error(`gave up waiting: ${what()}`);
-    await sleep(50);
-  }
-}
-
-async function untilAsync(pred: () => Promise<boolean>, limitMs: number, what: string): Promise<void> {
-  for (const end = Date.now() + limitMs; !(await pred()); ) {
-    if (Date.now() > end) throw new Error(`gave up waiting: ${what}`);
-    await sleep(50);
-  }
+  return `${r.stdout.split('\n').filter((l) => l.includes(`pid=${pid},`)).join('\n')}\n${fdLinks(pid).join(' ')}`;
 }
 
 /** The bridge's /api/status. */
@@ -74,52 +51,12 @@ function bridgeStatus(port: number): Promise<{ gateways: { url: string; up: bool
   });
 }
 
-/** A SOCKS5 CONNECT with no authentication, messages built and read by the project's codec. */
+/** A SOCKS5 CONNECT with no authentication, through the shared driver. */
 async function socks5(proxyPort: number, host: string, port: number): Promise<Socket> {
-  const s = connect({ host: '127.0.0.1', port: proxyPort });
-  s.setNoDelay(true);
-  let buf: Uint8Array = new Uint8Array(0);
-  let wake: (() => void) | undefined;
-  let failed: Error | undefined;
-  const onData = (d: Buffer): void => {
-    buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
-    wake?.();
-  };
-  const onEnd = (e?: Error): void => {
-    failed ??= e ?? new Error('closed during the handshake');
-    wake?.();
-  };
-  s.on('data', onData);
-  s.on('error', onEnd);
-  s.on('close', () => onEnd());
-  const read = async <T>(decode: (b: Uint8Array) => Decoded<T>): Promise<T> => {
-    for (;;) {
-      const d = decode(buf);
-      if (d.status === 'ok') {
-        buf = buf.subarray(d.size);
-        return d.msg;
-      }
-      if (d.status === 'error') throw d.error;
-      if (failed) throw failed;
-      await new Promise<void>((r) => (wake = r));
-    }
-  };
-  try {
-    s.write(encodeGreeting({ methods: [METHOD.NO_AUTH] }));
-    assert.equal((await read(decodeMethodSelection)).method, METHOD.NO_AUTH);
-    s.write(encodeRequest({ cmd: CMD.CONNECT, host, port }));
-    const reply = await read(decodeReply);
-    if (reply.rep !== 0) throw new Error(`REP ${reply.rep}`);
-    // the destinations here do not speak first
-    assert.equal(buf.length, 0);
-  } catch (e) {
-    s.destroy();
-    throw e;
-  }
-  s.off('data', onData);
-  s.removeAllListeners('error');
-  s.removeAllListeners('close');
-  return s;
+  const t = await socks5Open(proxyPort, { host, port });
+  // the destinations here do not speak first
+  assert.equal(t.rest.length, 0);
+  return t.socket;
 }
 
 describe('faults', () => {
@@ -199,11 +136,11 @@ describe('faults', () => {
       };
 
       // after the first health check, so both gateways are known to be up
-      await untilAsync(async () => (await bridgeStatus(proxyPort)).gateways.every((g) => g.up && g.pipelining !== null), 15000, 'both gateways checked');
-      const fdBaseline = fdCount(bridgePid);
-      const socketBaseline = socketCount(bridgePid);
+      await eventually(async () => (await bridgeStatus(proxyPort)).gateways.every((g) => g.up && g.pipelining !== null), 'both gateways checked', { timeoutMs: 15000 });
+      const fdBaseline = openFds(bridgePid);
+      const socketBaseline = openSockets(bridgePid);
       const transfers = await Promise.all(Array.from({ length: 50 }, (_, i) => transfer(i % 2 === 1)));
-      await until(() => transfers.every((t) => t.received >= SIZE / 2), 60000, () => `first halves: ${transfers.map((t) => t.received).join(' ')}`);
+      await eventually(() => transfers.every((t) => t.received >= SIZE / 2), 'first halves received', { timeoutMs: 60000, describe: () => transfers.map((t) => t.received).join(' ') });
 
       // what each gateway carries, as the bridge counts it
       const carried = (await bridgeStatus(proxyPort)).gateways.map((g) => g.active);
@@ -231,7 +168,7 @@ describe('faults', () => {
       for (const [i, t] of fresh.entries()) if (i % 2 === 1) assert.equal(gatewayOf.get(t.localPort), urlB, 'a new tunnel after the kill');
 
       // every socket of the bridge is closed again (idle pipes kept for reuse aside)
-      await until(() => socketCount(bridgePid) <= socketBaseline && fdCount(bridgePid) <= fdBaseline + PIPE_POOL_FDS, 15000, () => `bridge descriptors ${fdCount(bridgePid)}, baseline ${fdBaseline}; its sockets:\n${sockets(bridgePid)}`);
+      await eventually(() => openSockets(bridgePid) <= socketBaseline && openFds(bridgePid) <= fdBaseline + PIPE_POOL_FDS, 'bridge descriptors back to the baseline', { timeoutMs: 15000, describe: () => `bridge descriptors ${openFds(bridgePid)}, baseline ${fdBaseline}; its sockets:\n${sockets(bridgePid)}` });
     } finally {
       for (const r of running) await r.stop();
       origin.closeAllConnections?.();
@@ -258,11 +195,11 @@ describe('faults', () => {
           s.on('error', () => {});
           let offered = 0;
           let stalled = false;
-          // write as fast as the tunnel takes it; no 'drain' for 2 s is a stall: stop there
+          // write as fast as the tunnel takes it; no 'drain' for 2 s is a stall: stop there (time let pass on purpose)
           while (offered < 1024 * MiB) {
             offered += chunk.length;
             if (s.write(chunk)) continue;
-            const drained = await Promise.race([new Promise<boolean>((r) => s.once('drain', () => r(true))), sleep(2000).then(() => false)]);
+            const drained = await Promise.race([new Promise<boolean>((r) => s.once('drain', () => r(true))), sleep(STALL_MS).then(() => false)]);
             if (!drained) {
               stalled = true;
               break;
@@ -309,12 +246,12 @@ describe('faults', () => {
           tunnels.push(...(await Promise.all(Array.from({ length: Math.min(250, n - i) }, () => socks5(port, 'idle.test', origin.port)))));
         }
         for (const t of tunnels) t.on('error', () => {});
-        await until(() => held.size === n, 30000, () => `${held.size} of ${n} tunnels reached the origin`);
+        await eventually(() => held.size === n, 'every tunnel reached the origin', { timeoutMs: 30000, describe: () => `${held.size} of ${n} tunnels reached the origin` });
         for (const [i, t] of tunnels.entries()) {
           if (i % 2 === 0) t.end();
           else t.destroy();
         }
-        await until(() => held.size === 0 && tunnels.every((t) => t.closed), 30000, () => `${held.size} tunnels still open at the origin`);
+        await eventually(() => held.size === 0 && tunnels.every((t) => t.closed), 'every tunnel closed', { timeoutMs: 30000, describe: () => `${held.size} tunnels still open at the origin` });
       };
       /**
        * `total` tunnels, all open at once when the descriptor limits allow it, else in equal
@@ -325,15 +262,15 @@ describe('faults', () => {
         if (rounds > 1) t.diagnostic(`descriptor limit ${Math.min(mine, theirs)}: ${total} tunnels in ${rounds} rounds`);
         for (let i = 0; i < rounds; i++) await round(port, Math.ceil(total / rounds));
       };
-      const measure = (r: Running): { fds: number; sockets: number; rss: number } => ({ fds: fdCount(r.proc.pid!), sockets: socketCount(r.proc.pid!), rss: rssMiB(r.proc.pid!) });
+      const measure = (r: Running): { fds: number; sockets: number; rss: number } => ({ fds: openFds(r.proc.pid!), sockets: openSockets(r.proc.pid!), rss: rssMiB(r.proc.pid!) });
       const back = async (r: Running, base: { fds: number; sockets: number; rss: number }, what: string): Promise<void> => {
-        await until(
+        await eventually(
           () => {
             const m = measure(r);
             return m.sockets <= base.sockets && m.fds <= base.fds + PIPE_POOL_FDS && m.rss < base.rss + 32;
           },
-          20000,
-          () => `${what}: ${JSON.stringify(measure(r))} against ${JSON.stringify(base)}`,
+          `${what}: back to the baseline`,
+          { timeoutMs: 20000, describe: () => `${JSON.stringify(measure(r))} against ${JSON.stringify(base)}` },
         );
       };
 
@@ -342,9 +279,9 @@ describe('faults', () => {
         ['bridge→gateway', bridge.listening[0]!.port, 2000, [bridge, gw]],
       ] as const) {
         // a first round brings every lazily made thing into being; the baseline is taken after it
-        const before = procs.map((p) => socketCount(p.proc.pid!));
+        const before = procs.map((p) => openSockets(p.proc.pid!));
         await round(port, 200);
-        await Promise.all(procs.map((p, i) => until(() => socketCount(p.proc.pid!) <= before[i]!, 10000, () => `sockets after warm-up: ${sockets(p.proc.pid!)}`)));
+        await Promise.all(procs.map((p, i) => eventually(() => openSockets(p.proc.pid!) <= before[i]!, 'sockets back after warm-up', { timeoutMs: 10000, describe: () => sockets(p.proc.pid!) })));
         const base = procs.map(measure);
         await cycle(port, n);
         for (const [i, p] of procs.entries()) await back(p, base[i]!, `${path}, ${n} tunnels, ${p.proc.spawnargs[2]}`);

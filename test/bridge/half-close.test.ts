@@ -8,17 +8,18 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { nativeRelayStatus } from '../../bridge/native/loader.js';
-import { concatBytes, decodeAuthReply, decodeMethodSelection, decodeReply, decodeSocks4Reply, encodeAuthRequest, encodeGreeting, encodeRequest, encodeSocks4Request } from '../../shared/socks5/codec.js';
+import { concatBytes, decodeAuthReply, decodeMethodSelection, decodeReply, decodeSocks4Reply, encodeRequest, encodeSocks4Request } from '../../shared/socks5/codec.js';
 import { CMD, METHOD, REP, SOCKS4_CD } from '../../shared/socks5/constants.js';
 import { haveCommand, requireCapability } from '../helpers/env.js';
 import { readAll, sha256, startOrigin, startTcp, type Origin } from '../helpers/origin.js';
 import { CLI, run, startCli, type Running } from '../helpers/process.js';
+import { corkedExchange, socks5Credentials, socks5Head, socks5Request } from '../helpers/socks5.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-halfclose-'));
 const hostsFile = join(dir, 'hosts');
@@ -31,19 +32,6 @@ const HANG_MS = 15_000;
 const skipNcat = requireCapability('ncat', haveCommand('ncat', ['--version']), 'apt-get install ncat');
 const native = nativeRelayStatus();
 const skipNative = requireCapability('native splice relay', native.available, native.reason);
-
-/** Sends argv[2] (hex) and its FIN in one TCP segment, prints what comes back until the server closes. */
-const CORKED_CLIENT = `
-import socket, sys
-s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
-s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-s.sendall(bytes.fromhex(sys.argv[2]))
-s.shutdown(socket.SHUT_WR)
-while True:
-    d = s.recv(65536)
-    if not d: break
-    sys.stdout.buffer.write(d)
-`;
 
 /** What the recording origin answers once it has read to EOF: proof that the FIN came through, after the data. */
 const receipt = (data: Uint8Array): string => `EOF after ${data.length} bytes sha256 ${sha256(data)}\n`;
@@ -110,16 +98,6 @@ function readHead(out: Readable, enough: (b: Buffer) => number | null): Promise<
   });
 }
 
-/** Length of a SOCKS5 method selection plus one reply, or null while incomplete. */
-function socks5Head(b: Buffer): number | null {
-  const m = decodeMethodSelection(b);
-  if (m.status !== 'ok') return null;
-  const r = decodeReply(b.subarray(m.size));
-  return r.status === 'ok' ? m.size + r.size : null;
-}
-
-const socks5 = (cmd: number, host: string, port: number): Uint8Array => concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH] }), encodeRequest({ cmd, host, port }));
-
 /** How a client asks a given inbound for host:port, and how its success reply looks. */
 interface Inbound {
   name: string;
@@ -132,7 +110,7 @@ interface Inbound {
 
 const SOCKS5: Inbound = {
   name: 'SOCKS5',
-  request: (host, port) => socks5(CMD.CONNECT, host, port),
+  request: (host, port) => socks5Request(CMD.CONNECT, host, port),
   reply: (out) => {
     const n = socks5Head(out);
     const r = decodeReply(out.subarray(2));
@@ -144,7 +122,7 @@ const SOCKS5: Inbound = {
 const SOCKS5_AUTH: Inbound = {
   name: 'SOCKS5 with user/password, pipelined',
   request: (host, port) =>
-    concatBytes(encodeGreeting({ methods: [METHOD.USERPASS] }), encodeAuthRequest({ username: 'alice', password: 'pw' }), encodeRequest({ cmd: CMD.CONNECT, host, port })),
+    concatBytes(socks5Credentials('alice', 'pw'), encodeRequest({ cmd: CMD.CONNECT, host, port })),
   reply: (out) => {
     const m = decodeMethodSelection(out);
     assert.ok(m.status === 'ok' && m.msg.method === METHOD.USERPASS, `method selection: ${out.subarray(0, 32).toString('hex')}`);
@@ -291,7 +269,7 @@ for (const mode of MODES) {
       // and the client then stayed until the bind timeout and a late peer got the data, no EOF
       test(`BIND (gateway, chained gateway), ${client.name}: a FIN with the request is the client leaving: closed, listener released`, { skip: client.skip }, async () => {
         for (const [entry, listener] of [[gw, gw], [chained, far]] as const) {
-          const c = client.open(entry.listening[0]!.port, concatBytes(socks5(CMD.BIND, '127.0.0.1', 0), Buffer.from('for the peer\n')));
+          const c = client.open(entry.listening[0]!.port, concatBytes(socks5Request(CMD.BIND, '127.0.0.1', 0), Buffer.from('for the peer\n')));
           const first = await withDeadline(readHead(c.out, socks5Head), 'BIND first reply');
           const bound = decodeReply(first.head.subarray(2));
           assert.ok(bound.status === 'ok' && bound.msg.rep === REP.SUCCEEDED);
@@ -309,7 +287,7 @@ for (const mode of MODES) {
       // greeting, request and FIN in one segment (TCP_CORK): the bridge has read the FIN before its
       // association is open. The control connection carries nothing but its end, so the FIN is the
       // client leaving: the association is given up (item 8), the client closed, nothing kept.
-      const r = await run('python3', ['-c', CORKED_CLIENT, String(bridge.listening[0]!.port), Buffer.from(socks5(CMD.UDP_ASSOCIATE, '0.0.0.0', 0)).toString('hex')], { timeoutMs: HANG_MS });
+      const r = await corkedExchange(bridge.listening[0]!.port, socks5Request(CMD.UDP_ASSOCIATE, '0.0.0.0', 0), HANG_MS);
       assert.equal(r.code, 0, `the bridge did not close the control connection: ${r.stderr}`);
       assert.equal(r.stdout.subarray(0, 2).toString('hex'), '0500', 'the greeting was answered');
       const rec = await bridge.waitRecord((x) => x.inbound === 'socks5' && x.cmd === 'udp');

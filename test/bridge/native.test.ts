@@ -13,6 +13,10 @@ import { relay, RelayGroup, relayJs, type RelayResult } from '../../bridge/relay
 import { requireCapability } from '../helpers/env.js';
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+/** After a FIN, how long the other direction is watched for a wrong close. */
+const AFTER_FIN_MS = 50;
+/** A sender that wrote nothing for this long is taken as stalled. */
+const NO_PROGRESS_MS = 300;
 
 function listen(onConn: (s: Socket) => void): Promise<Server> {
   const srv = createServer({ allowHalfOpen: true }, onConn);
@@ -57,7 +61,8 @@ async function acceptOne(): Promise<{ srv: Server; port: number; accepted: Promi
   return { srv, port: portOf(srv), accepted };
 }
 
-async function path(run: RelayFn, idleTimeoutMs = 0): Promise<Path> {
+/** Client ↔ (cs | rs) ↔ origin, connected, no relay started yet. */
+async function ends(): Promise<Omit<Path, 'result'>> {
   const front = await acceptOne();
   const back = await acceptOne();
   const client = connect({ host: '127.0.0.1', port: front.port, allowHalfOpen: true });
@@ -65,13 +70,11 @@ async function path(run: RelayFn, idleTimeoutMs = 0): Promise<Path> {
   const rs = connect({ host: '127.0.0.1', port: back.port, allowHalfOpen: true });
   await new Promise((r) => rs.once('connect', r));
   const origin = await back.accepted;
-  const result = run(cs, rs, { idleTimeoutMs });
   return {
     client,
     origin,
     cs,
     rs,
-    result,
     close: () => {
       client.destroy();
       origin.destroy();
@@ -79,6 +82,11 @@ async function path(run: RelayFn, idleTimeoutMs = 0): Promise<Path> {
       back.srv.close();
     },
   };
+}
+
+async function path(run: RelayFn, idleTimeoutMs = 0): Promise<Path> {
+  const e = await ends();
+  return { ...e, result: run(e.cs, e.rs, { idleTimeoutMs }) };
 }
 
 /** How a server ends a tunnel from outside when it shuts down. */
@@ -117,8 +125,9 @@ function suite(name: string, run: RelayFn, skip: false | string, shutdown: Shutd
         const atOrigin = collect(p.origin);
         p.client.end(payload);
         const got = await atOrigin; // the FIN came through: 'end' at the origin
-        // the other direction is still open: a reply written after the FIN arrives
-        await new Promise((r) => setTimeout(r, 50));
+        // the other direction is still open: a reply written after the FIN arrives (time let pass on
+        // purpose: a relay that closed both ways on the FIN would have done so by now)
+        await new Promise((r) => setTimeout(r, AFTER_FIN_MS));
         p.origin.end(`got ${sha(got)}`);
         assert.equal((await atClient).toString(), `got ${sha(payload)}`);
         assert.equal((await p.result).end, 'closed');
@@ -130,12 +139,7 @@ function suite(name: string, run: RelayFn, skip: false | string, shutdown: Shutd
     test('a FIN Node read before the relay began (with the first bytes, either side) is passed on after them', async () => {
       // as the gateway meets it: the request, early data and FIN arrive together, the handshake
       // reads them all ('end' fires), and only then is the tunnel handed to the relay
-      const front = await acceptOne();
-      const back = await acceptOne();
-      const client = connect({ host: '127.0.0.1', port: front.port, allowHalfOpen: true });
-      const cs = await front.accepted;
-      const rs = connect({ host: '127.0.0.1', port: back.port, allowHalfOpen: true });
-      const origin = await back.accepted;
+      const { client, origin, cs, rs, close } = await ends();
       try {
         const atClient = collect(client);
         const atOrigin = collect(origin);
@@ -150,20 +154,12 @@ function suite(name: string, run: RelayFn, skip: false | string, shutdown: Shutd
         assert.equal((await within(atClient, 'EOF at the client')).toString(), 'early down');
         assert.equal((await within(result, 'end of the relay')).end, 'closed');
       } finally {
-        client.destroy();
-        origin.destroy();
-        front.srv.close();
-        back.srv.close();
+        close();
       }
     });
 
     test('a client FIN read before the relay began reaches the origin while the origin still answers', async () => {
-      const front = await acceptOne();
-      const back = await acceptOne();
-      const client = connect({ host: '127.0.0.1', port: front.port, allowHalfOpen: true });
-      const cs = await front.accepted;
-      const rs = connect({ host: '127.0.0.1', port: back.port, allowHalfOpen: true });
-      const origin = await back.accepted;
+      const { client, origin, cs, rs, close } = await ends();
       try {
         const atClient = collect(client);
         const atOrigin = collect(origin);
@@ -179,10 +175,7 @@ function suite(name: string, run: RelayFn, skip: false | string, shutdown: Shutd
         const r = await within(result, 'end of the relay');
         assert.deepEqual(r, { up: 7, down: answer.length, end: 'closed' });
       } finally {
-        client.destroy();
-        origin.destroy();
-        front.srv.close();
-        back.srv.close();
+        close();
       }
     });
 
@@ -204,10 +197,11 @@ function suite(name: string, run: RelayFn, skip: false | string, shutdown: Shutd
           p.origin.end();
         };
         pump();
+        // time let pass on purpose: "no progress" is the absence of an event, over an interval
         let last = -1;
         while (last !== written) {
           last = written;
-          await new Promise((r) => setTimeout(r, 300));
+          await new Promise((r) => setTimeout(r, NO_PROGRESS_MS));
         }
         assert.ok(written < 64 * 1024 * 1024, `sender stalled after ${written} bytes`);
         // and everything flows once the reader reads again
@@ -247,8 +241,9 @@ function suite(name: string, run: RelayFn, skip: false | string, shutdown: Shutd
           p.client.once('error', r);
         });
         p.client.resume();
+        const relayed = new Promise((r) => p.client.once('data', r));
         p.origin.write('before');
-        await new Promise((r) => setTimeout(r, 50));
+        await relayed; // the relay is running when the shutdown comes
         shutdown.run(p);
         await p.result;
         await clientEnded;

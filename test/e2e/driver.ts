@@ -5,6 +5,7 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { eventually } from '../helpers/settle.js';
 
 export interface DriverOptions {
   engine: 'chromium' | 'firefox';
@@ -64,14 +65,16 @@ function step(what: string): void {
 }
 
 async function waitForText(page: AnyPage, text: string, timeoutMs = 20000): Promise<string> {
-  const end = Date.now() + timeoutMs;
   let last = '';
-  while (Date.now() < end) {
-    last = await bodyText(page).catch(() => '');
-    if (last.includes(text)) return last;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`page never showed ${JSON.stringify(text)}; last text: ${JSON.stringify(last)}`);
+  await eventually(
+    async () => {
+      last = await bodyText(page).catch(() => '');
+      return last.includes(text);
+    },
+    `page showed ${JSON.stringify(text)}`,
+    { timeoutMs, describe: () => last },
+  );
+  return last;
 }
 
 type Sized = AnyPage & { setViewport?: unknown; setViewportSize?: unknown };
@@ -88,9 +91,9 @@ type OpenExtensionPage = (path: string, viewport: { width: number; height: numbe
 const LEAVING = '__dualsocksLeaving';
 
 async function waitReady(page: AnyPage, path: string, timeoutMs = 20000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await page
+  let ok = '';
+  const ready = async (): Promise<boolean> => {
+    ok = await page
       .evaluate(() => {
         const g = globalThis as unknown as { location: { href: string }; document: { body: { hasAttribute(a: string): boolean } | null }; __dualsocksLeaving?: boolean };
         const d = g.document as unknown as { readyState: string; body: { innerText: string } | null };
@@ -98,10 +101,9 @@ async function waitReady(page: AnyPage, path: string, timeoutMs = 20000): Promis
         return `${g.location.href} ${d.readyState} ${JSON.stringify(d.body?.innerText.slice(0, 80) ?? null)} ${g.document.body?.hasAttribute('data-ready') && !g.__dualsocksLeaving ? 'ready' : ''}`;
       })
       .catch(() => '');
-    if (ok.split(' ')[0]!.includes(`/${path}`) && ok.endsWith(' ready')) return;
-    if (Date.now() > end) throw new Error(`${path} never became ready (${ok})`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+    return ok.split(' ')[0]!.includes(`/${path}`) && ok.endsWith(' ready');
+  };
+  await eventually(ready, `${path} ready`, { timeoutMs, describe: () => ok });
 }
 
 async function setBridge(open: OpenExtensionPage, bridge: string): Promise<string> {
@@ -170,17 +172,17 @@ async function chromiumRun(o: DriverOptions, profile: string): Promise<DriverRes
     };
     if (o.bridge) result.optionsSaved = await setBridge(open, o.bridge);
     // The PAC is set asynchronously after the worker starts; wait until Chromium reports it in effect.
-    for (let i = 0; ; i++) {
-      const ok = await sw.evaluate(async () => {
-        type Setting = { get(d: object): Promise<{ levelOfControl: string; value: { mode: string } }> };
-        const c = (globalThis as unknown as { chrome: { proxy: { settings: Setting } } }).chrome;
-        const s = await c.proxy.settings.get({});
-        return s.levelOfControl === 'controlled_by_this_extension' && s.value.mode === 'pac_script';
-      });
-      if (ok) break;
-      if (i > 100) throw new Error('the extension never set the proxy');
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await eventually(
+      () =>
+        sw.evaluate(async () => {
+          type Setting = { get(d: object): Promise<{ levelOfControl: string; value: { mode: string } }> };
+          const c = (globalThis as unknown as { chrome: { proxy: { settings: Setting } } }).chrome;
+          const s = await c.proxy.settings.get({});
+          return s.levelOfControl === 'controlled_by_this_extension' && s.value.mode === 'pac_script';
+        }),
+      'the extension set the proxy',
+      { timeoutMs: 10_000 },
+    );
     const page = await ctx.newPage();
     await page.goto(o.url, { timeout: 30000 });
     result.pageText = await waitForText(page as unknown as AnyPage, o.expect);
@@ -219,12 +221,15 @@ async function firefoxRun(o: DriverOptions): Promise<DriverResult> {
         new Promise<string>((r) => setTimeout(() => r(''), 2000)),
       ]);
     let found: AnyPage | undefined;
-    for (const end = Date.now() + 45000; !found && Date.now() < end; ) {
-      for (const p of await browser.pages()) if ((await hrefOf(p as unknown as AnyPage)).startsWith(base)) found = p as unknown as AnyPage;
-      if (!found) await new Promise((r) => setTimeout(r, 200));
-    }
-    if (!found) throw new Error('the options page did not open on install');
-    const tab = found;
+    await eventually(
+      async () => {
+        for (const p of await browser.pages()) if ((await hrefOf(p as unknown as AnyPage)).startsWith(base)) found = p as unknown as AnyPage;
+        return found !== undefined;
+      },
+      'the options page opened on install',
+      { timeoutMs: 45_000 },
+    );
+    const tab = found!;
     const open: OpenExtensionPage = async (path, viewport) => {
       await resize(tab as Sized, viewport);
       // the same URL again is a reload: without the mark, the old document could pass for the new one

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import vm from 'node:vm';
 import type { BrowserContext, Page, Worker } from 'playwright-core';
 import { requireCapability } from '../helpers/env.js';
+import { eventually } from '../helpers/settle.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const EXTENSION = join(ROOT, 'dist/extension');
@@ -48,12 +49,15 @@ async function pacData(sw: Worker): Promise<string | null> {
 /** Polls (bounded) until the PAC in effect satisfies `ok`; the background applies it asynchronously. */
 async function waitPac(sw: Worker, ok: (pac: string) => boolean, what: string): Promise<string> {
   let last: string | null = null;
-  for (const end = Date.now() + 20000; Date.now() < end; ) {
-    last = await pacData(sw);
-    if (last !== null && ok(last)) return last;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`the PAC in effect never ${what}; last: ${last === null ? 'none' : last.slice(-600)}`);
+  await eventually(
+    async () => {
+      last = await pacData(sw);
+      return last !== null && ok(last);
+    },
+    `the PAC in effect ${what}`,
+    { describe: () => (last === null ? 'none' : last.slice(-600)) },
+  );
+  return last!;
 }
 
 /** FindProxyForURL from PAC text, in a bare vm whose name-resolving helpers fail the test. */

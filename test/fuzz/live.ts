@@ -222,6 +222,10 @@ export function fdKinds(pid: number): string {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** After the warm-up, before the descriptor baselines are taken. */
+const WARM_UP_SETTLE_MS = 1000;
+/** Between looks at the descriptor counts while waiting for them to come back. */
+const LEAK_POLL_MS = 100;
 
 /** Sends one input on a fresh connection the way its mode says, and is done when the socket is. */
 /** Client port → input of the current batch, to name the inputs whose connections were left open. */
@@ -540,7 +544,8 @@ export async function runLive(opts: LiveOptions): Promise<LiveResult> {
 
     // warm up (pools, health checks, lazy modules), then take the baselines
     for (const p of procs) for (const l of p.ports.filter((x) => servesOutsiders(x.kind))) for (let i = 0; i < 2; i++) await served(l.port, l.kind, origin);
-    await sleep(1000);
+    // time let pass on purpose: the warm-up's lazily made things (pools, threads) have no event that says "done"
+    await sleep(WARM_UP_SETTLE_MS);
     for (const p of procs) {
       p.fdBaseline = fdCount(p.pid);
       p.socketBaseline = socketCount(p.pid);
@@ -653,7 +658,7 @@ async function checkBatch(procs: Proc[], batch: number, classes: string, origin:
       }
       break;
     }
-    await sleep(100);
+    await sleep(LEAK_POLL_MS);
   }
   for (const p of procs) {
     if (p.dead) continue;

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { parseIp } from '../../shared/net/address.js';
 import { rootNetns } from '../helpers/env.js';
 import { startCli, type Running } from '../helpers/process.js';
+import { eventually } from '../helpers/settle.js';
 import { createTopology, ADDR, ALLOW_DESTINATIONS, NAMES, GW_DNS, BLOB_SIZE, HTTP_PORT, SHA_PORT, type Server, type Topology } from './netns.js';
 import { anyAddress, makeUsersFile, startGateway } from './fixtures.js';
 
@@ -89,14 +90,6 @@ if (mode === 'socks5') {
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const gatewayUrl = (gwHost: string, port: number): string => `socks5://${USER}:${PASS}@${gwHost}:${port}`;
 const redacted = (gwHost: string, port: number): string => `socks5://${USER}:***@${gwHost}:${port}`;
-
-async function until(what: string, pred: () => boolean, timeoutMs = 20000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 test('bridge in single-family client namespaces: the other family by a name only the gateway knows', { skip }, async (t) => {
   const topo: Topology = await createTopology();
@@ -243,7 +236,7 @@ test('bridge in single-family client namespaces: the other family by a name only
     await t.test('the gateway received every destination as a name (SOCKS5 DOMAINNAME), never an address', async () => {
       const fromClient = (client: Client) => gw.records().filter((r) => r.client === ADDR[client] && r.cmd !== undefined);
       // 4 methods × (page + blob) per bridge, 2 uploads, 4 failed lookups of the unknown name; plus 2 rounds of the failover case through c4 (part of them via the second gateway)
-      await until('the gateway log records', () => fromClient('c4').length >= 8 + 2 + 4 + 8 && fromClient('c6').length >= 8 + 2 + 4);
+      await eventually(() => fromClient('c4').length >= 8 + 2 + 4 + 8 && fromClient('c6').length >= 8 + 2 + 4, 'the gateway log records');
       for (const c of CASES) {
         const records = fromClient(c.client);
         for (const r of records) {
@@ -269,7 +262,7 @@ test('bridge in single-family client namespaces: the other family by a name only
       const canary = 'bridge-canary.test';
       for (const client of ['c4', 'c6'] as const) {
         await topo.exec(client, 'getent', ['hosts', canary]);
-        await until(`${client}'s resolver to log ${canary}`, () => topo.queriesFor(client, canary) > 0, 10000);
+        await eventually(() => topo.queriesFor(client, canary) > 0, `${client}'s resolver to log ${canary}`, { timeoutMs: 10000 });
       }
     });
   } finally {

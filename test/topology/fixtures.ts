@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, startCli, type Running } from '../helpers/process.js';
+import { eventually } from '../helpers/settle.js';
 import { run } from './netns.js';
 
 /** Runs `dualsocks passwd user` with `pass` on stdin, asserts it succeeded, and writes its output to dir/users. */
@@ -45,12 +46,11 @@ while True:
 export async function startPyUdpEcho(topo: { ns: Record<string, string> }, role: string, host: string, port: number, heard: string[]): Promise<ChildProcess> {
   const p = spawn('ip', ['netns', 'exec', topo.ns[role]!, '/usr/bin/python3', '-c', PY_UDP_ECHO, host, String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
   p.stdout!.setEncoding('utf8').on('data', (d: string) => heard.push(...d.split('\n').filter(Boolean)));
-  for (let i = 0; ; i++) {
-    if ((await run('ss', ['-Hlnu', 'sport', '=', `:${port}`], { netns: topo.ns[role] })).stdout.length > 0) return p;
-    if (i > 100) {
-      p.kill('SIGKILL');
-      throw new Error(`UDP echo in ${role} did not start`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
+  try {
+    await eventually(async () => (await run('ss', ['-Hlnu', 'sport', '=', `:${port}`], { netns: topo.ns[role] })).stdout.length > 0, `UDP echo in ${role} listening`, { timeoutMs: 10_000 });
+  } catch (e) {
+    p.kill('SIGKILL');
+    throw e;
   }
+  return p;
 }

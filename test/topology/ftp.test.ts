@@ -11,6 +11,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { haveCommand, requireCapability, rootNetns } from '../helpers/env.js';
 import { type Running } from '../helpers/process.js';
+import { eventually } from '../helpers/settle.js';
 import { createTopology, ADDR, ALLOW_DESTINATIONS, NAMES, GW_DNS, type Topology } from './netns.js';
 import { anyAddress, makeUsersFile, startGateway } from './fixtures.js';
 
@@ -149,12 +150,7 @@ test('FTP translation across address families in network namespaces', { skip }, 
       servers.push(p);
     }
     for (const s of ['s4', 's6'] as const) {
-      for (let i = 0; ; i++) {
-        const r = await topo.exec(s, 'ss', ['-Hltn', 'sport', '=', `:${FTP_PORT}`]);
-        if (r.stdout.length > 0) break;
-        if (i > 150) throw new Error(`pyftpdlib in ${s} did not start:\n${ftpLog(s)}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await eventually(async () => (await topo.exec(s, 'ss', ['-Hltn', 'sport', '=', `:${FTP_PORT}`])).stdout.length > 0, `pyftpdlib in ${s} listening`, { timeoutMs: 15_000, describe: () => ftpLog(s) });
     }
 
     const common = ['--users', usersFile, '--hosts', topo.hostsFile, '--dns', `${GW_DNS.host}:${GW_DNS.port}`, ...ALLOW_DESTINATIONS];

@@ -8,6 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { eventually } from '../helpers/settle.js';
 
 /**
  * Like run() in ../helpers/process.ts, which crashes the test process with an unhandled EPIPE
@@ -168,15 +169,6 @@ async function must(cmd: string, args: string[], netns?: string): Promise<string
   return r.stdout.toString();
 }
 
-async function waitFor(what: string, timeoutMs: number, probe: () => Promise<boolean>): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await probe()) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 // ---- Building blocks shared by both topologies ----
 
 /** A set of namespaces under one id, with its scratch dir, its children and its cleanup. */
@@ -300,11 +292,11 @@ async function listeningOn<R extends string>(lab: Lab<R>, role: R, proto: '-t' |
 
 /** Waits for each resolver ([role, port]) in turn, then for the servers startServers() started. */
 async function waitReady<R extends string>(lab: Lab<R | Server>, resolvers: [R, number][], addr: Record<Server, string>, sha: boolean): Promise<void> {
-  for (const [role, port] of resolvers) await waitFor(`dnsmasq in ${role}`, 10000, () => listeningOn(lab, role, '-u', port));
+  for (const [role, port] of resolvers) await eventually(() => listeningOn(lab, role, '-u', port), `dnsmasq in ${role} listening`, { timeoutMs: 10000 });
   for (const s of ['s4', 's6'] as const) {
     const url = `http://${s === 's6' ? `[${addr.s6}]` : addr.s4}:${HTTP_PORT}/index.html`;
-    if (sha) await waitFor(`sha server in ${s}`, 15000, () => listeningOn(lab, s, '-t', SHA_PORT));
-    await waitFor(`HTTP server in ${s}`, 15000, async () => (await run('curl', ['-sf', '-o', '/dev/null', '--max-time', '2', url], { netns: lab.ns[s] })).code === 0);
+    if (sha) await eventually(() => listeningOn(lab, s, '-t', SHA_PORT), `sha server in ${s} listening`, { timeoutMs: 15000 });
+    await eventually(async () => (await run('curl', ['-sf', '-o', '/dev/null', '--max-time', '2', url], { netns: lab.ns[s] })).code === 0, `HTTP server in ${s} serving`, { timeoutMs: 15000 });
   }
 }
 
@@ -482,7 +474,7 @@ export async function createLan(): Promise<Lan> {
       dir: h.dir,
       exec: h.exec,
       spawnIn: lab.spawnIn,
-      waitListening: (role: LanRole, port: number) => waitFor(`a TCP listener on ${port} in ${role}`, 15000, () => listeningOn(lab, role, '-t', port)),
+      waitListening: (role: LanRole, port: number) => eventually(() => listeningOn(lab, role, '-t', port), `a TCP listener on ${port} in ${role}`, { timeoutMs: 15000 }),
       destroy: h.destroy,
     };
   });

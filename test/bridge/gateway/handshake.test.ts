@@ -10,10 +10,12 @@ import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
 import { gatewayConfig } from '../../../bridge/gateway/config.js';
 import { Gateway } from '../../../bridge/gateway/server.js';
 import type { Users } from '../../../bridge/gateway/users.js';
-import { concatBytes, decodeReply, encodeAuthRequest, encodeGreeting, encodeRequest } from '../../../shared/socks5/codec.js';
+import { concatBytes, decodeReply, encodeGreeting } from '../../../shared/socks5/codec.js';
 import { CMD, METHOD, REP } from '../../../shared/socks5/constants.js';
 import { readAll, startOrigin } from '../../helpers/origin.js';
 import { run, startCli } from '../../helpers/process.js';
+import { eventually } from '../../helpers/settle.js';
+import { socks5Connect, socks5Credentials } from '../../helpers/socks5.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-handshake-'));
 const hostsFile = join(dir, 'hosts');
@@ -137,7 +139,7 @@ describe('one guard per connection', () => {
     try {
       // a defect planted in the password check, which runs inside the socket's 'data' handler
       t.gw.users = { verify: () => { throw new TypeError('planted defect'); } } as unknown as Users;
-      const got = await rawExchange(t.port, concatBytes(encodeGreeting({ methods: [METHOD.USERPASS] }), encodeAuthRequest({ username: 'u', password: 'p' })));
+      const got = await rawExchange(t.port, socks5Credentials('u', 'p'));
       assert.equal(got.subarray(0, 2).toString('hex'), '0502', 'method selected, then closed');
       assert.equal(t.records.length, 1);
       assert.equal(t.records[0]!.result, 'ERR_INTERNAL');
@@ -157,7 +159,7 @@ describe('one guard per connection', () => {
     const t = await inProcess();
     try {
       t.gw.addressesFor = () => Promise.reject(new TypeError('planted async defect'));
-      const got = await rawExchange(t.port, concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH] }), encodeRequest({ cmd: CMD.CONNECT, host: 'web.test', port: 80 })));
+      const got = await rawExchange(t.port, socks5Connect('web.test', 80));
       assert.equal(got.subarray(0, 2).toString('hex'), '0500');
       const reply = decodeReply(got.subarray(2));
       assert.equal(reply.status, 'ok');
@@ -184,7 +186,7 @@ describe('RFC 1929 credentials are bytes (live gateway)', () => {
     writeFileSync(users, `bob:${await hashPassword(right)}\n`);
     const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--users', users, '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']);
     const login = async (password: Uint8Array): Promise<string> => {
-      const got = await rawFirst(gw.listening[0]!.port, concatBytes(encodeGreeting({ methods: [METHOD.USERPASS] }), encodeAuthRequest({ username: 'bob', password })), 4);
+      const got = await rawFirst(gw.listening[0]!.port, socks5Credentials('bob', password), 4);
       return got.toString('hex');
     };
     try {
@@ -205,7 +207,7 @@ describe('login flood (password checks are capped, dropped when the client left,
     writeFileSync(users, `alice:${await hashPassword('s3cret')}\n`);
     const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--users', users, '--handshake-timeout', '5', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']);
     const port = gw.listening[0]!.port;
-    const creds = concatBytes(encodeGreeting({ methods: [METHOD.USERPASS] }), encodeAuthRequest({ username: 'mallory', password: 'guess' }));
+    const creds = socks5Credentials('mallory', 'guess');
     const LIMIT = 100_000;
     let attempts = 0;
     let stop = false;
@@ -271,7 +273,7 @@ describe('login flood (password checks are capped, dropped when the client left,
     return { gw, port: bound!.port, records, started: () => started };
   }
 
-  const CREDS = concatBytes(encodeGreeting({ methods: [METHOD.USERPASS] }), encodeAuthRequest({ username: 'u', password: 'p' }));
+  const CREDS = socks5Credentials('u', 'p');
 
   test('clients that leave while their check waits leave nothing queued', async () => {
     const t = await stuckChecks('30');
@@ -294,7 +296,7 @@ describe('login flood (password checks are capped, dropped when the client left,
         s.once('data', () => (i % 2 ? s.resetAndDestroy() : s.end()));
         s.write(CREDS);
       })));
-      while (t.records.length < 50) await new Promise((r) => setTimeout(r, 10));
+      await eventually(() => t.records.length >= 50, 'the 50 logged', { describe: () => t.records.length });
       assert.equal(t.records.filter((r) => r.auth === 'dropped' && r.result === 'ERR_CLIENT_CLOSED').length, 50);
       assert.equal(t.gw.passwordChecks.stats.waiting, 0, 'nothing left queued');
       assert.equal(t.gw.passwordChecks.stats.dropped, 50);
@@ -317,7 +319,7 @@ describe('login flood (password checks are capped, dropped when the client left,
         return new Promise((r) => s.once('close', r));
       });
       await Promise.all(clients);
-      while (t.records.length < limit + 1) await new Promise((r) => setTimeout(r, 10));
+      await eventually(() => t.records.length >= limit + 1, 'every client logged', { describe: () => t.records.length });
       assert.ok(t.records.every((r) => r.result === 'ERR_HANDSHAKE_TIMEOUT' && r.phase === 'auth-wait'), JSON.stringify(t.records));
       assert.equal(t.records.filter((r) => r.auth === 'dropped').length, 1, 'the one waiting was dropped');
       assert.equal(t.gw.passwordChecks.stats.waiting, 0);
@@ -376,7 +378,7 @@ describe('connection budget: handshakes apart from --max-connections', () => {
       assert.equal(t.stats.handshaking, 5);
       await assert.rejects(dialSocks5(target, { host: 'web.test', port: origin.port }, { timeoutMs: 5000 }), (e: { rep: number }) => e.rep === REP.GENERAL_FAILURE);
       first.socket.destroy();
-      while (t.stats.active > 0) await new Promise((r) => setTimeout(r, 10));
+      await eventually(() => t.stats.active === 0, 'the first tunnel no longer active', { describe: () => t.stats });
       const second = await dialSocks5(target, { host: 'web.test', port: origin.port }, { timeoutMs: 5000 });
       second.socket.destroy();
       assert.equal(t.stats.handshaking, 5, 'the silent ones are still there, counted apart');

@@ -3,56 +3,32 @@
 // was emitted before the handler listened for it, so the association or the BIND listener stayed
 // until the idle (3600 s) or bind (60 s) timeout, the client in CLOSE-WAIT.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { hashPassword } from '../../../bridge/gateway/users.js';
-import { concatBytes, encodeAuthRequest, encodeGreeting, encodeRequest } from '../../../shared/socks5/codec.js';
-import { CMD, METHOD } from '../../../shared/socks5/constants.js';
+import { encodeRequest } from '../../../shared/socks5/codec.js';
+import { CMD } from '../../../shared/socks5/constants.js';
 import { startCli, type Running } from '../../helpers/process.js';
-
-const sockets = (pid: number): number =>
-  readdirSync(`/proc/${pid}/fd`).filter((fd) => {
-    try {
-      return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('socket:');
-    } catch {
-      return false;
-    }
-  }).length;
-
-async function until(pred: () => boolean, limitMs: number): Promise<boolean> {
-  const end = Date.now() + limitMs;
-  while (!pred()) {
-    if (Date.now() > end) return false;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return true;
-}
+import { eventually, openSockets } from '../../helpers/settle.js';
+import { leaveAndSeeClosed, socks5Credentials } from '../../helpers/socks5.js';
 
 /**
  * Greeting and credentials, then (while scrypt runs) the request and FIN. Resolves
  * true when the gateway closes the connection within `limitMs`, false when it still holds it.
  */
 function requestThenLeave(port: number, cmd: number, limitMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
-    const timer = setTimeout(() => {
-      s.destroy();
-      resolve(false);
-    }, limitMs);
-    s.on('error', () => {});
-    // the method selection comes at once, the credentials' answer only after scrypt: the request
-    // and FIN sent on the first answer arrive while the gateway checks the password
-    s.once('data', () => s.end(encodeRequest({ cmd, host: '0.0.0.0', port: 0 })));
-    s.on('end', () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(true);
-    });
-    s.once('connect', () => s.write(concatBytes(encodeGreeting({ methods: [METHOD.USERPASS] }), encodeAuthRequest({ username: 'u', password: 'pw' }))));
-  });
+  return leaveAndSeeClosed(
+    port,
+    (s) => {
+      // the method selection comes at once, the credentials' answer only after scrypt: the request
+      // and FIN sent on the first answer arrive while the gateway checks the password
+      s.once('data', () => s.end(encodeRequest({ cmd, host: '0.0.0.0', port: 0 })));
+      s.write(socks5Credentials('u', 'pw'));
+    },
+    limitMs,
+  );
 }
 
 describe('gateway: a client whose FIN comes with its request during the credential check', () => {
@@ -68,10 +44,10 @@ describe('gateway: a client whose FIN comes with its request during the credenti
   for (const [name, cmd] of [['UDP ASSOCIATE', CMD.UDP_ASSOCIATE], ['BIND', CMD.BIND]] as const) {
     test(`${name}: closed at once, descriptors back to the baseline`, async () => {
       const pid = gw.proc.pid!;
-      const baseline = sockets(pid);
+      const baseline = openSockets(pid);
       const closed = await Promise.all(Array.from({ length: 10 }, () => requestThenLeave(gw.listening[0]!.port, cmd, 15000)));
       assert.deepEqual(closed, Array(10).fill(true), 'the gateway closes every such client (before: held until the bind/idle timeout)');
-      assert.ok(await until(() => sockets(pid) <= baseline, 5000), `sockets ${sockets(pid)}, baseline ${baseline}`);
+      await eventually(() => openSockets(pid) <= baseline, 'sockets back to the baseline', { timeoutMs: 5000, describe: () => `sockets ${openSockets(pid)}, baseline ${baseline}` });
       assert.equal(gw.proc.exitCode, null);
     });
   }

@@ -19,6 +19,9 @@ const dir = mkdtempSync(join(tmpdir(), 'dualsocks-gw-'));
 const hostsFile = join(dir, 'hosts');
 writeFileSync(hostsFile, ['127.0.0.1 web.test', '127.0.0.2 rebind.test', '127.0.0.2 mixed.test', '127.0.0.1 mixed.test', '::1 web6.test'].join('\n'));
 
+/** A sender that wrote nothing for this long is taken as stalled. */
+const NO_PROGRESS_MS = 300;
+
 async function curl(args: string[]): Promise<{ code: number | null; body: Buffer; stderr: string }> {
   const r = await run('curl', ['-sS', '--max-time', '20', ...args]);
   return { code: r.code, body: r.stdout, stderr: r.stderr };
@@ -185,11 +188,12 @@ describe('gateway on loopback, no auth', () => {
       const { socket } = await dialSocks5({ host: '127.0.0.1', port }, { host: 'web.test', port: src.port }, { timeoutMs: 5000 });
       socket.pause();
       await stalledP;
-      // let every buffer on the path fill: wait until the sender makes no progress
+      // let every buffer on the path fill: wait until the sender makes no progress (time let pass on
+      // purpose: "no progress" is the absence of an event, over an interval)
       let last = -1;
       while (last !== written) {
         last = written;
-        await new Promise((r) => setTimeout(r, 300));
+        await new Promise((r) => setTimeout(r, NO_PROGRESS_MS));
       }
       assert.ok(written < 64 * 1024 * 1024, `sender stalled after ${written} bytes, far below the ${total} it wanted to send`);
       let received = 0;

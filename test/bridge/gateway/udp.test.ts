@@ -9,25 +9,13 @@ import { after, before, describe, test } from 'node:test';
 import { SocksClient } from 'socks';
 import { associate, closeAssociations, PYSOCKS_UDP, startUdpEcho, udpBind, type UdpEcho } from '../../helpers/udp.js';
 import { run, startCli, type Running } from '../../helpers/process.js';
-import { concatBytes, decodeReply, encodeGreeting, encodeRequest } from '../../../shared/socks5/codec.js';
-import { CMD, METHOD, REP } from '../../../shared/socks5/constants.js';
+import { corkedExchange, socks5Request } from '../../helpers/socks5.js';
+import { decodeReply } from '../../../shared/socks5/codec.js';
+import { CMD, REP } from '../../../shared/socks5/constants.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-udp-'));
 const hostsFile = join(dir, 'hosts');
 writeFileSync(hostsFile, ['127.0.0.1 echo4.test', '::1 echo6.test', '127.0.0.2 denied.test'].join('\n'));
-
-/** Sends argv[2] (hex) and its FIN in one TCP segment, prints what comes back until the server closes. */
-const CORKED_CLIENT = `
-import socket, sys
-s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
-s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-s.sendall(bytes.fromhex(sys.argv[2]))
-s.shutdown(socket.SHUT_WR)
-while True:
-    d = s.recv(65536)
-    if not d: break
-    sys.stdout.buffer.write(d)
-`;
 
 describe('gateway UDP ASSOCIATE on loopback', () => {
   let gw: Running;
@@ -193,8 +181,8 @@ describe('gateway UDP ASSOCIATE on loopback', () => {
   test('a control connection whose FIN came with the request ends its association at once', async () => {
     // greeting, UDP ASSOCIATE and FIN in one segment (TCP_CORK), so the gateway reads the FIN
     // right behind the request, before the association is set up
-    const request = concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH] }), encodeRequest({ cmd: CMD.UDP_ASSOCIATE, host: '0.0.0.0', port: 0 }));
-    const r = await run('python3', ['-c', CORKED_CLIENT, String(proxy.port), Buffer.from(request).toString('hex')], { timeoutMs: 20_000 });
+    const request = socks5Request(CMD.UDP_ASSOCIATE, '0.0.0.0', 0);
+    const r = await corkedExchange(proxy.port, request, 20_000);
     assert.equal(r.code, 0, r.stderr);
     const out = r.stdout;
     const reply = decodeReply(out.subarray(2));

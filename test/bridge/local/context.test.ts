@@ -3,19 +3,18 @@
 // bytes leave the port serving.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { connect } from 'node:net';
 import { describe, test } from 'node:test';
 import { Bridge } from '../../../bridge/local/server.js';
 import { bridgeConfig } from '../../../bridge/local/config.js';
 import type { GatewayPool } from '../../../bridge/upstream/pool.js';
 import { RequestError } from '../../../shared/errors.js';
-import { concatBytes, encodeGreeting, encodeRequest, encodeSocks4Request } from '../../../shared/socks5/codec.js';
-import { CMD, METHOD } from '../../../shared/socks5/constants.js';
+import { encodeSocks4Request } from '../../../shared/socks5/codec.js';
+import { CMD } from '../../../shared/socks5/constants.js';
 import type { LogRecord } from '../../../bridge/log.js';
 import { prng } from '../../helpers/bytes.js';
-import { readAll } from '../../helpers/origin.js';
 import { run, startCli } from '../../helpers/process.js';
 import { eventually, openFds } from '../../helpers/settle.js';
+import { exchangeAll, socks5Connect } from '../../helpers/socks5.js';
 
 /** A pool with no gateway: every tunnel is refused (the bridge's failure path). */
 const noGateway = {
@@ -27,11 +26,7 @@ const noGateway = {
 } as unknown as GatewayPool;
 
 /** Sends `bytes` (then FIN) and resolves with what came back once the bridge closes. */
-function exchange(port: number, bytes: Uint8Array): Promise<Buffer> {
-  const s = connect({ host: '127.0.0.1', port }, () => s.end(bytes));
-  s.on('error', () => {});
-  return readAll(s).catch(() => Buffer.alloc(0));
-}
+const exchange = (port: number, bytes: Uint8Array): Promise<Buffer> => exchangeAll(port, bytes, { end: true });
 
 describe('bridge connection guard', () => {
   test('a defect in a socket event (SOCKS5 first byte) and in a handler promise (SOCKS4 failure path) ends only that connection, logged as ERR_INTERNAL', async () => {
@@ -57,7 +52,7 @@ describe('bridge connection guard', () => {
     }) as typeof process.stderr.write;
     const port = (await bridge.listen())[0]!.port;
     try {
-      const socks5 = concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH] }), encodeRequest({ cmd: CMD.CONNECT, host: 'example.test', port: 80 }));
+      const socks5 = socks5Connect('example.test', 80);
       assert.equal((await exchange(port, socks5)).length, 0, 'closed without an answer');
       const socks4 = encodeSocks4Request({ cmd: CMD.CONNECT, host: '192.0.2.1', port: 80, userId: '' });
       const answer4 = await exchange(port, socks4);

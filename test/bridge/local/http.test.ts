@@ -20,6 +20,7 @@ import { DEFAULT_SETTINGS } from '../../../shared/rules/index.js';
 import { haveCommand, requireCapability } from '../../helpers/env.js';
 import { sha256, startOrigin, startTcp, type Origin } from '../../helpers/origin.js';
 import { run, startCli, type Running } from '../../helpers/process.js';
+import { eventually } from '../../helpers/settle.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-http-'));
 const hostsFile = join(dir, 'hosts');
@@ -440,8 +441,7 @@ describe('HTTP proxy through a real gateway', () => {
     await readUntil(downAbort, /\r\n\r\n[^]{1000}/);
     downAbort.destroy();
     upAbort.destroy();
-    for (let i = 0; i < 500 && open() > 0; i++) await new Promise((r) => setTimeout(r, 10));
-    assert.equal(open(), 0, 'both exchanges counted as closed');
+    await eventually(() => open() === 0, 'both exchanges counted as closed', { timeoutMs: 5000, describe: open });
     const page = await curl(['-x', `http://127.0.0.1:${bridge.port}`, `http://web.test:${origin.port}/`]);
     assert.equal(page.stdout.toString(), 'hello from origin');
   });

@@ -3,38 +3,13 @@
 // SOCKS4 handshake, left the connection in CLOSE-WAIT until the 30 s timeout (2,480 such
 // descriptors after 70,000 fuzz inputs).
 import assert from 'node:assert/strict';
-import { readdirSync, readlinkSync } from 'node:fs';
-import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startCli, type Running } from '../../helpers/process.js';
-
-const sockets = (pid: number): number =>
-  readdirSync(`/proc/${pid}/fd`).filter((fd) => {
-    try {
-      return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('socket:');
-    } catch {
-      return false;
-    }
-  }).length;
+import { openSockets } from '../../helpers/settle.js';
+import { leaveAndSeeClosed } from '../../helpers/socks5.js';
 
 /** Sends `bytes` and FIN; true when the bridge closes its side within `limitMs`. */
-function sendAndLeave(port: number, bytes: Uint8Array, limitMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
-    const timer = setTimeout(() => {
-      s.destroy();
-      resolve(false);
-    }, limitMs);
-    s.on('error', () => {});
-    s.on('data', () => {});
-    s.on('end', () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(true);
-    });
-    s.once('connect', () => s.end(bytes));
-  });
-}
+const sendAndLeave = (port: number, bytes: Uint8Array, limitMs: number): Promise<boolean> => leaveAndSeeClosed(port, (s) => s.end(bytes), limitMs);
 
 describe('bridge: a client gone mid-handshake is closed at once', () => {
   let gw: Running;
@@ -58,10 +33,10 @@ describe('bridge: a client gone mid-handshake is closed at once', () => {
   for (const [name, bytes] of cases) {
     test(`${name}, then FIN: closed well before the 30 s timeout, no descriptor left`, async () => {
       const pid = bridge.proc.pid!;
-      const baseline = sockets(pid);
+      const baseline = openSockets(pid);
       const closed = await Promise.all(Array.from({ length: 20 }, () => sendAndLeave(bridge.listening[0]!.port, Uint8Array.from(bytes), 10000)));
       assert.deepEqual(closed, Array(20).fill(true), 'the bridge closes every such client (before: CLOSE-WAIT for 30 s)');
-      assert.ok(sockets(pid) <= baseline + 1, `sockets ${sockets(pid)}, baseline ${baseline}`);
+      assert.ok(openSockets(pid) <= baseline + 1, `sockets ${openSockets(pid)}, baseline ${baseline}`);
       assert.equal(bridge.proc.exitCode, null);
     });
   }

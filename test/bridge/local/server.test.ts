@@ -10,6 +10,9 @@ import { createPacResolver } from 'pac-resolver';
 import { QuickJS } from 'quickjs-wasi';
 import { readAll, sha256, startOrigin, type Origin } from '../../helpers/origin.js';
 import { run, startCli, type Running } from '../../helpers/process.js';
+import { socks5Connect } from '../../helpers/socks5.js';
+import { encodeSocks4Request } from '../../../shared/socks5/codec.js';
+import { CMD } from '../../../shared/socks5/constants.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-start-'));
 writeFileSync(join(dir, 'hosts'), '127.0.0.1 web.test\n');
@@ -127,7 +130,7 @@ describe('dualsocks bridge reloads --rules on SIGHUP', () => {
   });
 });
 
-/** Sends `bytes` one every `everyMs` until the peer closes; resolves with what came back. */
+/** Sends `bytes` one every `everyMs` until the peer closes (a paced client: the time between bytes is the point); resolves with what came back. */
 function trickle(port: number, bytes: Uint8Array, everyMs: number): Promise<{ answer: Buffer; sent: number }> {
   return new Promise((resolve) => {
     const s = connect({ host: '127.0.0.1', port });
@@ -152,8 +155,8 @@ describe('bridge handshake timeout (slow clients)', () => {
     const port = b.listening[0]!.port;
     try {
       const head = Buffer.from('GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nX-Slow: ' + 'a'.repeat(200) + '\r\n\r\n');
-      const socks5 = Buffer.from([5, 1, 0, 5, 1, 0, 3, 11, ...Buffer.from('example.com'), 0, 80]);
-      const socks4 = Buffer.from([4, 1, 0, 80, 0, 0, 0, 1, ...Buffer.from('someone'), 0, ...Buffer.from('example.com'), 0]);
+      const socks5 = Buffer.from(socks5Connect('example.com', 80));
+      const socks4 = Buffer.from(encodeSocks4Request({ cmd: CMD.CONNECT, host: 'example.com', port: 80, userId: 'someone' }));
       // one byte every 200 ms: the bridge closes each long before it is complete (bounded by the test runner only)
       const [http, s5, s4, silent] = await Promise.all([trickle(port, head, 200), trickle(port, Buffer.concat([socks5, Buffer.alloc(400)]), 200), trickle(port, Buffer.concat([socks4, Buffer.alloc(400)]), 200), trickle(port, new Uint8Array(0), 200)]);
       assert.match(http.answer.toString(), /^HTTP\/1\.1 408 Request Timeout\r\n/);

@@ -10,9 +10,10 @@ import { after, before, describe, test } from 'node:test';
 import { SocksClient } from 'socks';
 import { CMD, METHOD, REP } from '../../../shared/socks5/constants.js';
 import { concatBytes, decodeMethodSelection, decodeReply, decodeSocks4Reply, encodeAuthRequest, encodeGreeting, encodeRequest, encodeSocks4Request } from '../../../shared/socks5/codec.js';
-import { bridgeStatus, eventually, openFds } from '../../helpers/settle.js';
+import { backToBaseline, eventually, startBridgeOverGateway } from '../../helpers/settle.js';
 import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
 import { readAll, sha256, startOrigin, type Origin } from '../../helpers/origin.js';
+import { exchangeUntil, socks5Credentials, socks5Request } from '../../helpers/socks5.js';
 import { run, startCli, type Running } from '../../helpers/process.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-bridge-'));
@@ -20,6 +21,8 @@ const hostsFile = join(dir, 'hosts');
 writeFileSync(hostsFile, '127.0.0.1 web.test\n');
 const GW_ARGS = ['gateway', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1'];
 
+/** How long an idle tunnel's count is watched after the hand-over for a late close that must not count. */
+const HANDOVER_SETTLE_MS = 100;
 const curl = (args: string[]) => run('curl', ['-sS', '--max-time', '20', ...args]);
 
 describe('bridge SOCKS side', () => {
@@ -106,18 +109,21 @@ print(hashlib.sha256(data.split(b"\\r\\n\\r\\n", 1)[1]).hexdigest())
     {
       const clients = await Promise.all([dialSocks5({ host: '127.0.0.1', port }, { host: 'web.test', port: origin.port }, { timeoutMs: 5000 }), dialSocks5({ host: '127.0.0.1', port }, { host: 'web.test', port: origin.port }, { timeoutMs: 5000 })]);
       for (const c of clients) c.socket.resume();
-      // let the hand-over settle: a released socket's close event comes a moment later, and must not count
-      await new Promise((r) => setTimeout(r, 100));
+      // time let pass on purpose: a socket released at the hand-over closes a moment later, and must not count
+      await new Promise((r) => setTimeout(r, HANDOVER_SETTLE_MS));
       const during = await status();
       assert.equal(during.connections.open - before.connections.open, 2, 'the bridge counts them open');
       assert.equal(during.gateways[0]!.active - before.gateways[0]!.active, 2, "and the gateway's active count has them");
       for (const c of clients) c.socket.destroy();
-      for (let i = 0; ; i++) {
-        const after = await status();
-        if (after.connections.open === before.connections.open && after.gateways[0]!.active === before.gateways[0]!.active) break;
-        if (i > 100) assert.fail(`counts did not come back: ${JSON.stringify(after)}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      let after: Status | undefined;
+      await eventually(
+        async () => {
+          after = await status();
+          return after.connections.open === before.connections.open && after.gateways[0]!.active === before.gateways[0]!.active;
+        },
+        'counts came back',
+        { describe: () => after },
+      );
     }
   });
 
@@ -232,7 +238,7 @@ describe('bridge with several gateways', () => {
         assert.equal(r.code, 0, r.stderr);
       }
       // the gateway logs when a connection ends, which can be just after curl returns
-      while (g1.records().length + g2.records().length < 4) await new Promise((r) => setTimeout(r, 50));
+      await eventually(() => g1.records().length + g2.records().length >= 4, 'the gateways logged the 4 requests');
       const counts = [g1.records().length, g2.records().length].sort();
       assert.deepEqual(counts, [0, 4]);
       const before = g2.records().length;
@@ -300,15 +306,12 @@ const refused = (port: number): Promise<boolean> =>
 describe('bridge BIND clients that leave while waiting', () => {
   test('SOCKS5 and SOCKS4 clients that FIN before or after the first reply: closed at once, the gateway\'s listener gone, counts and descriptors back', async () => {
     // the gateway's bind timeout is far beyond the bounds below: only the bridge can free these
-    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--allow', '127.0.0.1', '--bind-timeout', '600', '--quiet']);
-    const bridge = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${gw.listening[0]!.port}`, '--health-interval', '3600', '--quiet']);
-    const port = bridge.listening[0]!.port;
+    const pair = await startBridgeOverGateway(['--allow', '127.0.0.1', '--bind-timeout', '600']);
+    const { gw, bridge, port } = pair;
     const clients: Socket[] = [];
     try {
-      await eventually(async () => (await bridgeStatus(port)).gateways[0]!.checkedAt !== null, 'the start-up health check done');
-      const base = { bridge: openFds(bridge), gw: openFds(gw) };
       const ask = {
-        5: concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH] }), encodeRequest({ cmd: CMD.BIND, host: '127.0.0.1', port: 0 })),
+        5: socks5Request(CMD.BIND, '127.0.0.1', 0),
         4: encodeSocks4Request({ cmd: CMD.BIND, host: '127.0.0.1', port: 0, userId: '' }),
       };
       const listeners: number[] = [];
@@ -337,12 +340,7 @@ describe('bridge BIND clients that leave while waiting', () => {
       assert.equal(listeners.length, 2 * N);
       // the bridge closes every one of them (the client sees its end)
       await Promise.race([Promise.all(closed), new Promise((_, reject) => setTimeout(() => reject(new Error('clients not closed by the bridge')), 20_000))]);
-      await eventually(async () => {
-        const st = await bridgeStatus(port);
-        return st.connections.open === 0 && st.gateways[0]!.active === 0;
-      }, "the bridge's open count and the gateway's active count back to 0", { describe: () => bridgeStatus(port) });
-      await eventually(() => openFds(bridge) <= base.bridge, `bridge descriptors back to ${base.bridge}`, { describe: () => openFds(bridge) });
-      await eventually(() => openFds(gw) <= base.gw, `gateway descriptors back to ${base.gw}`, { describe: () => openFds(gw) });
+      await backToBaseline(pair);
       for (const p of listeners) assert.ok(await refused(p), `the gateway no longer listens on ${p}`);
     } finally {
       for (const s of clients) s.destroy();
@@ -350,29 +348,6 @@ describe('bridge BIND clients that leave while waiting', () => {
     }
   });
 });
-
-/** Writes `bytes` and collects what comes back until `until` matches it (or the socket ends). */
-function exchange(port: number, bytes: Uint8Array, until: (got: Buffer) => boolean): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ host: '127.0.0.1', port }, () => s.write(bytes));
-    let got = Buffer.alloc(0);
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(new Error(`no full answer, got ${got.toString('hex')}`));
-    }, 15_000);
-    const finish = (): void => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(got);
-    };
-    s.on('data', (d: Buffer) => {
-      got = Buffer.concat([got, d]);
-      if (until(got)) finish();
-    });
-    s.once('end', finish);
-    s.once('error', reject);
-  });
-}
 
 describe('bridge SOCKS5 clients that offer username/password', () => {
   test('only 0x02 offered: any credentials are accepted at once (01 00) and the request served; with 0x00 also offered 0x00 is chosen; curl with socks5h://u:p@', async () => {
@@ -384,7 +359,7 @@ describe('bridge SOCKS5 clients that offer username/password', () => {
       const request = encodeRequest({ cmd: CMD.CONNECT, host: '127.0.0.1', port: origin.port });
       const hello = (got: Buffer): boolean => got.includes('hello from origin');
       // as Firefox does with a proxy username: one method, 0x02; here all in one write
-      const onlyUserpass = await exchange(port, concatBytes(encodeGreeting({ methods: [METHOD.USERPASS] }), encodeAuthRequest({ username: 'anyone', password: 'whatever' }), request, get), hello);
+      const onlyUserpass = await exchangeUntil(port, concatBytes(socks5Credentials('anyone', 'whatever'), request, get), hello);
       assert.equal(onlyUserpass.subarray(0, 4).toString('hex'), '05020100', 'USERPASS chosen, credentials accepted');
       assert.equal(onlyUserpass.subarray(4, 6).toString('hex'), '0500', 'request granted');
       assert.ok(hello(onlyUserpass));
@@ -404,7 +379,7 @@ describe('bridge SOCKS5 clients that offer username/password', () => {
       s.write(encodeAuthRequest({ username: 'u', password: '' }));
       assert.equal((await read(2)).toString('hex'), '0100', 'answered at once');
       s.destroy();
-      const both = await exchange(port, concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH, METHOD.USERPASS] }), request, get), hello);
+      const both = await exchangeUntil(port, concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH, METHOD.USERPASS] }), request, get), hello);
       assert.equal(both.subarray(0, 4).toString('hex'), '05000500', 'NO_AUTH chosen, no credentials asked');
       const r = await curl(['--proxy', `socks5h://u:p@127.0.0.1:${port}`, `http://127.0.0.1:${origin.port}/`]);
       assert.equal(r.code, 0, r.stderr);

@@ -9,10 +9,10 @@ import { associate, closeAssociations, PYSOCKS_UDP, startUdpEcho, udpBind, type 
 import { run, startCli, type Running } from '../../helpers/process.js';
 import { connect, type Socket } from 'node:net';
 import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
-import { concatBytes, encodeGreeting, encodeRequest } from '../../../shared/socks5/codec.js';
-import { CMD, METHOD, REP } from '../../../shared/socks5/constants.js';
+import { CMD, REP } from '../../../shared/socks5/constants.js';
 import { startOrigin } from '../../helpers/origin.js';
-import { bridgeStatus, eventually, openFds } from '../../helpers/settle.js';
+import { backToBaseline, startBridgeOverGateway } from '../../helpers/settle.js';
+import { socks5Request } from '../../helpers/socks5.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-bridge-udp-'));
 const hostsFile = join(dir, 'hosts');
@@ -115,17 +115,13 @@ describe('bridge UDP ASSOCIATE over a chained gateway', () => {
 describe('bridge UDP ASSOCIATE abandoned before its reply', () => {
   test('clients that leave (FIN or close) while the gateway is being asked: bridge and gateway free everything at once, and a CONNECT still works', async () => {
     const origin = await startOrigin('127.0.0.1');
-    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--allow', '127.0.0.1', '--max-connections', '100', '--quiet']);
-    const bridge = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${gw.listening[0]!.port}`, '--health-interval', '3600', '--quiet']);
-    const port = bridge.listening[0]!.port;
+    const pair = await startBridgeOverGateway(['--allow', '127.0.0.1', '--max-connections', '100']);
+    const { gw, bridge, port } = pair;
     const clients: Socket[] = [];
     try {
-      // the start-up health check has come and gone
-      await eventually(async () => (await bridgeStatus(port)).gateways[0]!.checkedAt !== null, 'the start-up health check done');
-      const base = { bridge: openFds(bridge), gw: openFds(gw) };
       // more than the gateway's connection cap: held slots would refuse the CONNECT below
       const N = 120;
-      const ask = concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH] }), encodeRequest({ cmd: CMD.UDP_ASSOCIATE, host: '0.0.0.0', port: 0 }));
+      const ask = socks5Request(CMD.UDP_ASSOCIATE, '0.0.0.0', 0);
       await Promise.all(
         Array.from({ length: N }, (_, i) =>
           new Promise<void>((resolve) => {
@@ -142,12 +138,7 @@ describe('bridge UDP ASSOCIATE abandoned before its reply', () => {
           }),
         ),
       );
-      await eventually(async () => {
-        const st = await bridgeStatus(port);
-        return st.connections.open === 0 && st.gateways[0]!.active === 0;
-      }, "the bridge's open count and the gateway's active count back to 0", { describe: () => bridgeStatus(port) });
-      await eventually(() => openFds(bridge) <= base.bridge, `bridge descriptors back to ${base.bridge}`, { describe: () => openFds(bridge) });
-      await eventually(() => openFds(gw) <= base.gw, `gateway descriptors back to ${base.gw}`, { describe: () => openFds(gw) });
+      await backToBaseline(pair);
       const r = await run('curl', ['-sS', '--max-time', '20', '--socks5', `127.0.0.1:${port}`, `http://127.0.0.1:${origin.port}/`]);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout.toString(), 'hello from origin');

@@ -14,6 +14,7 @@ import { requireCapability } from '../../helpers/env.js';
 import { startOrigin } from '../../helpers/origin.js';
 import { makeUsersFile } from '../../topology/fixtures.js';
 import { run, startCli, type Running } from '../../helpers/process.js';
+import { eventually } from '../../helpers/settle.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-pool-'));
 const rules = join(dir, 'rules.json');
@@ -28,12 +29,12 @@ async function gatewaysOf(bridge: Running): Promise<GatewayHealth[]> {
 
 /** Waits for the bridge's first health check, probe included, to settle. */
 async function probed(bridge: Running): Promise<GatewayHealth> {
-  for (let i = 0; ; i++) {
-    const [g] = await gatewaysOf(bridge);
-    if (g && g.pipelining !== null) return g;
-    if (i > 100) throw new Error('the probe never finished');
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  let g: GatewayHealth | undefined;
+  await eventually(async () => {
+    [g] = await gatewaysOf(bridge);
+    return g !== undefined && g.pipelining !== null;
+  }, 'the probe finished', { timeoutMs: 10_000, describe: () => g });
+  return g!;
 }
 
 describe('handshake pipelining', () => {

@@ -17,18 +17,14 @@ import { ConfigError } from '../../../../shared/errors.js';
 import { DEFAULT_SETTINGS, parseSettings, type Settings } from '../../../../shared/rules/index.js';
 import type { HostPort } from '../../../../shared/net/address.js';
 import { splits } from '../../../helpers/bytes.js';
+import { eventually } from '../../../helpers/settle.js';
 
 const run = promisify(execFile);
 const LISTED: Settings = parseSettings({ ...DEFAULT_SETTINGS, mode: 'listed', rules: [{ type: 'wildcard', pattern: '*.proxied.example' }] });
 
 const fds = (): number => readdirSync('/proc/self/fd').length;
-
-async function until(pred: () => boolean, what: string, limitMs = 10_000): Promise<void> {
-  for (let waited = 0; !pred(); waited += 10) {
-    if (waited > limitMs) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+/** How long the upstream is watched for a query that must not come. */
+const NOTHING_MORE_MS = 100;
 
 /** An upstream resolver that records every query and answers A with 192.0.2.7 (or stays silent). */
 class Upstream {
@@ -351,8 +347,9 @@ describe('FakeDnsServer', () => {
     try {
       const s = connect(port, '127.0.0.1');
       s.write(Buffer.concat(Array.from({ length: 10 }, (_, i) => frame(q(i, `n${i}.direct.example`)))));
-      await until(() => up.seen.length === 3, '3 forwarded queries');
-      await new Promise((r) => setTimeout(r, 100));
+      await eventually(() => up.seen.length === 3, '3 forwarded queries');
+      // time let pass on purpose: a fourth query forwarded would have reached the upstream by now
+      await new Promise((r) => setTimeout(r, NOTHING_MORE_MS));
       assert.equal(up.seen.length, 3, 'the rest wait');
       s.destroy();
     } finally {
@@ -372,10 +369,10 @@ describe('FakeDnsServer', () => {
         const s = connect(port, '127.0.0.1');
         await new Promise((r) => s.once('connect', r));
         s.write(frame(q(i, `leave${i}.direct.example`)));
-        await until(() => up.seen.length === i + 1, 'the forwarded query');
+        await eventually(() => up.seen.length === i + 1, 'the forwarded query');
         s.destroy();
       }
-      await until(() => fds() <= baseline, `descriptors back to ${baseline} (now ${fds()})`);
+      await eventually(() => fds() <= baseline, `descriptors back to ${baseline}`, { describe: fds });
     } finally {
       await server.close();
       await up.close();
@@ -394,11 +391,11 @@ describe('FakeDnsServer', () => {
     s.send(q(99, 'pending.direct.example'), port, '127.0.0.1'); // left waiting at the silent upstream
     const ok = dnsPacket.decode(await udpQuery(port, q(100, 'z.proxied.example')));
     assert.equal(ok.id, 100);
-    await until(() => up.seen.length === 1, 'the pending forward');
+    await eventually(() => up.seen.length === 1, 'the pending forward');
     s.close();
     await server.close();
     await up.close();
-    await until(() => fds() <= baseline, `descriptors back to ${baseline} (now ${fds()})`);
+    await eventually(() => fds() <= baseline, `descriptors back to ${baseline}`, { describe: fds });
   });
 
   test('allowClient: others are ignored over UDP and disconnected over TCP', async () => {

@@ -6,6 +6,7 @@ import { describe, test } from 'node:test';
 import { autosave, FakeAddressError, FakeTable, normalizeName, type FakeLease } from '../../../../bridge/local/fake/table.js';
 import { ConfigError } from '../../../../shared/errors.js';
 import { cidrContains, formatIp, parseCidr, parseIp, type Ip } from '../../../../shared/net/address.js';
+import { eventually } from '../../../helpers/settle.js';
 
 const ip = (t: string): Ip => parseIp(t)!;
 
@@ -268,7 +269,7 @@ describe('FakeTable persistence', () => {
       const errors: unknown[] = [];
       const saver = autosave(t, file, { intervalMs: 20, onError: (e: unknown) => void errors.push(e) });
       t.assign('first.example', 4);
-      for (let i = 0; i < 500 && !readdirSync(d).includes('fake.json'); i++) await new Promise((r) => setTimeout(r, 10));
+      await eventually(() => readdirSync(d).includes('fake.json'), 'the first save written', { timeoutMs: 5000 });
       assert.equal(new FakeTable().load(file), 1);
       t.assign('second.example', 6);
       saver.stop();

@@ -15,11 +15,12 @@ import { Bridge } from '../../../../bridge/local/server.js';
 import type { GatewayPool, Tunnel } from '../../../../bridge/upstream/pool.js';
 import { ConfigError, ERRORS, RequestError } from '../../../../shared/errors.js';
 import { formatIp } from '../../../../shared/net/address.js';
-import { concatBytes, encodeGreeting, encodeRequest, encodeSocks4Request } from '../../../../shared/socks5/codec.js';
-import { CMD, METHOD, REP, SOCKS4_CD } from '../../../../shared/socks5/constants.js';
+import { encodeSocks4Request } from '../../../../shared/socks5/codec.js';
+import { CMD, REP, SOCKS4_CD } from '../../../../shared/socks5/constants.js';
 import { CLI, run, startCli, type Running } from '../../../helpers/process.js';
-import { readAll, startOrigin, startTcp } from '../../../helpers/origin.js';
+import { startOrigin, startTcp } from '../../../helpers/origin.js';
 import { bridgeStatus, eventually } from '../../../helpers/settle.js';
+import { exchangeAll, socks5Connect } from '../../../helpers/socks5.js';
 import { associate, closeAssociations, startUdpEcho, type UdpEcho } from '../../../helpers/udp.js';
 
 const GW = [[{ host: '127.0.0.1', port: 9 }]];
@@ -40,13 +41,7 @@ function recordingPool(tunnel: (host: string, port: number) => Promise<Tunnel>):
 }
 
 /** Sends `bytes`, resolves with everything the bridge sent back once it closes. */
-function exchange(port: number, bytes: Uint8Array): Promise<Buffer> {
-  const s = connect({ host: '127.0.0.1', port }, () => s.write(bytes));
-  s.on('error', () => {});
-  return readAll(s).catch(() => Buffer.alloc(0));
-}
-
-const socks5Connect = (host: string, port: number): Uint8Array => concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH] }), encodeRequest({ cmd: CMD.CONNECT, host, port }));
+const exchange = (port: number, bytes: Uint8Array): Promise<Buffer> => exchangeAll(port, bytes);
 
 describe('fake-address options', () => {
   test('defaults, the ranges checked, a non-loopback --dns-listen needs --clients', () => {
