@@ -3,12 +3,10 @@
 // text with strings, comments, regular expressions and template text blanked out.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { ROOT, SOURCE_DIRS as DIRS, sources } from './helpers/sources.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const DIRS = ['bridge', 'shared', 'extension'];
 const MAX_LINES = 80;
 
 /**
@@ -16,15 +14,6 @@ const MAX_LINES = 80;
  * function and delete its line; a new long function fails the test.
  */
 const ALLOWED = new Set<string>([]);
-
-function sources(dir: string): string[] {
-  return readdirSync(dir).flatMap((name) => {
-    const p = join(dir, name);
-    if (name === 'node_modules' || name === 'build') return [];
-    if (statSync(p).isDirectory()) return sources(p);
-    return p.endsWith('.ts') && !p.endsWith('.d.ts') ? [p] : [];
-  });
-}
 
 const REGEX_BEFORE = /(?:^|[(,=:[!&|?{};+\-*%<>~^]|\breturn|\btypeof|\bcase|\bof|\bin)\s*$/;
 

@@ -3,21 +3,10 @@
 // it becomes a load-time cycle as soon as someone imports a value along the same edge.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { ROOT, SOURCE_DIRS as DIRS, sources } from './helpers/sources.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const DIRS = ['bridge', 'shared', 'extension'];
-
-function sources(dir: string): string[] {
-  return readdirSync(dir).flatMap((name) => {
-    const p = join(dir, name);
-    if (name === 'node_modules' || name === 'build') return [];
-    if (statSync(p).isDirectory()) return sources(p);
-    return p.endsWith('.ts') && !p.endsWith('.d.ts') ? [p] : [];
-  });
-}
 
 // Static `import … from './x.js'`, `export … from './x.js'` and bare `import './x.js'`, over
 // several lines too. Dynamic `import()` is left out: it loads after the importer has finished.
