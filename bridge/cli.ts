@@ -79,9 +79,23 @@ async function listenBridge(bridge: Bridge): Promise<void> {
   if (dns) say(`  ${dns}`);
 }
 
+/** How long a stop waits for listeners and tunnels to close before the process exits anyway. */
+const STOP_GRACE_MS = 5000;
+
 function onStop(fn: () => Promise<void>): void {
   const stop = (): void => {
-    void fn().then(() => process.exit(0));
+    // one stuck connection must not keep a stopped process alive (systemd would wait 90 s, then kill)
+    setTimeout(() => {
+      say(`dualsocks: not closed within ${STOP_GRACE_MS} ms of the signal; exiting`);
+      process.exit(1);
+    }, STOP_GRACE_MS);
+    fn().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        say(`dualsocks: error while stopping: ${e instanceof Error ? e.message : String(e)}`);
+        process.exit(1);
+      },
+    );
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);

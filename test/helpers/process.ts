@@ -24,6 +24,9 @@ export interface Running {
   stop(): Promise<void>;
 }
 
+/** Bound on a stop: the CLI's own grace period (5 s) and then some. */
+const STOP_BOUND_MS = 15_000;
+
 export async function startCli(args: string[], opts: { netns?: string; expectListeners?: number; env?: NodeJS.ProcessEnv } = {}): Promise<Running> {
   const cmd = opts.netns ? 'ip' : process.execPath;
   const argv = opts.netns ? ['netns', 'exec', opts.netns, process.execPath, CLI, ...args] : [CLI, ...args];
@@ -102,7 +105,11 @@ export async function startCli(args: string[], opts: { netns?: string; expectLis
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) {
         proc.kill('SIGTERM');
+        // the CLI exits within its own grace period; a hang here is a defect to report, not to wait out
+        const hung = setTimeout(() => proc.kill('SIGKILL'), STOP_BOUND_MS);
         await exited;
+        clearTimeout(hung);
+        if (proc.signalCode === 'SIGKILL') throw new Error(`dualsocks ${args.join(' ')}: still running ${STOP_BOUND_MS} ms after SIGTERM`);
       }
     },
   };
