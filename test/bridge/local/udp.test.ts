@@ -13,6 +13,7 @@ import { CMD, REP } from '../../../shared/socks5/constants.js';
 import { startOrigin } from '../../helpers/origin.js';
 import { backToBaseline, startBridgeOverGateway } from '../../helpers/settle.js';
 import { socks5Request } from '../../helpers/socks5.js';
+import { encodeUdpHeader } from '../../../shared/socks5/codec.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-bridge-udp-'));
 const hostsFile = join(dir, 'hosts');
@@ -76,6 +77,24 @@ describe('bridge UDP ASSOCIATE', () => {
     const last = udpRecords().at(-1)!;
     assert.equal(last.end, 'closed');
     assert.equal(last.datagramsUp, 2);
+  });
+
+  test("the bridge's log line counts what it dropped by reason (another port, a malformed header, a fragment) and says how it ended", async () => {
+    const a = await associate(proxy);
+    const other = await udpBind('127.0.0.1');
+    other.send(Buffer.concat([encodeUdpHeader({ host: 'echo4.test', port: echo4.port }), Buffer.from('from another port')]), a.relay.port, a.relay.host);
+    a.udp.send(Buffer.from([0, 0, 0, 9]), a.relay.port, a.relay.host);
+    a.send('echo4.test', echo4.port, 'a fragment', 1);
+    a.send('echo4.test', echo4.port, 'counted marker');
+    assert.equal((await a.receive()).data.toString(), 'counted marker');
+    other.close();
+    a.close();
+    const rec = await bridge.waitRecord((x) => x.cmd === 'udp' && x.droppedFrag === 1);
+    assert.deepEqual(
+      [rec.end, rec.datagramsUp, rec.datagramsDown, rec.bytesUp, rec.droppedSource, rec.droppedMalformed, rec.droppedFrag, rec.dropped],
+      ['closed', 1, 1, 'counted marker'.length, 1, 1, 1, 3],
+    );
+    assert.ok(!echo4.seen.some((s) => ['from another port', 'a fragment'].includes(s.data.toString())));
   });
 });
 
