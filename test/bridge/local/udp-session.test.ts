@@ -6,13 +6,12 @@ import assert from 'node:assert/strict';
 import { UdpRelaySession, type UdpRelayOptions } from '../../../bridge/local/udp-session.js';
 import type { UdpClientCommand } from '../../../bridge/udp-client-side.js';
 import { MAX_UDP_PAYLOAD } from '../../../bridge/udp-socket.js';
-import { concatBytes, decodeUdpHeader, encodeUdpHeader } from '../../../shared/socks5/codec.js';
+import { decodeUdpHeader, encodeUdpHeader } from '../../../shared/socks5/codec.js';
+import { socksDatagram as datagram } from '../../helpers/udp.js';
 
 const PEER = '127.0.0.1';
 const FAKE = '198.18.0.5';
 const UNMAPPED = '198.18.200.200';
-const datagram = (host: string, port: number, data = 'hi', frag = 0): Buffer =>
-  Buffer.from(concatBytes(encodeUdpHeader({ host, port, frag }), Buffer.from(data)));
 
 function relay(opts: Partial<UdpRelayOptions> = {}): UdpRelaySession {
   return new UdpRelaySession({
