@@ -3,11 +3,13 @@
 // in udp.test.ts, fake/wire.test.ts and the topology tests.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { UdpRelaySession, type UdpRelayOptions } from '../../../bridge/local/udp-session.js';
 import type { UdpClientCommand } from '../../../bridge/udp-client-side.js';
 import { MAX_UDP_PAYLOAD } from '../../../bridge/udp-socket.js';
 import { decodeUdpHeader, encodeUdpHeader } from '../../../shared/socks5/codec.js';
 import { socksDatagram as datagram } from '../../helpers/udp.js';
+import * as g from '../../fuzz/grammar.js';
 
 const PEER = '127.0.0.1';
 const FAKE = '198.18.0.5';
@@ -152,5 +154,26 @@ describe('UdpRelaySession: end', () => {
     s.upstreamReply(datagram('127.0.0.1', 7), 900);
     assert.deepEqual(s.idleTick(1300), [{ type: 'timer', ms: 600 }]);
     assert.deepEqual(s.idleTick(1900), [{ type: 'end', why: 'idle' }]);
+  });
+});
+
+describe('UdpRelaySession: any datagram from anyone', () => {
+  const drops = (s: UdpRelaySession): number => Object.entries(s.counters).reduce((n, [k, v]) => (k.startsWith('dropped') ? n + v : n), 0);
+
+  test('never throws; each one goes up the chain once or is counted as dropped once', () => {
+    const from = fc.tuple(fc.constantFrom(PEER, '::ffff:127.0.0.1', '127.0.0.2', '::1'), fc.constantFrom(4000, 4001));
+    fc.assert(
+      fc.property(fc.array(fc.tuple(g.hostile(g.udpDatagram()), from), { maxLength: 20 }), fc.constantFrom(0, 4000), (items, announcedPort) => {
+        // a small room, so that some datagrams are too big for it
+        const s = relay({ announcedPort, upstreamRoom: 48 });
+        for (const [bytes, [address, port]] of items) {
+          const before = drops(s);
+          const cmds = s.clientDatagram(Buffer.from(bytes), address, port, 0);
+          const up = cmds.filter((c) => c.type === 'upstream').length;
+          assert.equal(up + drops(s) - before, 1, JSON.stringify(cmds));
+        }
+      }),
+      { numRuns: 2000, seed: 0x5eed },
+    );
   });
 });
