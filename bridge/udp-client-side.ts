@@ -81,6 +81,11 @@ export class UdpClientSide {
     return this.source.port;
   }
 
+  /** Datagrams dropped, all reasons together. */
+  get dropped(): number {
+    return (Object.keys(DROP_COUNTER) as DropReason[]).reduce((n, r) => n + this.counters[DROP_COUNTER[r]], 0);
+  }
+
   /** The association is answered and open from `now`. */
   start(now: number): UdpClientCommand[] {
     this.lastActivity = now;
@@ -138,12 +143,12 @@ export class UdpClientSide {
    * client's port even when it is dropped for its header.
    */
   protected admit(msg: Buffer, address: string, port: number, now: number): UdpHeader | null {
-    if (!this.source.matches(address, port)) return this.dropped('source');
+    if (!this.source.matches(address, port)) return this.refuse('source');
     this.source.fix(port);
     const d = decodeUdpHeader(msg);
-    if (d.status !== 'ok' || d.msg.port === 0) return this.dropped('malformed');
+    if (d.status !== 'ok' || d.msg.port === 0) return this.refuse('malformed');
     // no reassembly, as most servers: a fragment is dropped (RFC 1928 makes it optional)
-    if (d.msg.frag !== 0) return this.dropped('frag');
+    if (d.msg.frag !== 0) return this.refuse('frag');
     this.lastActivity = now;
     return d.msg;
   }
@@ -157,7 +162,7 @@ export class UdpClientSide {
     return [{ type: 'toClient', data, port, bytes }];
   }
 
-  private dropped(reason: DropReason): null {
+  private refuse(reason: DropReason): null {
     this.drop(reason);
     return null;
   }

@@ -151,8 +151,7 @@ class UdpRelay {
   private teardown(why: string): void {
     const { chain, gateway } = this.assoc;
     const relay = chain.relays[0]!;
-    const { counters } = this.session;
-    const dropped = Object.entries(counters).reduce((n, [k, v]) => (k.startsWith('dropped') ? n + v : n), 0);
+    const { counters, dropped } = this.session;
     const hops = chain.relays.length > 1 ? { hops: chain.relays.length } : {};
     const lastError = this.lastError !== undefined ? { lastError: this.lastError } : {};
     this.ctx.state.finish(this.line, { gateway, bound: joinHostPort(relay.host, relay.port), ...hops, result: 'ok', end: why, ...counters, dropped, ...lastError });
