@@ -57,8 +57,6 @@ async function openRelay(ctx: RequestContext): Promise<{ socket: UdpSocket; fami
 /** The I/O of one association: sockets, timer, chain; every decision is the UdpSession's. */
 class UdpAssociation {
   private readonly session: UdpSession;
-  /** Where replies go: the control peer, with its scope when it is v6 link-local. */
-  private readonly peerHost: string;
   private readonly out: Partial<Record<Family, Promise<UdpSocket | null>>> = {};
   /** Our association at the upstream gateway, opened with the first datagram for it; null: none possible. */
   private upstream: Promise<UdpChain | null> | undefined;
@@ -71,10 +69,8 @@ class UdpAssociation {
     family: Family,
   ) {
     const cfg = ctx.gateway.config;
-    const peer = ctx.client.remoteAddress ?? '';
-    this.peerHost = family === 6 && peer.includes('%') ? peer : udpIpKey(peer);
     this.session = new UdpSession({
-      peer,
+      peer: ctx.client.remoteAddress ?? '',
       // RFC 1928: DST.ADDR/DST.PORT announce where the client will send from; 0 means "not known yet"
       announcedPort: ctx.request.port,
       family,
@@ -149,7 +145,7 @@ class UdpAssociation {
           this.toUpstream(c.datagram, c.bytes).catch(() => this.session.drop('error'));
           break;
         case 'toClient':
-          this.relay.send(c.data, c.port, this.peerHost, (err) => (err ? this.session.drop('error') : this.session.sentDown(c.bytes)));
+          this.relay.send(c.data, c.port, this.session.replyHost, (err) => (err ? this.session.drop('error') : this.session.sentDown(c.bytes)));
           break;
         case 'error':
           this.ctx.record.lastError = c.code;

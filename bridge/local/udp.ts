@@ -2,15 +2,20 @@
 // each hop, when the gateway is a chain), datagrams passed on with their SOCKS header untouched,
 // so a DOMAINNAME in it is resolved by the last gateway, never here. The client's TCP control
 // connection closing, or any of the gateway's, ends both sides.
+//
+// The decisions are UdpRelaySession's (./udp-session.ts, I/O-free, unit-tested without sockets);
+// this file opens the association and the client-side socket and carries out its commands.
 import type { RemoteInfo, Socket as UdpSocket } from 'node:dgram';
 import type { Socket } from 'node:net';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
-import { canonicalHost, familyOf, formatIp, joinHostPort, parseIp, type HostPort } from '../../shared/net/address.js';
-import { decodeUdpHeader, encodeUdpHeader, type Request } from '../../shared/socks5/codec.js';
-import { UdpSourceFilter, udpIpKey } from '../../shared/socks5/udp-source.js';
+import { canonicalHost, familyOf, formatIp, joinHostPort, parseIp, type Family, type HostPort } from '../../shared/net/address.js';
+import type { Request } from '../../shared/socks5/codec.js';
+import { udpIpKey } from '../../shared/socks5/udp-source.js';
 import type { UdpAssociation } from '../upstream/pool.js';
+import type { UdpClientCommand } from '../udp-client-side.js';
 import { bindUdp } from '../udp-socket.js';
 import type { BridgeContext } from './context.js';
+import { UdpRelaySession } from './udp-session.js';
 
 export async function serveUdpAssociate(
   ctx: BridgeContext,
@@ -21,7 +26,6 @@ export async function serveUdpAssociate(
   const line = ctx.state.begin('socks5', client, request.host, request.port, { cmd: 'udp' });
   const localRaw = client.localAddress ?? '127.0.0.1';
   const local = parseIp(udpIpKey(localRaw));
-  const peerIp = udpIpKey(client.remoteAddress ?? '');
   // The control connection carries nothing after the request, and its end (FIN or close) is the
   // association's end, also while the gateway is still being asked: watched from now on.
   const gone = new AbortController();
@@ -56,76 +60,108 @@ export async function serveUdpAssociate(
     toClient?.close();
     return left();
   }
-  relayDatagrams(ctx, line, client, assoc, toClient, new UdpSourceFilter(peerIp, request.port), gone.signal);
+  new UdpRelay(ctx, line, client, assoc, toClient, request.port, familyOf(local)).start(gone.signal);
   const bound = toClient.address();
   answer({ host: canonicalHost(bound.address), port: bound.port });
 }
 
-/** Datagrams both ways until the control connection (`gone`) or the gateway's chain ends. */
-function relayDatagrams(
-  ctx: BridgeContext,
-  line: ReturnType<BridgeContext['state']['begin']>,
-  client: Socket,
-  assoc: UdpAssociation,
-  down: UdpSocket,
-  source: UdpSourceFilter,
-  gone: AbortSignal,
-): void {
-  const { chain } = assoc;
-  const relay = chain.relays[0]!;
-  const up = chain.socket;
-  let clientHost = udpIpKey(client.remoteAddress ?? '');
-  let ended = false;
-  const n = { datagramsUp: 0, datagramsDown: 0, bytesUp: 0, bytesDown: 0, dropped: 0 };
-  const end = (): void => {
-    if (ended) return;
-    ended = true;
+/** The I/O of one relay: its client-side socket, the chain, the log line; every decision is the UdpRelaySession's. */
+class UdpRelay {
+  private readonly session: UdpRelaySession;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private lastError: string | undefined;
+
+  constructor(
+    private readonly ctx: BridgeContext,
+    private readonly line: ReturnType<BridgeContext['state']['begin']>,
+    private readonly client: Socket,
+    private readonly assoc: UdpAssociation,
+    private readonly down: UdpSocket,
+    announcedPort: number,
+    family: Family,
+  ) {
+    this.session = new UdpRelaySession({
+      peer: client.remoteAddress ?? '',
+      // RFC 1928: DST.ADDR/DST.PORT announce where the client will send from; 0 means "not known yet"
+      announcedPort,
+      family,
+      // no timer of our own: the gateway's association times out, and its end is this one's
+      idleTimeoutMs: 0,
+      upstreamRoom: assoc.chain.room,
+      fakeName: (host) => ctx.fakeName?.(host),
+    });
+  }
+
+  /** Datagrams both ways until the control connection (`gone`) or the gateway's chain ends. */
+  start(gone: AbortSignal): void {
+    const { chain } = this.assoc;
+    this.down.on('message', (msg: Buffer, rinfo: RemoteInfo) => this.onClientDatagram(msg, rinfo));
+    // ICMP errors toward the client or the first relay: a lost datagram, as on the wire
+    this.down.on('error', () => this.session.drop('error'));
+    chain.socket.on('error', () => this.session.drop('error'));
+    chain.socket.on('message', (raw: Buffer) => this.onUpstreamDatagram(raw));
+    gone.addEventListener('abort', () => this.onEnd('closed'));
+    void chain.ended.then(() => this.onEnd('gateway'));
+    this.apply(this.session.start(Date.now()));
+  }
+
+  private onClientDatagram(msg: Buffer, rinfo: RemoteInfo): void {
+    this.apply(this.session.clientDatagram(msg, rinfo.address, rinfo.port, Date.now()));
+  }
+
+  private onUpstreamDatagram(raw: Buffer): void {
+    this.apply(this.session.upstreamReply(this.assoc.chain.unwrap(raw), Date.now()));
+  }
+
+  private onEnd(why: string): void {
+    this.apply(this.session.end(why));
+  }
+
+  private onIdleTick(): void {
+    this.apply(this.session.idleTick(Date.now()));
+  }
+
+  private apply(commands: UdpClientCommand[]): void {
+    for (const c of commands) {
+      switch (c.type) {
+        case 'upstream': {
+          const sent = this.assoc.chain.send(c.datagram, (err) => {
+            if (err) this.apply(this.session.upstreamFailed(err));
+            else this.session.sentUp(c.bytes);
+          });
+          if (!sent) this.session.drop('size');
+          break;
+        }
+        case 'toClient':
+          this.down.send(c.data, c.port, this.session.replyHost, (err) => (err ? this.session.drop('error') : this.session.sentDown(c.bytes)));
+          break;
+        case 'error':
+          this.lastError = c.code;
+          break;
+        case 'timer':
+          this.idleTimer = setTimeout(() => this.onIdleTick(), c.ms);
+          break;
+        case 'end':
+          this.teardown(c.why);
+          break;
+      }
+    }
+  }
+
+  private teardown(why: string): void {
+    const { chain, gateway } = this.assoc;
+    const relay = chain.relays[0]!;
+    const { counters, dropped } = this.session;
     const hops = chain.relays.length > 1 ? { hops: chain.relays.length } : {};
-    ctx.state.finish(line, { gateway: assoc.gateway, bound: joinHostPort(relay.host, relay.port), ...hops, result: 'ok', ...n });
+    const lastError = this.lastError !== undefined ? { lastError: this.lastError } : {};
+    this.ctx.state.finish(this.line, { gateway, bound: joinHostPort(relay.host, relay.port), ...hops, result: 'ok', end: why, ...counters, dropped, ...lastError });
+    clearTimeout(this.idleTimer);
     try {
-      down.close();
+      this.down.close();
     } catch {
       /* already closed */
     }
     chain.close();
-    client.destroy();
-  };
-
-  down.on('message', (raw: Buffer, rinfo: RemoteInfo) => {
-    let msg = raw;
-    // the same source rule as the gateway: the control peer's IP, its announced (or first) port
-    if (!source.matches(rinfo.address, rinfo.port)) return;
-    const d = decodeUdpHeader(msg);
-    if (d.status !== 'ok' || d.msg.frag !== 0) return;
-    source.fix(rinfo.port);
-    clientHost = rinfo.address;
-    // a fake address goes on as its name; one mapped to nothing goes nowhere
-    const name = ctx.fakeName?.(d.msg.host);
-    if (name === null) {
-      n.dropped++;
-      return;
-    }
-    if (name !== undefined) msg = Buffer.concat([encodeUdpHeader({ host: name, port: d.msg.port }), raw.subarray(d.msg.dataOffset)]);
-    // with a chain's headers in front, too big for the first relay is dropped
-    if (!chain.send(msg)) {
-      n.dropped++;
-      return;
-    }
-    n.datagramsUp++;
-    n.bytesUp += msg.length;
-  });
-  up.on('message', (raw: Buffer) => {
-    const msg = chain.unwrap(raw);
-    const clientPort = source.port;
-    if (clientPort === undefined || !msg) {
-      n.dropped++;
-      return;
-    }
-    n.datagramsDown++;
-    n.bytesDown += msg.length;
-    down.send(msg, clientPort, clientHost);
-  });
-  down.on('error', () => {}); // ICMP errors toward the client: a lost datagram, as on the wire
-  gone.addEventListener('abort', end);
-  void chain.ended.then(end);
+    this.client.destroy();
+  }
 }

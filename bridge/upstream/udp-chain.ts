@@ -22,6 +22,8 @@ export interface UdpChain {
   readonly relays: HostPort[];
   /** Headers naming the relays of hops 2..n: what goes before a datagram meant for the last hop. */
   readonly prefix: Uint8Array;
+  /** The most a client datagram (header and all) may carry: one datagram to the first relay, less the prefix. */
+  readonly room: number;
   /**
    * Sends a client datagram (header and all) toward the last hop, behind the further hops' headers;
    * false, and nothing sent, when the whole would not fit one datagram to the first relay.
@@ -115,6 +117,7 @@ export async function openUdpChain(hops: Hop[], timeoutMs: number, signal?: Abor
     controls,
     relays,
     prefix,
+    room,
     ended,
     close,
     send(msg, cb) {

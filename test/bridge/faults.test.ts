@@ -17,7 +17,7 @@ import { SocksClient } from 'socks';
 import { raiseNofile } from '../bench/peers.js';
 import { startTcp } from '../helpers/origin.js';
 import { startCli, type Running } from '../helpers/process.js';
-import { eventually, fdLinks, openFds, openSockets } from '../helpers/settle.js';
+import { bridgeStatus, eventually, fdLinks, openFds, openSockets } from '../helpers/settle.js';
 import { socks5Open } from '../helpers/socks5.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-faults-'));
@@ -35,20 +35,6 @@ const rssMiB = (pid: number): number => Number(/^VmRSS:\s+(\d+) kB/m.exec(readFi
 function sockets(pid: number): string {
   const r = spawnSync('ss', ['-tanpH'], { encoding: 'utf8' });
   return `${r.stdout.split('\n').filter((l) => l.includes(`pid=${pid},`)).join('\n')}\n${fdLinks(pid).join(' ')}`;
-}
-
-/** The bridge's /api/status. */
-function bridgeStatus(port: number): Promise<{ gateways: { url: string; up: boolean; pipelining: unknown; active: number }[]; connections: { open: number } }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: '/api/status', agent: false }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (text += d));
-      res.on('end', () => resolve(JSON.parse(text)));
-    });
-    req.on('error', reject);
-    req.end();
-  });
 }
 
 /** A SOCKS5 CONNECT with no authentication, through the shared driver. */

@@ -59,6 +59,13 @@ export async function startTcp(host: string, onConn: (s: Socket) => void): Promi
   };
 }
 
+/** A TCP port that was listening on `host` and is not any more: a dial to it is refused. */
+export async function closedTcpPort(host = '127.0.0.1'): Promise<number> {
+  const t = await startTcp(host, () => {});
+  await t.close();
+  return t.port;
+}
+
 /** Reads a socket to its end. */
 export function readAll(s: Socket): Promise<Buffer> {
   return new Promise((resolve, reject) => {

@@ -2,6 +2,7 @@
 // come back (a generous bound, never a speed claim).
 import { readdirSync, readlinkSync } from 'node:fs';
 import { get } from 'node:http';
+import type { StatusSnapshot } from '../../shared/status.js';
 import { startCli, type Running } from './process.js';
 
 /** Open descriptors of a process (its /proc/PID/fd). */
@@ -37,18 +38,13 @@ export async function eventually(check: () => boolean | Promise<boolean>, what: 
   }
 }
 
-export interface BridgeStatus {
-  connections: { open: number; total: number };
-  gateways: { active: number; opened: number; checkedAt: string | null }[];
-}
-
 /** The bridge's /api/status, on a connection of its own that closes (so it holds no descriptor after). */
-export function bridgeStatus(port: number, host = '127.0.0.1'): Promise<BridgeStatus> {
+export function bridgeStatus(port: number, host = '127.0.0.1'): Promise<StatusSnapshot> {
   return new Promise((resolve, reject) => {
     get({ host, port, path: '/api/status', agent: false, headers: { connection: 'close' } }, (res) => {
       const parts: Buffer[] = [];
       res.on('data', (d: Buffer) => parts.push(d));
-      res.once('end', () => resolve(JSON.parse(Buffer.concat(parts).toString()) as BridgeStatus));
+      res.once('end', () => resolve(JSON.parse(Buffer.concat(parts).toString()) as StatusSnapshot));
       res.once('error', reject);
     }).once('error', reject);
   });

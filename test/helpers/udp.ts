@@ -4,6 +4,12 @@ import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dg
 import type { Socket } from 'node:net';
 import { SocksClient } from 'socks';
 import { canonicalHost } from '../../shared/net/address.js';
+import { run } from './process.js';
+import { concatBytes, encodeUdpHeader } from '../../shared/socks5/codec.js';
+
+/** A SOCKS5 UDP datagram (RFC 1928 §7): the header for host:port (with FRAG `frag`), then `data`. */
+export const socksDatagram = (host: string, port: number, data = 'hi', frag = 0): Buffer =>
+  Buffer.from(concatBytes(encodeUdpHeader({ host, port, frag }), Buffer.from(data)));
 
 export interface UdpEcho {
   socket: UdpSocket;
@@ -157,3 +163,13 @@ for msg in sys.argv[5:]:
     print(json.dumps({"data": data.decode(), "from": list(addr)}), flush=True)
 s.close()
 `;
+
+/** One answer PYSOCKS_UDP printed: the payload, and the sender the relay's header named. */
+export type PySocksAnswer = { data: string; from: [string, number] };
+
+/** PYSOCKS_UDP through `proxy` to host:port, a datagram per message: how it exited, and the answers it printed. */
+export async function pysocksUdp(proxy: { host: string; port: number }, host: string, port: number, messages: string[]): Promise<{ code: number | null; stderr: string; lines: PySocksAnswer[] }> {
+  const r = await run('/usr/bin/python3', ['-c', PYSOCKS_UDP, proxy.host, String(proxy.port), host, String(port), ...messages], { timeoutMs: 20000 });
+  const lines = r.stdout.toString().split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as PySocksAnswer);
+  return { code: r.code, stderr: r.stderr, lines };
+}

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CMD, REP } from '../../../shared/socks5/constants.js';
 import { bindSecondReply, dialSocks5 } from '../../../bridge/upstream/socks5.js';
-import { readAll, sha256, startOrigin, startTcp, type Origin } from '../../helpers/origin.js';
+import { closedTcpPort, readAll, sha256, startOrigin, startTcp, type Origin } from '../../helpers/origin.js';
 import { CLI, run, startCli, type Running } from '../../helpers/process.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-chain-'));
@@ -74,9 +74,7 @@ describe('chained gateways on loopback', () => {
   });
 
   test("the last gateway's REP reaches the client unchanged", async () => {
-    const closed = await startTcp('127.0.0.1', () => {});
-    const closedPort = closed.port;
-    await closed.close();
+    const closedPort = await closedTcpPort();
     const cases: [string, number, number][] = [
       ['nowhere.test', origin.port, REP.HOST_UNREACHABLE],
       ['far.test', closedPort, REP.CONNECTION_REFUSED],

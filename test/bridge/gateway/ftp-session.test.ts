@@ -4,17 +4,11 @@
 // use it and what a data connection joins, and the control connection's end.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseIp, type Ip } from '../../../shared/net/address.js';
+import type { Ip } from '../../../shared/net/address.js';
+import { C4, C6, GW_C4, GW_S6, ip, S4, S6 } from '../../helpers/ftp.js';
 import { FtpSession, type FtpCommand } from '../../../bridge/gateway/ftp-session.js';
 import { MAX_FTP_LINE } from '../../../bridge/gateway/ftp-translate.js';
 
-const ip = (t: string): Ip => parseIp(t)!;
-const C4 = ip('203.0.113.2');
-const C6 = ip('2001:db8:c6::2');
-const S4 = ip('198.51.100.10');
-const S6 = ip('2001:db8:56::10');
-const GW_C4 = ip('203.0.113.1');
-const GW_S6 = ip('2001:db8:56::1');
 const STRANGER4 = ip('203.0.113.99');
 
 const bytes = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'latin1'));

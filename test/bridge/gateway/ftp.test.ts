@@ -8,7 +8,8 @@ import { after, before, describe, test } from 'node:test';
 import { SocksClient } from 'socks';
 import { readAll, sha256, startTcp } from '../../helpers/origin.js';
 import { startCli, type Running } from '../../helpers/process.js';
-import { parseIp, type Ip } from '../../../shared/net/address.js';
+import { C4, C6, GW_C4, GW_C6, GW_S4, GW_S6, ip, S4, S6 } from '../../helpers/ftp.js';
+import type { Ip } from '../../../shared/net/address.js';
 import { concatBytes, encodeGreeting, encodeRequest } from '../../../shared/socks5/codec.js';
 import { CMD, METHOD } from '../../../shared/socks5/constants.js';
 import {
@@ -22,16 +23,6 @@ import {
   parseHostPortCommas,
   type FtpAction,
 } from '../../../bridge/gateway/ftp-translate.js';
-
-const ip = (t: string): Ip => parseIp(t)!;
-const C4 = ip('203.0.113.2');
-const C6 = ip('2001:db8:c6::2');
-const S4 = ip('198.51.100.10');
-const S6 = ip('2001:db8:56::10');
-const GW_C4 = ip('203.0.113.1');
-const GW_C6 = ip('2001:db8:c6::1');
-const GW_S4 = ip('198.51.100.1');
-const GW_S6 = ip('2001:db8:56::1');
 
 const toClient = (out: FtpAction[]): string[] => out.flatMap((a) => (a.type === 'toClient' ? [a.line] : []));
 const toServer = (out: FtpAction[]): string[] => out.flatMap((a) => (a.type === 'toServer' ? [a.line] : []));

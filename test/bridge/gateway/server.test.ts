@@ -12,7 +12,7 @@ import { CMD, METHOD, REP } from '../../../shared/socks5/constants.js';
 import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
 import { gatewayConfig } from '../../../bridge/gateway/config.js';
 import { Gateway } from '../../../bridge/gateway/server.js';
-import { readAll, sha256, startOrigin, startTcp, type Origin } from '../../helpers/origin.js';
+import { closedTcpPort, readAll, sha256, startOrigin, startTcp, type Origin } from '../../helpers/origin.js';
 import { run, startCli, type Running } from '../../helpers/process.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-gw-'));
@@ -113,9 +113,7 @@ describe('gateway on loopback, no auth', () => {
   });
 
   test('distinct reply codes: not found 0x04, policy 0x02, refused 0x05', async () => {
-    const closed = await startTcp('127.0.0.1', () => {});
-    const closedPort = closed.port;
-    await closed.close();
+    const closedPort = await closedTcpPort();
     const cases: [string, number, number][] = [
       ['nowhere.test', origin.port, REP.HOST_UNREACHABLE],
       ['rebind.test', origin.port, REP.NOT_ALLOWED],

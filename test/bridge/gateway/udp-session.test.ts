@@ -6,13 +6,12 @@ import assert from 'node:assert/strict';
 import { MAX_NAMES, MAX_PEERS, MAX_PENDING, UdpSession, type UdpCommand, type UdpSessionOptions } from '../../../bridge/gateway/udp-session.js';
 import { RequestError } from '../../../shared/errors.js';
 import { formatIp, parseIp, type Ip } from '../../../shared/net/address.js';
-import { concatBytes, encodeUdpHeader } from '../../../shared/socks5/codec.js';
+import { encodeUdpHeader } from '../../../shared/socks5/codec.js';
+import { socksDatagram as datagram } from '../../helpers/udp.js';
 import { MAX_UDP_PAYLOAD } from '../../../bridge/udp-socket.js';
 
 const PEER = '192.0.2.10';
 const ip = (text: string): Ip => parseIp(text)!;
-const datagram = (host: string, port: number, data = 'hi', frag = 0): Buffer =>
-  Buffer.from(concatBytes(encodeUdpHeader({ host, port, frag }), Buffer.from(data)));
 
 function session(opts: Partial<UdpSessionOptions> = {}): UdpSession {
   return new UdpSession({

@@ -7,8 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SocksClient } from 'socks';
-import { associate, closeAssociations, PYSOCKS_UDP, startUdpEcho, udpBind, type UdpEcho } from '../../helpers/udp.js';
-import { run, startCli, type Running } from '../../helpers/process.js';
+import { associate, closeAssociations, pysocksUdp, startUdpEcho, udpBind, type UdpEcho } from '../../helpers/udp.js';
+import { startCli, type Running } from '../../helpers/process.js';
 import { corkedExchange, socks5Request } from '../../helpers/socks5.js';
 import { decodeReply } from '../../../shared/socks5/codec.js';
 import { CMD, REP } from '../../../shared/socks5/constants.js';
@@ -78,9 +78,8 @@ describe('gateway UDP ASSOCIATE on loopback', () => {
 
   test('PySocks (Debian python3-socks) round trips by name to both families', async () => {
     for (const [name, echo] of [['echo4.test', echo4], ['echo6.test', echo6]] as const) {
-      const r = await run('/usr/bin/python3', ['-c', PYSOCKS_UDP, proxy.host, String(proxy.port), name, String(echo.port), `py ${name} 1`, `py ${name} 2`], { timeoutMs: 20000 });
-      assert.equal(r.code, 0, r.stderr);
-      const lines = r.stdout.toString().trim().split('\n').map((l) => JSON.parse(l) as { data: string; from: [string, number] });
+      const { code, stderr, lines } = await pysocksUdp(proxy, name, echo.port, [`py ${name} 1`, `py ${name} 2`]);
+      assert.equal(code, 0, stderr);
       assert.deepEqual(lines.map((l) => l.data), [`py ${name} 1`, `py ${name} 2`]);
       assert.deepEqual(lines[0]!.from, [echo.host, echo.port]);
     }
@@ -204,9 +203,8 @@ describe('gateway UDP ASSOCIATE with --upstream', () => {
     const g1 = await startCli(['gateway', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1', '--upstream', `socks5://127.0.0.1:${g2.listening[0]!.port}`]);
     try {
       const proxy = g1.listening[0]!;
-      const r = await run('/usr/bin/python3', ['-c', PYSOCKS_UDP, proxy.host, String(proxy.port), 'far.test', String(echo.port), 'chained 1', 'chained 2'], { timeoutMs: 20000 });
-      assert.equal(r.code, 0, r.stderr);
-      const lines = r.stdout.toString().trim().split('\n').map((l) => JSON.parse(l) as { data: string; from: [string, number] });
+      const { code, stderr, lines } = await pysocksUdp(proxy, 'far.test', echo.port, ['chained 1', 'chained 2']);
+      assert.equal(code, 0, stderr);
       assert.deepEqual(lines.map((l) => l.data), ['chained 1', 'chained 2']);
       assert.deepEqual(lines[0]!.from, ['127.0.0.1', echo.port], "the upstream gateway's header names the sender");
       const near = await g1.waitRecord((x) => x.cmd === 'udp');
@@ -235,9 +233,8 @@ describe('gateway UDP ASSOCIATE with --upstream', () => {
     const g1 = await startCli(['gateway', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1', '--upstream', hop(g2), '--upstream', hop(g3)]);
     try {
       const proxy = g1.listening[0]!;
-      const r = await run('/usr/bin/python3', ['-c', PYSOCKS_UDP, proxy.host, String(proxy.port), 'far.test', String(echo.port), 'two hops 1', 'two hops 2'], { timeoutMs: 20000 });
-      assert.equal(r.code, 0, r.stderr);
-      const lines = r.stdout.toString().trim().split('\n').map((l) => JSON.parse(l) as { data: string; from: [string, number] });
+      const { code, stderr, lines } = await pysocksUdp(proxy, 'far.test', echo.port, ['two hops 1', 'two hops 2']);
+      assert.equal(code, 0, stderr);
       assert.deepEqual(lines.map((l) => l.data), ['two hops 1', 'two hops 2']);
       assert.deepEqual(lines[0]!.from, ['127.0.0.1', echo.port], "the far gateway's header names the sender, the near one's is gone");
       const near = await g1.waitRecord((x) => x.cmd === 'udp');
@@ -288,9 +285,8 @@ describe('gateway UDP ASSOCIATE with --workers 2', () => {
       const proxy = gw.listening[0]!;
       // the primary hands connections round-robin: four associations reach both workers
       for (let i = 0; i < 4; i++) {
-        const r = await run('/usr/bin/python3', ['-c', PYSOCKS_UDP, proxy.host, String(proxy.port), 'echo4.test', String(echo.port), `w${i} a`, `w${i} b`], { timeoutMs: 20000 });
-        assert.equal(r.code, 0, r.stderr);
-        const lines = r.stdout.toString().trim().split('\n').map((l) => JSON.parse(l) as { data: string });
+        const { code, stderr, lines } = await pysocksUdp(proxy, 'echo4.test', echo.port, [`w${i} a`, `w${i} b`]);
+        assert.equal(code, 0, stderr);
         assert.deepEqual(lines.map((l) => l.data), [`w${i} a`, `w${i} b`]);
       }
       const recs = await gw.waitRecords(4);

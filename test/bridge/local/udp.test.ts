@@ -5,7 +5,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { associate, closeAssociations, PYSOCKS_UDP, startUdpEcho, udpBind, type UdpEcho } from '../../helpers/udp.js';
+import { associate, closeAssociations, pysocksUdp, socksDatagram, startUdpEcho, udpBind, type UdpEcho } from '../../helpers/udp.js';
 import { run, startCli, type Running } from '../../helpers/process.js';
 import { connect, type Socket } from 'node:net';
 import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
@@ -41,9 +41,8 @@ describe('bridge UDP ASSOCIATE', () => {
 
   test('PySocks → bridge → gateway → UDP echo by names only the gateway knows', async () => {
     for (const [name, echo] of [['echo4.test', echo4], ['echo6.test', echo6]] as const) {
-      const r = await run('/usr/bin/python3', ['-c', PYSOCKS_UDP, proxy.host, String(proxy.port), name, String(echo.port), `via bridge ${name} 1`, `via bridge ${name} 2`], { timeoutMs: 20000 });
-      assert.equal(r.code, 0, r.stderr);
-      const lines = r.stdout.toString().trim().split('\n').map((l) => JSON.parse(l) as { data: string; from: [string, number] });
+      const { code, stderr, lines } = await pysocksUdp(proxy, name, echo.port, [`via bridge ${name} 1`, `via bridge ${name} 2`]);
+      assert.equal(code, 0, stderr);
       assert.deepEqual(lines.map((l) => l.data), [`via bridge ${name} 1`, `via bridge ${name} 2`]);
       assert.deepEqual(lines[0]!.from, [echo.host, echo.port], 'the gateway wrote the sender address');
     }
@@ -77,6 +76,24 @@ describe('bridge UDP ASSOCIATE', () => {
     assert.equal(last.end, 'closed');
     assert.equal(last.datagramsUp, 2);
   });
+
+  test("the bridge's log line counts what it dropped by reason (another port, a malformed header, a fragment) and says how it ended", async () => {
+    const a = await associate(proxy);
+    const other = await udpBind('127.0.0.1');
+    other.send(socksDatagram('echo4.test', echo4.port, 'from another port'), a.relay.port, a.relay.host);
+    a.udp.send(Buffer.from([0, 0, 0, 9]), a.relay.port, a.relay.host);
+    a.send('echo4.test', echo4.port, 'a fragment', 1);
+    a.send('echo4.test', echo4.port, 'counted marker');
+    assert.equal((await a.receive()).data.toString(), 'counted marker');
+    other.close();
+    a.close();
+    const rec = await bridge.waitRecord((x) => x.cmd === 'udp' && x.droppedFrag === 1);
+    assert.deepEqual(
+      [rec.end, rec.datagramsUp, rec.datagramsDown, rec.bytesUp, rec.droppedSource, rec.droppedMalformed, rec.droppedFrag, rec.dropped],
+      ['closed', 1, 1, 'counted marker'.length, 1, 1, 1, 3],
+    );
+    assert.ok(!echo4.seen.some((s) => ['from another port', 'a fragment'].includes(s.data.toString())));
+  });
 });
 
 describe('bridge UDP ASSOCIATE over a chained gateway', () => {
@@ -87,9 +104,8 @@ describe('bridge UDP ASSOCIATE over a chained gateway', () => {
     const bridge = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${g1.listening[0]!.port},socks5://127.0.0.1:${g2.listening[0]!.port}`]);
     try {
       const proxy = bridge.listening[0]!;
-      const r = await run('/usr/bin/python3', ['-c', PYSOCKS_UDP, proxy.host, String(proxy.port), 'echo4.test', String(echo.port), 'chain 1', 'chain 2'], { timeoutMs: 20000 });
-      assert.equal(r.code, 0, r.stderr);
-      const lines = r.stdout.toString().trim().split('\n').map((l) => JSON.parse(l) as { data: string; from: [string, number] });
+      const { code, stderr, lines } = await pysocksUdp(proxy, 'echo4.test', echo.port, ['chain 1', 'chain 2']);
+      assert.equal(code, 0, stderr);
       assert.deepEqual(lines.map((l) => l.data), ['chain 1', 'chain 2']);
       assert.deepEqual(lines[0]!.from, ['127.0.0.1', echo.port], "the last gateway's header names the sender; the first one's is gone");
       // g1 relayed the datagrams to g2's relay and carried g2's control connection

@@ -208,8 +208,8 @@ test('dualsocks start --dns-listen: curl --socks4 to the fake address of a name 
     }
     // every lease ends with its connection (the HTTP proxy's keep-alive to the origin included)
     await eventually(async () => {
-      const st = (await bridgeStatus(start.listening[0]!.port)) as unknown as { fake: { recent: { name: string; refs: number }[] } };
-      return st.fake.recent.some((e) => e.name === 'origin.test') && st.fake.recent.every((e) => e.refs === 0);
+      const { recent } = (await bridgeStatus(start.listening[0]!.port)).fake!;
+      return recent.some((e) => e.name === 'origin.test') && recent.every((e) => e.refs === 0);
     }, 'leases released');
   } finally {
     await start.stop();
