@@ -14,6 +14,7 @@ import { Gateway } from './gateway/server.js';
 import { startWorkers } from './gateway/workers.js';
 import { hashPassword, PasswordChecks, Users } from './gateway/users.js';
 import { policyCommand } from './policy.js';
+import { pacCommand } from './pac.js';
 import { jsonLines, say } from './log.js';
 import { helpText, parseOptions } from './options.js';
 
@@ -26,6 +27,8 @@ Usage:
   dualsocks bridge [options]    local HTTP + SOCKS4/5 port and PAC server, forwarding names to gateways
   dualsocks start [options]     a bridge on 127.0.0.1:1080 with an in-process gateway (what npm start runs)
   dualsocks passwd USER         read a password on stdin, print a line for the --users file
+  dualsocks pac --proxy HOST:PORT [--rules FILE] [--out FILE]
+                                the bridge's PAC file for the same rules, to serve elsewhere (WPAD, GPO)
   dualsocks COMMAND --help      options of a command
 `;
 
@@ -178,6 +181,8 @@ async function main(argv: string[]): Promise<void> {
       return passwd(rest);
     case 'policy':
       return policyCommand(rest);
+    case 'pac':
+      return pacCommand(rest);
     case 'bridge':
       return bridge(rest);
     case 'start':

@@ -67,9 +67,10 @@ export function readRules(path: string): Settings {
   return parseSettings(readConfigFile('rules', path));
 }
 
-function pacProxy(text: string): HostPort {
+/** The proxy address a PAC names (--pac-proxy, `dualsocks pac --proxy`); errors name `key`. */
+export function pacProxy(text: string, key = 'pacProxy'): HostPort {
   const hp = splitHostPort(text);
-  if (!hp || hp.port === 0 || !/^[A-Za-z0-9.:-]+$/.test(hp.host)) throw new ConfigError('pacProxy', `"${text}" is not HOST:PORT (IPv6 in brackets)`);
+  if (!hp || hp.port === 0 || !/^[A-Za-z0-9.:-]+$/.test(hp.host)) throw new ConfigError(key, `"${text}" is not HOST:PORT (IPv6 in brackets)`);
   return hp;
 }
 
