@@ -111,7 +111,7 @@ async function start(argv: string[]): Promise<void> {
   // --clients is who may use the bridge. The gateway inside serves the bridge alone: it listens
   // on loopback and asks for a password made here, which only the bridge knows, so another
   // process on this host cannot go around the bridge's --clients through it.
-  const { clients: _c, ...gwOpts } = o;
+  const { clients: _c, users: _u, noAuthLocal: _n, ...gwOpts } = o;
   const gwCfg = { ...gatewayConfigFrom({ ...gwOpts, listen: ['127.0.0.1:0'] }), requireAuth: true };
   const gw = new Gateway(gwCfg, jsonLines);
   const inner = innerCredentials();
