@@ -7,8 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export interface ProxyAuthDriverOptions {
-  /** host:port of the HTTP proxy. */
+  /** host:port of the HTTP proxy; or, with `pac`, of the bridge whose /proxy.pac the browser follows. */
   proxy: string;
+  pac?: boolean;
   url: string;
   /** Omitted: the challenge is not answered. */
   credentials?: { username: string; password: string };
@@ -37,9 +38,13 @@ async function main(o: ProxyAuthDriverOptions): Promise<ProxyAuthDriverResult> {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
-      `--proxy-server=http://${o.proxy}`,
-      // no direct connections at all, also for names Chromium thinks are local
-      '--proxy-bypass-list=<-loopback>',
+      ...(o.pac
+        ? [`--proxy-pac-url=http://${o.proxy}/proxy.pac`]
+        : [
+            `--proxy-server=http://${o.proxy}`,
+            // no direct connections at all, also for names Chromium thinks are local
+            '--proxy-bypass-list=<-loopback>',
+          ]),
     ],
   });
   try {

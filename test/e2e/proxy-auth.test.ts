@@ -1,7 +1,8 @@
 // A bridge facing a LAN with --users (issue 13, item 4): Debian's Chromium on another machine of
 // the LAN answers the bridge's 407 with a username and password (puppeteer's page.authenticate,
 // as a person would in the browser's dialog) and loads a page by a name only the gateway knows.
-// Around it, with real clients: curl from the LAN must log in (HTTP, CONNECT, SOCKS5), a program
+// Through the bridge's PAC too: Chromium cannot log in to SOCKS5, so it falls back to the PAC's
+// PROXY entry. Around it, with real clients: curl from the LAN must log in (HTTP, CONNECT, SOCKS5), a program
 // on the bridge's own host need not (--no-auth-local), the PAC is fetched without a login, and
 // the status is not served to the LAN.
 import { test } from 'node:test';
@@ -64,6 +65,20 @@ test('a LAN bridge with --users: Chromium answers the 407 and loads the page; cu
       const rec = await bridge.waitRecord((r) => r.inbound === 'http' && r.host === 'web.test' && r.result === 'ok');
       assert.equal(rec.user, USER);
       assert.equal(rec.client, LAN_ADDR.c);
+    });
+
+    await t.test("Chromium following the bridge's PAC: SOCKS5 gets no method it can do (05 FF), it falls back to PROXY and answers the 407", async () => {
+      const before = bridge.records().filter((r) => r.inbound === 'http' && r.result === 'ok').length;
+      const socks5Tries = async (): Promise<number> => {
+        const st = await curl('b', ['--fail', 'http://127.0.0.1:1080/api/status']);
+        return (JSON.parse(st.stdout.toString()) as { connections: { byInbound: { socks5: number } } }).connections.byInbound.socks5;
+      };
+      const tried = await socks5Tries();
+      const ok = await drive(lan, { proxy, pac: true, url, credentials: { username: USER, password: PASSWORD } });
+      assert.ok((await socks5Tries()) > tried, 'the PAC\'s SOCKS5 entry was tried first');
+      assert.equal(ok.status, 200, JSON.stringify(ok));
+      assert.ok(ok.text.includes(MARK), ok.text);
+      await bridge.waitRecord(() => bridge.records().filter((r) => r.inbound === 'http' && r.result === 'ok' && r.user === USER).length > before);
     });
 
     await t.test('curl in the LAN logs in for HTTP, CONNECT and SOCKS5; without a login: 407 and 05 FF', async () => {

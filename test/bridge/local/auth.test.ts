@@ -4,6 +4,7 @@
 // clients: curl (--proxy-user, also for SOCKS5), PySocks, raw bytes from the project's codec.
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { Agent, request as httpRequest } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -154,6 +155,38 @@ describe('dualsocks start --users', () => {
     // another scheme is no login
     const bearer = await run('curl', ['-sS', '-D', '-', '-x', `http://${proxy}`, '-H', 'Proxy-Authorization: Bearer abc', url()]);
     assert.match(bearer.stdout.toString(), /^HTTP\/1\.1 407 [^]*Only the Basic scheme/);
+  });
+
+  test('the login stays at the bridge: no Proxy-Authorization reaches the origin; after a 407 the same connection logs in', async () => {
+    const seen = await run('curl', ['-sS', '-x', `http://${proxy}`, '--proxy-user', `alice:${PASSWORD}`, `http://web.test:${origin.port}/echo-headers`]);
+    const headers = JSON.parse(seen.stdout.toString()) as Record<string, string>;
+    assert.equal(headers['proxy-authorization'], undefined);
+    assert.equal(headers.host, `web.test:${origin.port}`);
+    // a browser retries on the connection that got the 407 (a request without a body keeps it)
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const ask = (auth?: string): Promise<{ status: number; reused: boolean; body: string }> =>
+      new Promise((resolve, reject) => {
+        const req = httpRequest({ agent, host: '127.0.0.1', port, path: `http://web.test:${origin.port}/`, headers: { host: `web.test:${origin.port}`, ...(auth ? { 'proxy-authorization': auth } : {}) } }, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => (body += d));
+          res.once('end', () => resolve({ status: res.statusCode ?? 0, reused: req.reusedSocket, body }));
+        });
+        req.once('error', reject);
+        req.end();
+      });
+    try {
+      assert.equal((await ask()).status, 407);
+      const second = await ask(`Basic ${Buffer.from(`alice:${PASSWORD}`).toString('base64')}`);
+      assert.deepEqual(second, { status: 200, reused: true, body: 'hello from origin' });
+    } finally {
+      agent.destroy();
+    }
+    // a body not read behind a 407 would be taken for the next request: that connection closes
+    const post = await run('curl', ['-sS', '-D', '-', '--interface', '127.0.0.25', '-x', `http://${proxy}`, '--data-binary', 'GET /x HTTP/1.1', `http://web.test:${origin.port}/`]);
+    assert.match(post.stdout.toString(), /^HTTP\/1\.1 407 [^]*\r\nConnection: close\r\n/i);
+    const posted = await run('curl', ['-sS', '-x', `http://${proxy}`, '--proxy-user', `alice:${PASSWORD}`, '--data-binary', 'x'.repeat(100_000), `http://web.test:${origin.port}/`]);
+    assert.equal(posted.stdout.toString(), 'hello from origin', posted.stderr);
   });
 
   test('CONNECT without or with wrong credentials: 407, and the tunnel is never opened', async () => {
