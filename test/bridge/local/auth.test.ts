@@ -293,6 +293,35 @@ describe('bridge --users: refused logins leave no descriptor behind', () => {
   });
 });
 
+describe('bridge --users: SIGHUP', () => {
+  test('re-reads the users file: a changed password counts at once, also for a login remembered before', { timeout: 60_000 }, async () => {
+    const origin = await startOrigin('127.0.0.1');
+    const file = join(dir, 'reload-users');
+    writeFileSync(file, await hashLine('carol', 'first'));
+    // `dualsocks start` ends on SIGHUP (its terminal closed): reloading is `dualsocks bridge`'s
+    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--hosts', join(dir, 'hosts'), '--dns', 'none', '--allow', '127.0.0.1', '--quiet']);
+    const br = await startCli(['bridge', '--listen', '127.0.0.1:0', '--users', file, '--gateway', `socks5://127.0.0.1:${gw.listening[0]!.port}`, '--quiet']);
+    const via = async (user: string): Promise<string> =>
+      (await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '-x', `http://127.0.0.1:${br.listening[0]!.port}`, '--proxy-user', user, `http://web.test:${origin.port}/`])).stdout.toString();
+    try {
+      assert.equal(await via('carol:first'), '200');
+      writeFileSync(file, await hashLine('carol', 'second'));
+      br.proc.kill('SIGHUP');
+      await br.waitStderr(/SIGHUP: .*users reloaded from .*reload-users \(1\)/);
+      assert.equal(await via('carol:first'), '407', 'the remembered login is forgotten');
+      assert.equal(await via('carol:second'), '200');
+      writeFileSync(file, 'carol:not a hash\n');
+      br.proc.kill('SIGHUP');
+      await br.waitStderr(/SIGHUP: .*--users not reloaded, the previous users stay/);
+      assert.equal(await via('carol:second'), '200');
+    } finally {
+      await br.stop();
+      await gw.stop();
+      await origin.close();
+    }
+  });
+});
+
 describe('bridge --users: configuration', () => {
   test('--no-auth-local needs --users; a users file that does not parse names the key; --users stands in for --clients beyond loopback', async () => {
     const cli = (args: string[]) => run(process.execPath, [CLI, 'bridge', '--gateway', 'socks5://127.0.0.1:9', ...args], { timeoutMs: 20_000 });
