@@ -15,7 +15,7 @@ const MIN_HEALTH_INTERVAL_MS = 1000;
 
 export const BRIDGE_LISTEN_OPTIONS: OptionSpec[] = [
   { key: 'listen', kind: 'list', arg: 'HOST:PORT', help: 'address of the mixed HTTP/SOCKS port, repeatable (default 127.0.0.1:1080 and [::1]:1080)' },
-  { key: 'clients', kind: 'list', arg: 'CIDR', help: 'sources allowed to use the bridge; required to listen beyond loopback' },
+  { key: 'clients', kind: 'list', arg: 'CIDR', help: 'sources allowed to use the bridge; beyond loopback this or --users is required' },
   { key: 'users', kind: 'string', arg: 'FILE', help: "clients log in (SOCKS5 username/password, HTTP Proxy-Authorization: Basic) as users of this file, the gateway's format; SOCKS4 is refused" },
   { key: 'noAuthLocal', kind: 'flag', help: 'with --users: programs on this machine (loopback or its own addresses) need no login' },
   { key: 'rules', kind: 'string', arg: 'FILE', help: 'routing rules (JSON) for the PAC file and the bridge' },
