@@ -9,6 +9,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import fc from 'fast-check';
 import { PasswordChecks } from '../../../bridge/gateway/users.js';
 import { basicCredentials, ProxyAuth } from '../../../bridge/local/auth.js';
 import { encodeAuthRequest, encodeGreeting, encodeSocks4Request } from '../../../shared/socks5/codec.js';
@@ -68,6 +69,18 @@ test('basicCredentials: the bytes of "Basic base64(user:password)"; other scheme
   for (const h of [undefined, '', 'Basic', `Bearer ${b64('a:b')}`, `Basic ${b64('no colon')}`, 'Basic !!!', `Basic ${b64('a:b')} extra`]) {
     assert.equal(basicCredentials(h), null, String(h));
   }
+});
+
+test('basicCredentials: any header gives credentials or none, never a throw; any user without a colon and any password come back as sent', () => {
+  fc.assert(fc.property(fc.string(), (h) => {
+    const c = basicCredentials(h);
+    assert.ok(c === null || (c.username instanceof Uint8Array && c.password instanceof Uint8Array));
+    basicCredentials(`Basic ${h}`);
+  }));
+  fc.assert(fc.property(fc.uint8Array().filter((u) => !u.includes(0x3a)), fc.uint8Array(), (user, password) => {
+    const c = basicCredentials(`Basic ${Buffer.concat([user, Buffer.from(':'), password]).toString('base64')}`)!;
+    assert.deepEqual([Buffer.from(c.username), Buffer.from(c.password)], [Buffer.from(user), Buffer.from(password)]);
+  }));
 });
 
 test('ProxyAuth: a passed login is taken again without scrypt; a wrong one never is; back-off comes first', async () => {
