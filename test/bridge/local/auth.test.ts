@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { PasswordChecks } from '../../../bridge/gateway/users.js';
 import { basicCredentials, ProxyAuth } from '../../../bridge/local/auth.js';
-import { encodeAuthRequest, encodeGreeting, encodeSocks4Request } from '../../../shared/socks5/codec.js';
+import { encodeAuthRequest, encodeGreeting, encodeRequest, encodeSocks4Request } from '../../../shared/socks5/codec.js';
 import { CMD, METHOD } from '../../../shared/socks5/constants.js';
 import { readAll, sha256, startOrigin, type Origin } from '../../helpers/origin.js';
 import { CLI, run, startCli, type Running } from '../../helpers/process.js';
@@ -227,6 +227,20 @@ describe('dualsocks start --users', () => {
     const py = await run('/usr/bin/python3', ['-c', PYSOCKS, '127.0.0.1', String(port), 'alice', 'wrong password', 'web.test', String(origin.port)]);
     assert.equal(py.code, 3, py.stderr);
     assert.match(py.stdout.toString(), /refused:.*(authentication|rejected)/i);
+  });
+
+  test('SOCKS5 greeting, login, request, data and FIN in one write: the data and the FIN reach the destination after the check', async () => {
+    const s = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    s.end(Buffer.concat([
+      encodeGreeting({ methods: [METHOD.USERPASS] }),
+      encodeAuthRequest({ username: 'alice', password: PASSWORD }),
+      encodeRequest({ cmd: CMD.CONNECT, host: 'web.test', port: origin.port }),
+      Buffer.from('GET / HTTP/1.0\r\nHost: web.test\r\n\r\n'),
+    ]));
+    const got = Buffer.from(await answerOf(s));
+    assert.deepEqual([...got.subarray(0, 4)], [5, METHOD.USERPASS, 1, 0]);
+    assert.equal(got[5], 0, 'REP succeeded');
+    assert.match(got.toString('latin1'), /hello from origin$/);
   });
 
   test('SOCKS4 and SOCKS4a are refused (0x5b): their user id is no password', async () => {
