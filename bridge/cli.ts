@@ -14,6 +14,7 @@ import { Gateway } from './gateway/server.js';
 import { startWorkers } from './gateway/workers.js';
 import { hashPassword, PasswordChecks, Users } from './gateway/users.js';
 import { policyCommand } from './policy.js';
+import { pacCommand } from './pac.js';
 import { jsonLines, say } from './log.js';
 import { helpText, parseOptions } from './options.js';
 
@@ -26,6 +27,8 @@ Usage:
   dualsocks bridge [options]    local HTTP + SOCKS4/5 port and PAC server, forwarding names to gateways
   dualsocks start [options]     a bridge on 127.0.0.1:1080 with an in-process gateway (what npm start runs)
   dualsocks passwd USER         read a password on stdin, print a line for the --users file
+  dualsocks pac --proxy HOST:PORT [--rules FILE] [--out FILE]
+                                the bridge's PAC file for the same rules, to serve elsewhere (WPAD, GPO)
   dualsocks COMMAND --help      options of a command
 `;
 
@@ -122,7 +125,7 @@ async function start(argv: string[]): Promise<void> {
   // --clients is who may use the bridge. The gateway inside serves the bridge alone: it listens
   // on loopback and asks for a password made here, which only the bridge knows, so another
   // process on this host cannot go around the bridge's --clients through it.
-  const { clients: _c, ...gwOpts } = o;
+  const { clients: _c, users: _u, noAuthLocal: _n, ...gwOpts } = o;
   const gwCfg = { ...gatewayConfigFrom({ ...gwOpts, listen: ['127.0.0.1:0'] }), requireAuth: true };
   const gw = new Gateway(gwCfg, jsonLines);
   const inner = innerCredentials();
@@ -192,6 +195,8 @@ async function main(argv: string[]): Promise<void> {
       return passwd(rest);
     case 'policy':
       return policyCommand(rest);
+    case 'pac':
+      return pacCommand(rest);
     case 'bridge':
       return bridge(rest);
     case 'start':

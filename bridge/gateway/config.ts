@@ -95,9 +95,18 @@ export function gatewayConfigFrom(o: OptionValues): GatewayConfig {
   const usersFile = o.users as string | undefined;
   const noAuth = o.noAuth === true;
   if (usersFile && noAuth) throw new ConfigError('noAuth', 'cannot be combined with users');
+  const clientTexts = o.clients as string[] | undefined;
+  // a /0 restricts nobody (of its family): it is no --clients
+  const everyone = clientTexts?.find((c) => /\/0+$/.test(c.trim()));
   const exposed = listen.filter((l) => !isLoopbackListen(l));
-  if (exposed.length > 0 && !usersFile && !noAuth) {
-    throw new ConfigError('listen', `${exposed.map((l) => l.host).join(', ')} is not loopback: give --users FILE, or --no-auth to run an open proxy on purpose`);
+  // only "no users and no client restriction" is an open proxy
+  if (exposed.length > 0 && !usersFile && !noAuth && (!clientTexts || everyone)) {
+    throw new ConfigError(
+      everyone ? 'clients' : 'listen',
+      everyone
+        ? `"${everyone}" admits every source: on ${exposed.map((l) => l.host).join(', ')} give --users FILE, narrower --clients, or --no-auth to run an open proxy on purpose`
+        : `${exposed.map((l) => l.host).join(', ')} is not loopback: give --users FILE, --clients CIDR, or --no-auth to run an open proxy on purpose`,
+    );
   }
   let dns: HostPort[] | undefined;
   const dnsList = o.dns as string[] | undefined;
@@ -128,7 +137,7 @@ export function gatewayConfigFrom(o: OptionValues): GatewayConfig {
     prefer: (o.prefer as 'ipv6' | 'ipv4' | undefined) ?? 'ipv6',
     allow: cidrs('allow', (o.allow as string[] | undefined) ?? []),
     allowPrivate: o.allowPrivate === true,
-    clients: o.clients ? cidrs('clients', o.clients as string[]) : undefined,
+    clients: clientTexts ? cidrs('clients', clientTexts) : undefined,
     handshakeTimeoutMs: millis(o, 'handshakeTimeout', 10),
     connectTimeoutMs: millis(o, 'connectTimeout', 10),
     bindTimeoutMs: millis(o, 'bindTimeout', 60),

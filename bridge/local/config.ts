@@ -15,7 +15,9 @@ const MIN_HEALTH_INTERVAL_MS = 1000;
 
 export const BRIDGE_LISTEN_OPTIONS: OptionSpec[] = [
   { key: 'listen', kind: 'list', arg: 'HOST:PORT', help: 'address of the mixed HTTP/SOCKS port, repeatable (default 127.0.0.1:1080 and [::1]:1080)' },
-  { key: 'clients', kind: 'list', arg: 'CIDR', help: 'sources allowed to use the bridge; required to listen beyond loopback' },
+  { key: 'clients', kind: 'list', arg: 'CIDR', help: 'sources allowed to use the bridge; beyond loopback this or --users is required' },
+  { key: 'users', kind: 'string', arg: 'FILE', help: "clients log in (SOCKS5 username/password, HTTP Proxy-Authorization: Basic) as users of this file, the gateway's format; SOCKS4 is refused" },
+  { key: 'noAuthLocal', kind: 'flag', help: 'with --users: programs on this machine (loopback or its own addresses) need no login' },
   { key: 'rules', kind: 'string', arg: 'FILE', help: 'routing rules (JSON) for the PAC file and the bridge' },
   { key: 'pacProxy', kind: 'string', arg: 'HOST:PORT', help: "proxy address written into the PAC (default: the address the PAC was fetched from)" },
   { key: 'handshakeTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed for a SOCKS handshake or an HTTP request head (default 10)' },
@@ -41,6 +43,10 @@ export interface BridgeConfig {
   /** No --listen given: a loopback family the host lacks is skipped. */
   listenIsDefault: boolean;
   clients?: CidrSet | undefined;
+  /** --users: clients must log in. */
+  usersFile?: string | undefined;
+  /** --no-auth-local: except programs on this machine. */
+  noAuthLocal: boolean;
   gateways: Hop[][];
   balance: Balance;
   rules: Settings;
@@ -67,9 +73,10 @@ export function readRules(path: string): Settings {
   return parseSettings(readConfigFile('rules', path));
 }
 
-function pacProxy(text: string): HostPort {
+/** The proxy address a PAC names (--pac-proxy, `dualsocks pac --proxy`); errors name `key`. */
+export function pacProxy(text: string, key = 'pacProxy'): HostPort {
   const hp = splitHostPort(text);
-  if (!hp || hp.port === 0 || !/^[A-Za-z0-9.:-]+$/.test(hp.host)) throw new ConfigError('pacProxy', `"${text}" is not HOST:PORT (IPv6 in brackets)`);
+  if (!hp || hp.port === 0 || !/^[A-Za-z0-9.:-]+$/.test(hp.host)) throw new ConfigError(key, `"${text}" is not HOST:PORT (IPv6 in brackets)`);
   return hp;
 }
 
@@ -77,9 +84,12 @@ function pacProxy(text: string): HostPort {
 export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig {
   const listen = o.listen ? listenAddresses('listen', o.listen as string[]) : DEFAULT_BRIDGE_LISTEN;
   const clients = o.clients ? cidrs('clients', o.clients as string[]) : undefined;
+  const usersFile = o.users as string | undefined;
+  if (o.noAuthLocal === true && !usersFile) throw new ConfigError('noAuthLocal', 'needs --users FILE');
   const exposed = listen.filter((l) => !isLoopbackListen(l));
-  if (exposed.length > 0 && !clients) {
-    throw new ConfigError('listen', `${exposed.map((l) => l.host).join(', ')} is not loopback: give --clients CIDR so the bridge is not an open proxy`);
+  // as for the gateway: only "no users and no client restriction" is an open proxy
+  if (exposed.length > 0 && !clients && !usersFile) {
+    throw new ConfigError('listen', `${exposed.map((l) => l.host).join(', ')} is not loopback: give --clients CIDR or --users FILE so the bridge is not an open proxy`);
   }
   const dnsListen = ((o.dnsListen as string[] | undefined) ?? []).map(parseDnsListen);
   const dnsExposed = dnsListen.filter((l) => !isLoopbackListen(l));
@@ -92,6 +102,8 @@ export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig 
     listen,
     listenIsDefault: !o.listen,
     clients,
+    usersFile,
+    noAuthLocal: o.noAuthLocal === true,
     gateways: gw,
     balance: (o.balance as Balance | undefined) ?? 'round-robin',
     rules: o.rules ? readRules(o.rules as string) : DEFAULT_SETTINGS,

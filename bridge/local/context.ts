@@ -7,6 +7,7 @@ import type { RelayResult } from '../relay.js';
 import type { Tunnel, UdpAssociation } from '../upstream/pool.js';
 import { summary, type BridgeState, type Inbound } from './state.js';
 import type { HostPort } from '../../shared/net/address.js';
+import type { ProxyAuth } from './auth.js';
 
 export interface BridgeContext {
   state: BridgeState;
@@ -33,6 +34,8 @@ export interface BridgeContext {
   port: number;
   /** Proxy address written into the PAC; unset: the address the client fetched it from. */
   pacProxy?: HostPort | undefined;
+  /** --users: who must log in, and the checks. */
+  auth?: ProxyAuth | undefined;
 }
 
 /**

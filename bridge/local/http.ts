@@ -12,7 +12,9 @@ import { isDualsocksError, RequestError } from '../../shared/errors.js';
 import { isLocalPeer } from '../host-addresses.js';
 import type { Tunnel } from '../upstream/pool.js';
 import { failInternally, relayToEnd, type BridgeContext } from './context.js';
+import type { Inbound } from './state.js';
 import { describeFailure, type Failure } from './failure.js';
+import { basicCredentials, REALM, userText } from './auth.js';
 import { handlePage } from './pages.js';
 
 const VIA = '1.1 dualsocks';
@@ -152,6 +154,49 @@ function notAPage(ctx: BridgeContext, path: string): string {
   );
 }
 
+/** The answer to a proxy request's login: go on, or this refusal. */
+type Login = { ok: true } | { ok: false; status: number; reason: string; text: string; headers: Record<string, string> };
+
+const LOGGED_IN: Login = Object.freeze({ ok: true });
+const HOW_TO_LOG_IN =
+  'Browsers ask for a username and password; curl takes --proxy-user USER:PASSWORD; a proxy URL may carry them (http://USER:PASSWORD@HOST:PORT). ' +
+  'SOCKS5 clients log in with the same username and password; SOCKS4 cannot.';
+
+function challenge(text: string): Login {
+  return { ok: false, status: 407, reason: 'Proxy Authentication Required', text: `${text}\n\n${HOW_TO_LOG_IN}`, headers: { 'Proxy-Authenticate': `Basic realm="${REALM}"` } };
+}
+
+/**
+ * The login a proxy request needs with --users (Proxy-Authorization: Basic). `then` gets the
+ * answer, at once when no login is needed or none was sent; returns what cancels a check the
+ * client no longer waits for.
+ */
+function login(ctx: BridgeContext, via: Inbound, socket: Socket, header: string | undefined, then: (l: Login) => void): (() => boolean) | undefined {
+  const auth = ctx.auth;
+  if (!auth || !auth.required(socket.remoteAddress)) {
+    then(LOGGED_IN);
+    return undefined;
+  }
+  const c = basicCredentials(header);
+  if (!c) {
+    then(challenge(header === undefined ? 'Proxy Authentication Required. This proxy serves only its users: send a username and password.' : 'Proxy Authentication Required. Only the Basic scheme is understood here: send a username and password.'));
+    return undefined;
+  }
+  const user = userText(c);
+  return auth.check(socket.remoteAddress, c, guarded(socket, (r) => {
+    if (r.result === 'error') throw r.error;
+    if (r.result === 'ok') {
+      ctx.state.loggedIn(socket, user);
+      then(LOGGED_IN);
+      return;
+    }
+    ctx.state.refused(via, socket, { user, auth: r.result, result: r.result === 'busy' ? 'ERR_CONNECTION_CAP' : 'ERR_SOCKS_AUTH_FAILED' });
+    if (r.result === 'busy') then({ ok: false, status: 503, reason: 'Service Unavailable', text: 'Too many password checks are waiting; try again in a moment.', headers: { 'Retry-After': '1' } });
+    else if (r.result === 'backoff') then(challenge(`Too many failed logins from your address: refused without a check for ${Math.ceil(r.retryMs / 1000)} s.`));
+    else then(challenge(`The username ${JSON.stringify(user)} or its password was not accepted.`));
+  }));
+}
+
 type OnCreate = (err: Error | null, socket: Duplex) => void;
 
 /** Calls back with the error alone: on failure there is no socket, and Node's own agent does the same. */
@@ -241,11 +286,28 @@ export function createHttpFrontend(ctx: BridgeContext, opts: { handshakeTimeoutM
       if (!handlePage(ctx, req, res)) textResponse(res, 400, notAPage(ctx, parsed.path), {}, 'Not A Proxy Request');
       return;
     }
-    forward(ctx, agent, req, res, parsed.target, parsed.authority, parsed.path);
+    const cancel = login(ctx, 'http', req.socket, req.headers['proxy-authorization'], (l) => {
+      if (l.ok) return forward(ctx, agent, req, res, parsed.target, parsed.authority, parsed.path);
+      if (res.destroyed) return;
+      // a request body not read would be taken for the next request
+      const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined;
+      const close: Record<string, string> = hasBody && !req.complete ? { Connection: 'close' } : {};
+      textResponse(res, l.status, l.text, { ...l.headers, ...close }, l.reason);
+      req.resume();
+    });
+    if (cancel) res.once('close', cancel);
   };
 
   server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    guarded(socket, () => void tunnelConnect(ctx, req, socket as Socket, head).catch((e: unknown) => failInternally(socket as Socket, e)))();
+    guarded(socket, () => {
+      const s = socket as Socket;
+      const cancel = login(ctx, 'connect', s, req.headers['proxy-authorization'], (l) => {
+        if (!l.ok) return rawResponse(s, l.status, l.reason, `${l.text}\n`, l.headers);
+        if (s.destroyed) return;
+        void tunnelConnect(ctx, req, s, head).catch((e: unknown) => failInternally(s, e));
+      });
+      if (cancel) s.once('close', cancel);
+    })();
   });
 
   // No 'upgrade' listener on purpose: Node then serves Upgrade requests as plain ones, and

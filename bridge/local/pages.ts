@@ -4,11 +4,14 @@
 // The status shows recent destinations, i.e. browsing history, so no web page may read it:
 // requests from web origins or cross-site contexts are refused, no permissive CORS header is ever
 // sent, and the Host header must name loopback so a DNS-rebound name cannot make a page
-// same-origin with the bridge. The PAC is not secret and is served to anyone.
+// same-origin with the bridge; with --users, only programs on the bridge's machine may read it.
+// The PAC is not secret and is served to every admitted client without a login: browsers fetch
+// it before they use any proxy, and answer no 407 for it.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { formatIp, joinHostPort, parseIp, splitHostPort, type HostPort } from '../../shared/net/address.js';
 import { toPac } from '../../shared/rules/index.js';
 import { checkProxyHost } from '../../shared/rules/settings.js';
+import { isLocalPeer } from '../host-addresses.js';
 import type { BridgeContext } from './context.js';
 import type { StatusSnapshot } from './state.js';
 
@@ -125,7 +128,18 @@ function refuse(req: IncomingMessage, res: ServerResponse, why: string): void {
   sendText(req, res, 403, `Forbidden. ${why}`, { ...PRIVATE_HEADERS, Vary: 'Origin' });
 }
 
+/**
+ * With --users the bridge serves people on other machines, and the status lists every user's
+ * destinations: only programs on the bridge's own machine may read it.
+ */
+function statusRefusedForUsers(ctx: BridgeContext, req: IncomingMessage): string | null {
+  if (!ctx.auth || isLocalPeer(req.socket.remoteAddress)) return null;
+  return "This bridge has users (--users), and its status lists every user's destinations: it is served only to programs on the bridge's own machine.";
+}
+
 function serveStatusApi(ctx: BridgeContext, req: IncomingMessage, res: ServerResponse): void {
+  const local = statusRefusedForUsers(ctx, req);
+  if (local) return refuse(req, res, local);
   const access = checkAccess(req);
   if (!access.ok) return refuse(req, res, access.why);
   // only an extension gets CORS headers, and only its own origin echoed back
@@ -174,6 +188,8 @@ export function statusHtml(s: StatusSnapshot, pacBase: string): string {
 }
 
 function serveStatusPage(ctx: BridgeContext, req: IncomingMessage, res: ServerResponse): void {
+  const local = statusRefusedForUsers(ctx, req);
+  if (local) return refuse(req, res, local);
   const access = checkAccess(req, { navigation: true });
   if (!access.ok) return refuse(req, res, access.why);
   if (req.method !== 'GET' && req.method !== 'HEAD') return methodNotAllowed(req, res, 'GET');

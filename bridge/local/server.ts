@@ -16,6 +16,7 @@ import { say } from '../log.js';
 import { connectTcp } from '../upstream/direct.js';
 import type { GatewayPool, Tunnel } from '../upstream/pool.js';
 import { readRules, type BridgeConfig } from './config.js';
+import { ProxyAuth } from './auth.js';
 import { guardSocket, type BridgeContext } from './context.js';
 import { createHttpFrontend } from './http.js';
 import { serveSocks4, serveSocks5 } from './socks.js';
@@ -64,6 +65,7 @@ export class Bridge {
       fakeName: (host) => this.fakeName(host),
       port: config.listen[0]?.port ?? 1080,
       pacProxy: config.pacProxy,
+      auth: config.usersFile ? new ProxyAuth(config.usersFile, config.noAuthLocal) : undefined,
     };
     this.http = createHttpFrontend(this.ctx, { handshakeTimeoutMs: config.handshakeTimeoutMs });
   }
@@ -155,10 +157,16 @@ export class Bridge {
   }
 
   /**
-   * SIGHUP: re-reads the --rules file; new connections and the PAC file follow it, open tunnels
+   * SIGHUP: re-reads the --rules file (and --users); new connections and the PAC file follow it, open tunnels
    * stay as they are. A file that does not parse leaves the rules as they were. Returns what to say.
    */
   reload(): string {
+    const users = this.ctx.auth?.reload();
+    const rules = this.reloadRules();
+    return users === undefined ? rules : `${rules}; ${users}`;
+  }
+
+  private reloadRules(): string {
     const file = this.config.rulesFile;
     if (!file) return 'nothing to reload (no --rules file)';
     try {

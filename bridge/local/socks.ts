@@ -10,6 +10,8 @@ import { releasedToNative } from '../native/loader.js';
 import { holdWhile } from '../relay.js';
 import type { Tunnel } from '../upstream/pool.js';
 import { bindSecondReply, type Socks5Dial } from '../upstream/socks5.js';
+import type { CheckResult } from '../gateway/users.js';
+import type { Credentials, ProxyAuth } from './auth.js';
 import { failInternally, relayToEnd, type BridgeContext } from './context.js';
 import type { Inbound } from './state.js';
 import { serveUdpAssociate } from './udp.js';
@@ -126,14 +128,52 @@ function socks4Address(r: HostPort): HostPort {
 }
 
 /**
- * Which session a greeting gets. The bridge has no users: NO_AUTH when offered; a client that
- * offers only USERPASS (Firefox with a proxy username, any client configured with credentials
- * that does not also offer NO_AUTH) has its credentials accepted, whatever they are, rather than
- * refused with 0xFF.
+ * Which session a greeting gets. With --users (and the client not exempted): USERPASS, checked;
+ * a greeting without it gets 0xFF. Otherwise NO_AUTH when offered; a client that offers only
+ * USERPASS (Firefox with a proxy username, any client configured with credentials that does not
+ * also offer NO_AUTH) has its credentials accepted, whatever they are, rather than refused with 0xFF.
  */
-function sessionFor(greeting: Decoded<Greeting>): Socks5ServerSession {
+function sessionFor(greeting: Decoded<Greeting>, mustLogIn: boolean): Socks5ServerSession {
+  if (mustLogIn) return new Socks5ServerSession({ requireAuth: true });
   const methods = greeting.status === 'ok' ? greeting.msg.methods : [];
   return new Socks5ServerSession({ requireAuth: !methods.includes(METHOD.NO_AUTH) && methods.includes(METHOD.USERPASS) });
+}
+
+/** SOCKS4 carries no password (its user id is a name anyone can send): with --users it is refused. */
+const SOCKS4_NO_LOGIN = 'SOCKS4 cannot send a password: use SOCKS5 with a username and password';
+
+/**
+ * --users: checks a SOCKS5 login on the thread pool while the socket waits paused (what follows
+ * stays in it); `run` carries out the session's answer.
+ */
+function checkLogin(ctx: BridgeContext, client: Socket, session: Socks5ServerSession, auth: ProxyAuth, c: Credentials, run: (cmds: ServerCommand[]) => unknown): void {
+  client.pause();
+  const user = session.username;
+  const answered = (r: CheckResult): void => {
+    if (r.result === 'error') throw r.error;
+    if (r.result === 'ok') {
+      ctx.state.loggedIn(client, user!);
+      client.resume();
+      run(session.authResult(true));
+      return;
+    }
+    const why =
+      r.result === 'busy'
+        ? new RequestError('ERR_CONNECTION_CAP', 'too many password checks waiting')
+        : new SocksProtocolError('ERR_SOCKS_AUTH_FAILED', r.result === 'backoff' ? `too many failed logins from this address, refused without a check for ${Math.ceil(r.retryMs / 1000)} s` : `user ${JSON.stringify(user)}`);
+    ctx.state.refused('socks5', client, { user, auth: r.result, result: why.code, error: why.message });
+    run(session.authResult(false, why));
+  };
+  // called from the checks' own turn: its failure is this connection's
+  const cancel = auth.check(client.remoteAddress, c, (r) => {
+    try {
+      answered(r);
+    } catch (e) {
+      failInternally(client, e);
+    }
+  });
+  // a client gone during its check: the check is dropped if it has not started
+  client.once('close', cancel);
 }
 
 export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: NodeJS.Timeout): void {
@@ -142,6 +182,7 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
   let greeting: Uint8Array | null = new Uint8Array(0);
   const internal = (e: unknown): void => failInternally(client, e);
   const done = ctx.state.opened('socks5');
+  const auth = ctx.auth?.required(client.remoteAddress) ? ctx.auth : undefined;
   // a socket the native relay took over closes at once: the relay's end closes the count then
   client.once('close', () => releasedToNative(client) || done());
   // gone before its request: closed now, not at the handshake timeout
@@ -155,8 +196,11 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
     for (const c of cmds) {
       if (c.type === 'send') client.write(c.data);
       else if (c.type === 'data') early.push(c.data);
-      // any credentials will do (sessionFor)
-      else if (c.type === 'authenticate') early.push(...run(session.authResult(true)));
+      else if (c.type === 'authenticate') {
+        // without --users any credentials will do (sessionFor)
+        if (!auth) early.push(...run(session.authResult(true)));
+        else checkLogin(ctx, client, session, auth, c, run);
+      }
       else if (c.type === 'close') {
         clearTimeout(handshakeTimer);
         if (!client.destroyed) client.end(() => client.destroy());
@@ -200,7 +244,7 @@ export function serveSocks5(ctx: BridgeContext, client: Socket, handshakeTimer: 
         return;
       }
       greeting = null;
-      session = sessionFor(g);
+      session = sessionFor(g, auth !== undefined);
       run(session.feed(buf));
       return;
     }
@@ -231,6 +275,11 @@ export function serveSocks4(ctx: BridgeContext, client: Socket, handshakeTimer: 
       if (!client.destroyed) client.end(encodeSocks4Reply({ cd: SOCKS4_CD.REJECTED }), () => client.destroy());
     };
     if (d.status === 'error' || (d.msg.cmd !== CMD.CONNECT && !(d.msg.cmd === CMD.BIND && ctx.bind))) {
+      reject();
+      return;
+    }
+    if (ctx.auth?.required(client.remoteAddress)) {
+      ctx.state.refused('socks4', client, { host: d.msg.host, port: d.msg.port, auth: 'none', result: 'ERR_SOCKS_AUTH_FAILED', error: SOCKS4_NO_LOGIN });
       reject();
       return;
     }

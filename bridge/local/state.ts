@@ -31,6 +31,8 @@ export class BridgeState {
   log: Logger = silent;
   /** Set when the fake-address DNS runs. */
   fake: (() => FakeDnsStatus) | undefined;
+  /** The user each client socket logged in as (--users), for its log lines. */
+  private readonly users = new WeakMap<Socket, string>();
 
   constructor(
     readonly version: string,
@@ -74,7 +76,18 @@ export class BridgeState {
    * request is known (the client's address is gone once its socket is).
    */
   begin(via: Inbound, client: Socket, host: string, port: number, extra: LogRecord = {}): { rec: LogRecord; started: number } {
-    return { rec: { inbound: via, client: canonicalHost(client.remoteAddress ?? ''), clientPort: client.remotePort, host, port, ...extra }, started: Date.now() };
+    const user = this.users.get(client);
+    return { rec: { inbound: via, client: canonicalHost(client.remoteAddress ?? ''), clientPort: client.remotePort, ...(user !== undefined ? { user } : {}), host, port, ...extra }, started: Date.now() };
+  }
+
+  /** `client` logged in as `user` (an HTTP client may change users between requests). */
+  loggedIn(client: Socket, user: string): void {
+    this.users.set(client, user);
+  }
+
+  /** The line of a login refused (never the password): `fields` says the user, `auth` and the result. */
+  refused(via: Inbound, client: Socket, fields: LogRecord): void {
+    this.log({ inbound: via, client: canonicalHost(client.remoteAddress ?? ''), clientPort: client.remotePort, ...fields });
   }
 
   /**

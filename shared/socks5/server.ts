@@ -27,7 +27,8 @@ export type ServerCommand =
   /** `clientGone`: the client ended before saying all the handshake needs (no reply to send). */
   | { type: 'close'; error?: DualsocksError; clientGone?: true };
 
-function displayName(bytes: Uint8Array): string {
+/** Bytes as text for logs: UTF-8, or 0x… hex when they are not UTF-8. */
+export function displayName(bytes: Uint8Array): string {
   try {
     return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
