@@ -14,6 +14,7 @@ import { Gateway } from './gateway/server.js';
 import { startWorkers } from './gateway/workers.js';
 import { hashPassword, PasswordChecks, Users } from './gateway/users.js';
 import { policyCommand } from './policy.js';
+import { transparentCommand } from './transparent-nft.js';
 import { jsonLines, say } from './log.js';
 import { helpText, parseOptions } from './options.js';
 
@@ -26,6 +27,7 @@ Usage:
   dualsocks bridge [options]    local HTTP + SOCKS4/5 port and PAC server, forwarding names to gateways
   dualsocks start [options]     a bridge on 127.0.0.1:1080 with an in-process gateway (what npm start runs)
   dualsocks passwd USER         read a password on stdin, print a line for the --users file
+  dualsocks transparent nft     print (--apply: load) the nftables rules for the bridge's --transparent port
   dualsocks COMMAND --help      options of a command
 `;
 
@@ -68,6 +70,7 @@ function newBridge(cfg: BridgeConfig): Bridge {
 
 async function listenBridge(bridge: Bridge): Promise<void> {
   const bound = await bridge.listen();
+  const transparent = await bridge.listenTransparent();
   const dns = await bridge.startFakeDns((e) => say(`dualsocks bridge: --fake-state not saved: ${e instanceof Error ? e.message : String(e)}`));
   bridge.pool.startHealthChecks();
   for (const b of bound) say(`dualsocks bridge ${VERSION} listening on ${joinHostPort(b.host, b.port)}`);
@@ -76,6 +79,7 @@ async function listenBridge(bridge: Bridge): Promise<void> {
   say(`  HTTP proxy:  ${base}    SOCKS5/4a: socks5h://${joinHostPort(first.host, first.port)}`);
   say(`  PAC file:    ${base}/proxy.pac   (also /wpad.dat)`);
   say(`  status:      ${base}/   and ${base}/api/status`);
+  if (transparent.length) say(`  transparent: ${transparent.map((b) => joinHostPort(b.host, b.port)).join(', ')} (connections redirected by nftables: dualsocks transparent nft)`);
   if (dns) say(`  ${dns}`);
 }
 
@@ -178,6 +182,8 @@ async function main(argv: string[]): Promise<void> {
       return passwd(rest);
     case 'policy':
       return policyCommand(rest);
+    case 'transparent':
+      return transparentCommand(rest);
     case 'bridge':
       return bridge(rest);
     case 'start':

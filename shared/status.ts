@@ -3,7 +3,7 @@
 // Types only: nothing here runs.
 
 /** How a connection came into the bridge. */
-export type Inbound = 'http' | 'connect' | 'socks5' | 'socks4';
+export type Inbound = 'http' | 'connect' | 'socks5' | 'socks4' | 'transparent';
 
 /** One --upstream gateway as the bridge's pool sees it. */
 export interface GatewayHealth {
@@ -46,6 +46,8 @@ export interface StatusSnapshot {
   version: string;
   startedAt: string;
   listen: string[];
+  /** The --transparent listeners (absent: none). */
+  transparent?: string[];
   gateways: GatewayHealth[];
   connections: { open: number; total: number; failed: number; byInbound: Record<Inbound, number> };
   recent: RecentDestination[];

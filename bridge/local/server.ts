@@ -19,6 +19,7 @@ import { readRules, type BridgeConfig } from './config.js';
 import { guardSocket, type BridgeContext } from './context.js';
 import { createHttpFrontend } from './http.js';
 import { serveSocks4, serveSocks5 } from './socks.js';
+import { serveTransparent } from './transparent.js';
 import { BridgeState, type Inbound } from './state.js';
 import { FakeDns } from './fake/index.js';
 import { FakeTable, type FakeLease } from './fake/table.js';
@@ -38,6 +39,7 @@ export class Bridge {
   fake: FakeDns | undefined;
   /** Without --dns-listen: nothing is mapped, so every fake address is refused as unmapped. */
   private readonly noFakes: FakeTable;
+  private transparentBound: string[] = [];
 
   constructor(
     readonly config: BridgeConfig,
@@ -154,6 +156,23 @@ export class Bridge {
     return bound;
   }
 
+  /** The --transparent listeners (after listen(), so that they know the bridge's own ports); [] without. */
+  async listenTransparent(): Promise<HostPort[]> {
+    if (this.config.transparent.length === 0) return [];
+    const { servers, bound } = await listenAll(this.config.transparent, (s) => {
+      if (this.admit(s)) serveTransparent(this.ctx, s, () => this.own);
+    });
+    this.servers.push(...servers);
+    this.transparentBound = bound.map((b) => joinHostPort(b.host, b.port));
+    this.state.transparent = this.transparentBound;
+    return bound;
+  }
+
+  /** Every address the bridge listens on: never a destination of the transparent port. */
+  private get own(): string[] {
+    return [...this.state.listen, ...this.transparentBound];
+  }
+
   /**
    * SIGHUP: re-reads the --rules file; new connections and the PAC file follow it, open tunnels
    * stay as they are. A file that does not parse leaves the rules as they were. Returns what to say.
@@ -177,7 +196,8 @@ export class Bridge {
     await Promise.all([closeAll(this.servers, this.sockets), this.fake?.close()]);
   }
 
-  private accept(client: Socket): void {
+  /** The guard, the count of open sockets and --clients, for every accepted socket; false: closed. */
+  private admit(client: Socket): boolean {
     let failed = false;
     guardSocket(client, (e) => {
       if (failed) return;
@@ -197,8 +217,13 @@ export class Bridge {
     const ip = parseIp(canonicalHost(client.remoteAddress ?? ''));
     if (this.config.clients && !(ip && this.config.clients.has(ip))) {
       client.destroy();
-      return;
+      return false;
     }
+    return true;
+  }
+
+  private accept(client: Socket): void {
+    if (!this.admit(client)) return;
     // from the first byte to a complete SOCKS request (HTTP heads: the HTTP server's headersTimeout)
     const timer = setTimeout(() => client.destroy(), this.config.handshakeTimeoutMs);
     // gone before saying anything (a port scan, a health check): closed now, not at the timeout

@@ -24,9 +24,11 @@ export class BridgeState {
   open = 0;
   total = 0;
   failed = 0;
-  readonly byInbound: Record<Inbound, number> = { http: 0, connect: 0, socks5: 0, socks4: 0 };
+  readonly byInbound: Record<Inbound, number> = { http: 0, connect: 0, socks5: 0, socks4: 0, transparent: 0 };
   private readonly recent: RecentDestination[] = [];
   listen: string[] = [];
+  /** The --transparent listeners. */
+  transparent: string[] = [];
   /** Where the per-connection lines go (stdout as JSON, or nowhere with --quiet). */
   log: Logger = silent;
   /** Set when the fake-address DNS runs. */
@@ -99,6 +101,7 @@ export class BridgeState {
       version: this.version,
       startedAt: this.startedAt,
       listen: this.listen,
+      ...(this.transparent.length ? { transparent: this.transparent } : {}),
       gateways: this.pool.health,
       connections: { open: this.open, total: this.total, failed: this.failed, byInbound: { ...this.byInbound } },
       recent: [...this.recent].reverse(),
