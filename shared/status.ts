@@ -21,7 +21,10 @@ export interface GatewayHealth {
 
 export interface RecentDestination {
   time: string;
+  /** The destination; for a fake address, the name it stands for. */
   host: string;
+  /** The fake address the program connected to, when host is its name (or an unmapped one). */
+  fakeAddress?: string;
   port: number;
   via: Inbound;
   /** Family the gateway used toward the destination, from the reply's BND.ADDR. */

@@ -50,6 +50,7 @@ export class Bridge {
     // checks --fake-range/--fake-range6 before anything listens
     this.noFakes = new FakeTable({ range4: config.fake.fakeRange, range6: config.fake.fakeRange6 });
     this.state = new BridgeState(version, pool, config.rules);
+    this.state.fakeName = (host) => this.fakeName(host);
     this.ctx = {
       state: this.state,
       open: (host, port, via, from) => this.open(host, port, via, from),

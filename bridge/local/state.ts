@@ -33,6 +33,8 @@ export class BridgeState {
   log: Logger = silent;
   /** Set when the fake-address DNS runs. */
   fake: (() => FakeDnsStatus) | undefined;
+  /** The name a fake address stands for (null: unmapped, undefined: not fake): logs show the name. */
+  fakeName: ((host: string) => string | null | undefined) | undefined;
 
   constructor(
     readonly version: string,
@@ -60,7 +62,7 @@ export class BridgeState {
     if (!tunnel) this.failed++;
     this.recent.push({
       time: new Date().toISOString(),
-      host,
+      ...this.named(host),
       port,
       via,
       family: ip && tunnel!.reply.host !== '0.0.0.0' ? familyOf(ip) : null,
@@ -76,7 +78,13 @@ export class BridgeState {
    * request is known (the client's address is gone once its socket is).
    */
   begin(via: Inbound, client: Socket, host: string, port: number, extra: LogRecord = {}): { rec: LogRecord; started: number } {
-    return { rec: { inbound: via, client: canonicalHost(client.remoteAddress ?? ''), clientPort: client.remotePort, host, port, ...extra }, started: Date.now() };
+    return { rec: { inbound: via, client: canonicalHost(client.remoteAddress ?? ''), clientPort: client.remotePort, ...this.named(host), port, ...extra }, started: Date.now() };
+  }
+
+  /** A fake address is shown as its name, the address beside it (an unmapped one: the address in both). */
+  private named(host: string): { host: string; fakeAddress?: string } {
+    const name = host === '' ? undefined : this.fakeName?.(host);
+    return name === undefined ? { host } : { host: name ?? host, fakeAddress: host };
   }
 
   /**
