@@ -56,8 +56,9 @@ export class Bridge {
       open: (host, port, via, from) => this.open(host, port, via, from),
       // 0.0.0.0:0: our port toward the gateway is fixed by our first datagram
       associate: (signal) => this.pool.associate(signal),
-      // the peer connects to the gateway, so BIND always goes there, whatever the rules say
-      bind: (host, port, signal) => this.pool.open(host, port, CMD.BIND, signal),
+      // the peer connects to the gateway, so BIND always goes there, whatever the rules say; a
+      // fake address as its name (the gateway resolves the expected peer), never as the address
+      bind: (host, port, signal) => this.byName(host, (h) => this.pool.open(h, port, CMD.BIND, signal)),
       relay: (client, tunnel) => {
         // the tunnel object holds its socket: keep only what the end needs
         const { release } = tunnel;
@@ -76,15 +77,23 @@ export class Bridge {
    * entry pinned while the tunnel lives; an unmapped one is refused here, never sent anywhere.
    */
   private open(host: string, port: number, via: Inbound, from?: string): Promise<Tunnel> {
+    return this.byName(host, (name) => this.pool.open(name, port), () => this.openReal(host, port, via, from));
+  }
+
+  /**
+   * `dial(name)` for a mapped fake address, its entry pinned until the tunnel ends; an unmapped
+   * one is refused (ERR_FAKE_UNMAPPED); any other host goes to `other` (default: `dial(host)`).
+   */
+  private byName(host: string, dial: (host: string) => Promise<Tunnel>, other: () => Promise<Tunnel> = () => dial(host)): Promise<Tunnel> {
     let lease: FakeLease | undefined;
     try {
       lease = this.leaseFake(host);
     } catch (e) {
       return Promise.reject(e);
     }
-    if (!lease) return this.openReal(host, port, via, from);
+    if (!lease) return other();
     const l = lease;
-    return this.pool.open(l.name, port).then(
+    return dial(l.name).then(
       (t) => {
         // as the pool does: the socket's close ends the tunnel unless the native relay took it over
         t.socket.once('close', () => {
