@@ -26,6 +26,14 @@ test('--transparent without the native addon: refused at start, exit 2, naming t
   assert.match(r.stderr, /--transparent: cannot read the original destination .*addon not built/);
 });
 
+test('--help of bridge and start lists --transparent; the command list names transparent nft', async () => {
+  for (const cmd of ['bridge', 'start']) {
+    const r = await run(process.execPath, [CLI, cmd, '--help']);
+    assert.match(r.stdout.toString(), /--transparent HOST:PORT/, cmd);
+  }
+  assert.match((await run(process.execPath, [CLI, '--help'])).stdout.toString(), /dualsocks transparent nft/);
+});
+
 test('--transparent beyond loopback without --clients: refused, exit 2', async () => {
   const r = await run(process.execPath, [CLI, 'bridge', '--gateway', 'socks5://127.0.0.1:1', '--transparent', '0.0.0.0:1082']);
   assert.equal(r.code, 2, r.stderr);
