@@ -101,6 +101,12 @@ test('transparent mode: programs with no proxy support reach the other family by
       await loads(c4, NAMES.v6only, topo.index.s6);
       // the proxied name never left c4 in a query; the resolver named in resolv.conf got nothing
       assert.equal(topo.queriesFor('c4', NAMES.v6only), 0);
+      const st = await topo.exec('c4', 'curl', ['-sS', '--fail', '--max-time', '10', `http://127.0.0.1:${c4.bridge.listening[0]!.port}/api/status`]);
+      assert.equal(st.code, 0, st.stderr);
+      const status = JSON.parse(st.stdout.toString()) as { transparent?: string[]; connections: { byInbound: Record<string, number> }; recent: { via: string; host: string; fakeAddress?: string }[] };
+      assert.deepEqual(status.transparent, [`127.0.0.1:${TPORT}`]);
+      assert.equal(status.connections.byInbound.transparent, 3);
+      assert.ok(status.recent.some((r) => r.via === 'transparent' && r.host === NAMES.v6only && /^198\.1[89]\./.test(r.fakeAddress ?? '')), JSON.stringify(status.recent));
     });
 
     await t.test("the bridge's own traffic is not redirected: a DIRECT name's query reaches the upstream through it", async () => {
