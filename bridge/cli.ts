@@ -15,6 +15,7 @@ import { startWorkers } from './gateway/workers.js';
 import { hashPassword, PasswordChecks, Users } from './gateway/users.js';
 import { policyCommand } from './policy.js';
 import { pacCommand } from './pac.js';
+import { transparentCommand } from './transparent-nft.js';
 import { jsonLines, say } from './log.js';
 import { helpText, parseOptions } from './options.js';
 
@@ -29,6 +30,7 @@ Usage:
   dualsocks passwd USER         read a password on stdin, print a line for the --users file
   dualsocks pac --proxy HOST:PORT [--rules FILE] [--out FILE]
                                 the bridge's PAC file for the same rules, to serve elsewhere (WPAD, GPO)
+  dualsocks transparent nft     print (--apply: load) the nftables rules for the bridge's --transparent port
   dualsocks COMMAND --help      options of a command
 `;
 
@@ -71,6 +73,7 @@ function newBridge(cfg: BridgeConfig): Bridge {
 
 async function listenBridge(bridge: Bridge): Promise<void> {
   const bound = await bridge.listen();
+  const transparent = await bridge.listenTransparent();
   const dns = await bridge.startFakeDns((e) => say(`dualsocks bridge: --fake-state not saved: ${e instanceof Error ? e.message : String(e)}`));
   bridge.pool.startHealthChecks();
   for (const b of bound) say(`dualsocks bridge ${VERSION} listening on ${joinHostPort(b.host, b.port)}`);
@@ -79,6 +82,7 @@ async function listenBridge(bridge: Bridge): Promise<void> {
   say(`  HTTP proxy:  ${base}    SOCKS5/4a: socks5h://${joinHostPort(first.host, first.port)}`);
   say(`  PAC file:    ${base}/proxy.pac   (also /wpad.dat)`);
   say(`  status:      ${base}/   and ${base}/api/status`);
+  if (transparent.length) say(`  transparent: ${transparent.map((b) => joinHostPort(b.host, b.port)).join(', ')} (connections redirected by nftables: dualsocks transparent nft)`);
   if (dns) say(`  ${dns}`);
 }
 
@@ -197,6 +201,8 @@ async function main(argv: string[]): Promise<void> {
       return policyCommand(rest);
     case 'pac':
       return pacCommand(rest);
+    case 'transparent':
+      return transparentCommand(rest);
     case 'bridge':
       return bridge(rest);
     case 'start':

@@ -3,7 +3,7 @@
 // Types only: nothing here runs.
 
 /** How a connection came into the bridge. */
-export type Inbound = 'http' | 'connect' | 'socks5' | 'socks4';
+export type Inbound = 'http' | 'connect' | 'socks5' | 'socks4' | 'transparent';
 
 /** One --upstream gateway as the bridge's pool sees it. */
 export interface GatewayHealth {
@@ -21,7 +21,10 @@ export interface GatewayHealth {
 
 export interface RecentDestination {
   time: string;
+  /** The destination; for a fake address, the name it stands for. */
   host: string;
+  /** The fake address the program connected to, when host is its name (or an unmapped one). */
+  fakeAddress?: string;
   port: number;
   via: Inbound;
   /** Family the gateway used toward the destination, from the reply's BND.ADDR. */
@@ -46,6 +49,8 @@ export interface StatusSnapshot {
   version: string;
   startedAt: string;
   listen: string[];
+  /** The --transparent listeners (absent: none). */
+  transparent?: string[];
   gateways: GatewayHealth[];
   connections: { open: number; total: number; failed: number; byInbound: Record<Inbound, number> };
   recent: RecentDestination[];

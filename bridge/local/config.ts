@@ -3,6 +3,7 @@ import { ConfigError } from '../../shared/errors.js';
 import { type CidrSet, type HostPort, splitHostPort } from '../../shared/net/address.js';
 import { DEFAULT_SETTINGS, parseSettings, type Settings } from '../../shared/rules/index.js';
 import { cidrs, isLoopbackListen, listenAddresses, readConfigFile } from '../config-common.js';
+import { originalDestinationUnavailable } from '../native/loader.js';
 import { millis, type OptionSpec, type OptionValues } from '../options.js';
 import { parseGatewayUrl, type Hop } from '../upstream/hops.js';
 import type { Balance } from '../upstream/pool.js';
@@ -28,6 +29,7 @@ export const BRIDGE_LISTEN_OPTIONS: OptionSpec[] = [
   { key: 'fakeRange', kind: 'string', arg: 'CIDR', help: `IPv4 addresses the DNS hands out for proxied names (default ${DEFAULT_FAKE_RANGE})` },
   { key: 'fakeRange6', kind: 'string', arg: 'CIDR', help: `IPv6 addresses the DNS hands out for proxied names (default ${DEFAULT_FAKE_RANGE6})` },
   { key: 'fakeState', kind: 'string', arg: 'FILE', help: 'keep the fake-address table in FILE across restarts' },
+  { key: 'transparent', kind: 'list', arg: 'HOST:PORT', help: 'port for connections redirected by nftables (see `dualsocks transparent nft`), repeatable; Linux only; beyond loopback needs --clients' },
 ];
 
 export const BRIDGE_OPTIONS: OptionSpec[] = [
@@ -62,6 +64,8 @@ export interface BridgeConfig {
   handshakeTimeoutMs: number;
   /** --dns-listen and the fake ranges; without --dns-listen the ranges are still refused as unmapped. */
   fake: Omit<FakeDnsConfig, 'clients'>;
+  /** --transparent: listeners for connections redirected by nftables. */
+  transparent: HostPort[];
 }
 
 export const DEFAULT_BRIDGE_LISTEN: HostPort[] = [
@@ -80,6 +84,23 @@ export function pacProxy(text: string, key = 'pacProxy'): HostPort {
   return hp;
 }
 
+/**
+ * --transparent: checked before anything listens. It needs the kernel's record of where a
+ * redirected connection was going, which only the native addon on Linux can read.
+ */
+function transparentListen(o: OptionValues, clients: CidrSet | undefined): HostPort[] {
+  const list = (o.transparent as string[] | undefined) ?? [];
+  if (list.length === 0) return [];
+  const addrs = listenAddresses('--transparent', list);
+  const exposed = addrs.filter((l) => !isLoopbackListen(l));
+  if (exposed.length > 0 && !clients) {
+    throw new ConfigError('--transparent', `${exposed.map((l) => l.host).join(', ')} is not loopback: give --clients CIDR so the port is not an open proxy`);
+  }
+  const why = originalDestinationUnavailable();
+  if (why) throw new ConfigError('--transparent', `cannot read the original destination of redirected connections here (${why}); it needs Linux and the native addon (npm run build:native)`);
+  return addrs;
+}
+
 /** Builds the config from parsed options; `gateways` may come from elsewhere (dualsocks start). */
 export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig {
   const listen = o.listen ? listenAddresses('listen', o.listen as string[]) : DEFAULT_BRIDGE_LISTEN;
@@ -96,6 +117,7 @@ export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig 
   if (dnsExposed.length > 0 && !clients) {
     throw new ConfigError('dnsListen', `${dnsExposed.map((l) => l.host).join(', ')} is not loopback: give --clients CIDR so the DNS server is not open to everyone`);
   }
+  const transparent = transparentListen(o, clients);
   const gw = gateways ?? ((o.gateway as string[] | undefined) ?? []).map((u, i) => parseGatewayUrl(u, `gateway[${i}]`));
   if (gw.length === 0) throw new ConfigError('gateway', 'give at least one --gateway socks5://host:port');
   return {
@@ -121,5 +143,6 @@ export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig 
       fakeRange6: o.fakeRange6 as string | undefined,
       fakeState: o.fakeState as string | undefined,
     },
+    transparent,
   };
 }

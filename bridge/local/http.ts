@@ -350,7 +350,10 @@ function forward(ctx: BridgeContext, agent: Agent, req: IncomingMessage, res: Se
   // RFC 9112 §3.2.2: a proxy ignores the Host a client sent with an absolute-form target and
   // sends the target's own authority, so the origin serves the site the URI names
   const headers = withVia(endToEndHeaders(req.rawHeaders).filter((_, i, all) => all[i - (i % 2)]!.toLowerCase() !== 'host'));
-  headers.unshift('Host', target.port === 80 ? authority.replace(/:80$/, '') : authority);
+  // a fake address stands for a name: the origin is asked for the site by that name
+  const name = ctx.fakeName?.(target.host);
+  const host = typeof name === 'string' ? (target.port === 80 ? name : `${name}:${target.port}`) : target.port === 80 ? authority.replace(/:80$/, '') : authority;
+  headers.unshift('Host', host);
   // the client's chunked framing was removed with Transfer-Encoding; Node re-chunks only when told
   if (hasBody && req.headers['content-length'] === undefined) headers.push('Transfer-Encoding', 'chunked');
   const label = joinHostPort(target.host, target.port);

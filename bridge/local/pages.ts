@@ -178,7 +178,7 @@ export function statusHtml(s: StatusSnapshot, pacBase: string): string {
 <h1>dualsocks bridge ${e(s.version)}</h1>
 <p>Listening on ${e(s.listen.join(', ') || '–')} since ${e(s.startedAt)}. HTTP proxy and SOCKS4/5 on the same port.</p>
 <p>Proxy auto-config: <a href="${e(pacBase)}/proxy.pac">${e(pacBase)}/proxy.pac</a> (also <a href="${e(pacBase)}/wpad.dat">/wpad.dat</a>). Status as JSON: <a href="/api/status">/api/status</a>.</p>
-<p>Connections: ${c.open} open, ${c.total} total, ${c.failed} failed (HTTP ${c.byInbound.http}, CONNECT ${c.byInbound.connect}, SOCKS5 ${c.byInbound.socks5}, SOCKS4 ${c.byInbound.socks4}).</p>
+<p>Connections: ${c.open} open, ${c.total} total, ${c.failed} failed (HTTP ${c.byInbound.http}, CONNECT ${c.byInbound.connect}, SOCKS5 ${c.byInbound.socks5}, SOCKS4 ${c.byInbound.socks4}, transparent ${c.byInbound.transparent}).</p>
 <h2>Gateways</h2>
 <table><tr><th>gateway</th><th>state</th><th>latency ms</th><th>active</th><th>opened</th><th>failed</th><th>last error</th></tr>${gateways}</table>
 <h2>Recent destinations</h2>

@@ -20,6 +20,7 @@ import { ProxyAuth } from './auth.js';
 import { guardSocket, type BridgeContext } from './context.js';
 import { createHttpFrontend } from './http.js';
 import { serveSocks4, serveSocks5 } from './socks.js';
+import { serveTransparent } from './transparent.js';
 import { BridgeState, type Inbound } from './state.js';
 import { FakeDns } from './fake/index.js';
 import { FakeTable, type FakeLease } from './fake/table.js';
@@ -39,6 +40,7 @@ export class Bridge {
   fake: FakeDns | undefined;
   /** Without --dns-listen: nothing is mapped, so every fake address is refused as unmapped. */
   private readonly noFakes: FakeTable;
+  private transparentBound: string[] = [];
 
   constructor(
     readonly config: BridgeConfig,
@@ -49,13 +51,15 @@ export class Bridge {
     // checks --fake-range/--fake-range6 before anything listens
     this.noFakes = new FakeTable({ range4: config.fake.fakeRange, range6: config.fake.fakeRange6 });
     this.state = new BridgeState(version, pool, config.rules);
+    this.state.fakeName = (host) => this.fakeName(host);
     this.ctx = {
       state: this.state,
       open: (host, port, via, from) => this.open(host, port, via, from),
       // 0.0.0.0:0: our port toward the gateway is fixed by our first datagram
       associate: (signal) => this.pool.associate(signal),
-      // the peer connects to the gateway, so BIND always goes there, whatever the rules say
-      bind: (host, port, signal) => this.pool.open(host, port, CMD.BIND, signal),
+      // the peer connects to the gateway, so BIND always goes there, whatever the rules say; a
+      // fake address as its name (the gateway resolves the expected peer), never as the address
+      bind: (host, port, signal) => this.byName(host, (h) => this.pool.open(h, port, CMD.BIND, signal)),
       relay: (client, tunnel) => {
         // the tunnel object holds its socket: keep only what the end needs
         const { release } = tunnel;
@@ -75,15 +79,23 @@ export class Bridge {
    * entry pinned while the tunnel lives; an unmapped one is refused here, never sent anywhere.
    */
   private open(host: string, port: number, via: Inbound, from?: string): Promise<Tunnel> {
+    return this.byName(host, (name) => this.pool.open(name, port), () => this.openReal(host, port, via, from));
+  }
+
+  /**
+   * `dial(name)` for a mapped fake address, its entry pinned until the tunnel ends; an unmapped
+   * one is refused (ERR_FAKE_UNMAPPED); any other host goes to `other` (default: `dial(host)`).
+   */
+  private byName(host: string, dial: (host: string) => Promise<Tunnel>, other: () => Promise<Tunnel> = () => dial(host)): Promise<Tunnel> {
     let lease: FakeLease | undefined;
     try {
       lease = this.leaseFake(host);
     } catch (e) {
       return Promise.reject(e);
     }
-    if (!lease) return this.openReal(host, port, via, from);
+    if (!lease) return other();
     const l = lease;
-    return this.pool.open(l.name, port).then(
+    return dial(l.name).then(
       (t) => {
         // as the pool does: the socket's close ends the tunnel unless the native relay took it over
         t.socket.once('close', () => {
@@ -156,6 +168,23 @@ export class Bridge {
     return bound;
   }
 
+  /** The --transparent listeners (after listen(), so that they know the bridge's own ports); [] without. */
+  async listenTransparent(): Promise<HostPort[]> {
+    if (this.config.transparent.length === 0) return [];
+    const { servers, bound } = await listenAll(this.config.transparent, (s) => {
+      if (this.admit(s)) serveTransparent(this.ctx, s, () => this.own);
+    });
+    this.servers.push(...servers);
+    this.transparentBound = bound.map((b) => joinHostPort(b.host, b.port));
+    this.state.transparent = this.transparentBound;
+    return bound;
+  }
+
+  /** Every address the bridge listens on: never a destination of the transparent port. */
+  private get own(): string[] {
+    return [...this.state.listen, ...this.transparentBound];
+  }
+
   /**
    * SIGHUP: re-reads the --rules file (and --users); new connections and the PAC file follow it, open tunnels
    * stay as they are. A file that does not parse leaves the rules as they were. Returns what to say.
@@ -185,7 +214,8 @@ export class Bridge {
     await Promise.all([closeAll(this.servers, this.sockets), this.fake?.close()]);
   }
 
-  private accept(client: Socket): void {
+  /** The guard, the count of open sockets and --clients, for every accepted socket; false: closed. */
+  private admit(client: Socket): boolean {
     let failed = false;
     guardSocket(client, (e) => {
       if (failed) return;
@@ -205,8 +235,13 @@ export class Bridge {
     const ip = parseIp(canonicalHost(client.remoteAddress ?? ''));
     if (this.config.clients && !(ip && this.config.clients.has(ip))) {
       client.destroy();
-      return;
+      return false;
     }
+    return true;
+  }
+
+  private accept(client: Socket): void {
+    if (!this.admit(client)) return;
     // from the first byte to a complete SOCKS request (HTTP heads: the HTTP server's headersTimeout)
     const timer = setTimeout(() => client.destroy(), this.config.handshakeTimeoutMs);
     // gone before saying anything (a port scan, a health check): closed now, not at the timeout

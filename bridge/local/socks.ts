@@ -22,9 +22,10 @@ function asError(e: unknown): DualsocksError {
 
 /**
  * Opens the tunnel, records it, and relays. `answer` writes the protocol's reply to the client
- * (and closes it on failure); on success it returns early client bytes for the tunnel.
+ * (and closes it on failure); on success it returns early client bytes for the tunnel. Also the
+ * transparent port's way out (transparent.ts), which answers nothing.
  */
-async function tunnelFor(
+export async function tunnelFor(
   ctx: BridgeContext,
   client: Socket,
   via: Inbound,

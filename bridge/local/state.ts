@@ -24,15 +24,19 @@ export class BridgeState {
   open = 0;
   total = 0;
   failed = 0;
-  readonly byInbound: Record<Inbound, number> = { http: 0, connect: 0, socks5: 0, socks4: 0 };
+  readonly byInbound: Record<Inbound, number> = { http: 0, connect: 0, socks5: 0, socks4: 0, transparent: 0 };
   private readonly recent: RecentDestination[] = [];
   listen: string[] = [];
+  /** The --transparent listeners. */
+  transparent: string[] = [];
   /** Where the per-connection lines go (stdout as JSON, or nowhere with --quiet). */
   log: Logger = silent;
   /** Set when the fake-address DNS runs. */
   fake: (() => FakeDnsStatus) | undefined;
   /** The user each client socket logged in as (--users), for its log lines. */
   private readonly users = new WeakMap<Socket, string>();
+  /** The name a fake address stands for (null: unmapped, undefined: not fake): logs show the name. */
+  fakeName: ((host: string) => string | null | undefined) | undefined;
 
   constructor(
     readonly version: string,
@@ -60,7 +64,7 @@ export class BridgeState {
     if (!tunnel) this.failed++;
     this.recent.push({
       time: new Date().toISOString(),
-      host,
+      ...this.named(host),
       port,
       via,
       family: ip && tunnel!.reply.host !== '0.0.0.0' ? familyOf(ip) : null,
@@ -77,7 +81,7 @@ export class BridgeState {
    */
   begin(via: Inbound, client: Socket, host: string, port: number, extra: LogRecord = {}): { rec: LogRecord; started: number } {
     const user = this.users.get(client);
-    return { rec: { inbound: via, client: canonicalHost(client.remoteAddress ?? ''), clientPort: client.remotePort, ...(user !== undefined ? { user } : {}), host, port, ...extra }, started: Date.now() };
+    return { rec: { inbound: via, client: canonicalHost(client.remoteAddress ?? ''), clientPort: client.remotePort, ...(user !== undefined ? { user } : {}), ...this.named(host), port, ...extra }, started: Date.now() };
   }
 
   /** `client` logged in as `user` (an HTTP client may change users between requests). */
@@ -88,6 +92,12 @@ export class BridgeState {
   /** The line of a login refused (never the password): `fields` says the user, `auth` and the result. */
   refused(via: Inbound, client: Socket, fields: LogRecord): void {
     this.log({ inbound: via, client: canonicalHost(client.remoteAddress ?? ''), clientPort: client.remotePort, ...fields });
+  }
+
+  /** A fake address is shown as its name, the address beside it (an unmapped one: the address in both). */
+  private named(host: string): { host: string; fakeAddress?: string } {
+    const name = host === '' ? undefined : this.fakeName?.(host);
+    return name === undefined ? { host } : { host: name ?? host, fakeAddress: host };
   }
 
   /**
@@ -112,6 +122,7 @@ export class BridgeState {
       version: this.version,
       startedAt: this.startedAt,
       listen: this.listen,
+      ...(this.transparent.length ? { transparent: this.transparent } : {}),
       gateways: this.pool.health,
       connections: { open: this.open, total: this.total, failed: this.failed, byInbound: { ...this.byInbound } },
       recent: [...this.recent].reverse(),

@@ -1,5 +1,6 @@
 // Loads the optional splice(2) relay (bridge/native/splice_relay.c, built by `npm ci` through
-// node-gyp when a toolchain is there) and hands tunnels to it. Anything that stops it — no
+// node-gyp when a toolchain is there) and hands tunnels to it; also reads a redirected
+// connection's original destination for the transparent port. Anything that stops it — no
 // addon, not Linux, DUALSOCKS_NATIVE_RELAY=0, a socket that is not a plain connected TCP socket
 // or has a write still pending in Node — leaves the tunnel to the JavaScript relay in bridge/relay.ts.
 import { existsSync } from 'node:fs';
@@ -19,6 +20,14 @@ interface Addon {
   /** ended: bit 0 the client, bit 1 the remote already sent its FIN. */
   add(fdClient: number, fdRemote: number, idleMs: number, release: boolean, ended: number): number;
   cancel(id: number): void;
+  /** The destination before nftables `redirect` (SO_ORIGINAL_DST); throws with the errno's name as code. */
+  origDst(fd: number): OriginalDestination;
+}
+
+export interface OriginalDestination {
+  address: string;
+  port: number;
+  family: 4 | 6;
 }
 
 interface Handle {
@@ -82,17 +91,37 @@ function candidates(): string[] {
   return [join(here, '..', '..', '..', 'bridge', 'native', rel), join(here, rel)];
 }
 
+let rawAddon: Addon | null | undefined;
+let moduleError = '';
+
+/** The addon itself, not started (origDst needs no relay thread; DUALSOCKS_NATIVE_RELAY does not apply). */
+function loadModule(): Addon | null {
+  if (rawAddon !== undefined) return rawAddon;
+  rawAddon = null;
+  if (process.platform !== 'linux') moduleError = 'not Linux';
+  else {
+    const path = candidates().find((p) => existsSync(p));
+    if (!path) moduleError = 'addon not built (node-gyp rebuild -C bridge/native)';
+    else {
+      try {
+        rawAddon = createRequire(import.meta.url)(path) as Addon;
+      } catch (e) {
+        moduleError = `addon failed to load: ${(e as Error).message}`;
+      }
+    }
+  }
+  return rawAddon;
+}
+
 function load(): Addon | null {
   if (addon !== undefined) return addon;
   addon = null;
-  if (process.platform !== 'linux') loadError = 'not Linux';
-  else if (process.env.DUALSOCKS_NATIVE_RELAY === '0') loadError = 'disabled by DUALSOCKS_NATIVE_RELAY=0';
+  if (process.env.DUALSOCKS_NATIVE_RELAY === '0') loadError = 'disabled by DUALSOCKS_NATIVE_RELAY=0';
   else {
-    const path = candidates().find((p) => existsSync(p));
-    if (!path) loadError = 'addon not built (node-gyp rebuild -C bridge/native)';
+    const a = loadModule();
+    if (!a) loadError = moduleError;
     else {
       try {
-        const a = createRequire(import.meta.url)(path) as Addon;
         pipeSize = a.init(onDone);
         addon = a;
       } catch (e) {
@@ -101,6 +130,24 @@ function load(): Addon | null {
     }
   }
   return addon;
+}
+
+/** Why the original destination of a redirected connection cannot be read here; undefined: it can. */
+export function originalDestinationUnavailable(): string | undefined {
+  const a = loadModule();
+  if (!a) return moduleError;
+  return typeof a.origDst === 'function' ? undefined : 'the native addon is older than this version (npm run build:native)';
+}
+
+/**
+ * Where an accepted connection was going before nftables `redirect` sent it to us. Throws (the
+ * errno's name as code) when the kernel knows none, e.g. ENOENT without conntrack.
+ */
+export function originalDestination(s: Socket): OriginalDestination {
+  const a = loadModule();
+  const fd = (s as NativeSocket)._handle?.fd;
+  if (!a || typeof fd !== 'number' || fd < 0) throw Object.assign(new Error(`original destination unavailable: ${a ? 'no descriptor' : moduleError}`), { code: 'ENOTSUP' });
+  return a.origDst(fd);
 }
 
 /** Whether tunnels can go native, and if not why. */

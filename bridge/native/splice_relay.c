@@ -13,6 +13,9 @@
 // shutdown(SHUT_WR) on the writer while the other direction keeps flowing (half-close).
 // Both directions done -> "closed"; a socket error -> its code; no byte either way for the
 // tunnel's idle timeout -> "idle"; a cancel from JavaScript -> "closed".
+//
+// Also origDst(fd) for the bridge's --transparent listener: the destination a connection had
+// before nftables `redirect` sent it here (SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST, conntrack).
 #define _GNU_SOURCE
 #include <node_api.h>
 #include <errno.h>
@@ -24,6 +27,8 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -105,6 +110,10 @@ static const char *code_name(int e) {
     case ENOMEM: return "ENOMEM";
     case EMFILE: return "EMFILE";
     case ENFILE: return "ENFILE";
+    case ENOENT: return "ENOENT";
+    case ENOPROTOOPT: return "ENOPROTOOPT";
+    case EBADF: return "EBADF";
+    case ENOTSOCK: return "ENOTSOCK";
     default: return "EIO";
   }
 }
@@ -509,13 +518,68 @@ static napi_value js_cancel(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// linux/netfilter_ipv4.h and linux/netfilter_ipv6/ip6_tables.h: both 80, at SOL_IP and SOL_IPV6
+#define DS_SO_ORIGINAL_DST 80
+#define DS_IP6T_SO_ORIGINAL_DST 80
+
+// origDst(fd) -> {address, port, family}: the original destination of an accepted TCP
+// connection that conntrack tracked (a redirected one, or an ordinary one: then it is the
+// local end). Throws with the errno's name as code (ENOENT: conntrack knows no such connection).
+static napi_value js_orig_dst(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) THROW("origDst(fd)");
+  struct sockaddr_storage local;
+  socklen_t len = sizeof local;
+  if (getsockname(fd, (struct sockaddr *)&local, &len) < 0) {
+    napi_throw_error(env, code_name(errno), "getsockname failed");
+    return NULL;
+  }
+  struct sockaddr_storage dst;
+  memset(&dst, 0, sizeof dst);
+  len = sizeof dst;
+  int family = local.ss_family;
+  int r = family == AF_INET6 ? getsockopt(fd, IPPROTO_IPV6, DS_IP6T_SO_ORIGINAL_DST, &dst, &len)
+                             : getsockopt(fd, IPPROTO_IP, DS_SO_ORIGINAL_DST, &dst, &len);
+  if (r < 0) {
+    napi_throw_error(env, code_name(errno), family == AF_INET6 ? "getsockopt(IP6T_SO_ORIGINAL_DST) failed" : "getsockopt(SO_ORIGINAL_DST) failed");
+    return NULL;
+  }
+  char text[INET6_ADDRSTRLEN];
+  uint16_t port;
+  if (dst.ss_family == AF_INET6) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&dst;
+    inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
+    port = ntohs(a->sin6_port);
+  } else if (dst.ss_family == AF_INET) {
+    struct sockaddr_in *a = (struct sockaddr_in *)&dst;
+    inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
+    port = ntohs(a->sin_port);
+  } else {
+    napi_throw_error(env, "EAFNOSUPPORT", "original destination of an unknown address family");
+    return NULL;
+  }
+  napi_value out, v;
+  napi_create_object(env, &out);
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, out, "address", v);
+  napi_create_uint32(env, port, &v);
+  napi_set_named_property(env, out, "port", v);
+  napi_create_uint32(env, dst.ss_family == AF_INET6 ? 6 : 4, &v);
+  napi_set_named_property(env, out, "family", v);
+  return out;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor d[] = {
       {"init", NULL, js_init, NULL, NULL, NULL, napi_default, NULL},
       {"add", NULL, js_add, NULL, NULL, NULL, napi_default, NULL},
       {"cancel", NULL, js_cancel, NULL, NULL, NULL, napi_default, NULL},
+      {"origDst", NULL, js_orig_dst, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 3, d);
+  napi_define_properties(env, exports, 4, d);
   return exports;
 }
 

@@ -215,6 +215,8 @@ export interface Document {
   summary: string;
   versus: string;
   idle: string;
+  /** The transparent port beside the SOCKS5 port, and the fake-address DNS. */
+  transparent: string;
   chart: string | null;
   cpu: string;
   cost: string;
@@ -258,6 +260,12 @@ ${d.versus}
 ## Idle tunnels
 
 ${d.idle}
+
+## Transparent port and fake-address DNS
+
+Medians of the rounds, measured in a network namespace of their own (see Method).
+
+${d.transparent}
 
 ## CPU
 

@@ -20,6 +20,7 @@ import { startOrigin, type Origin } from './origin.js';
 import { patternBytes, periodFor, streamDigest } from './pattern.js';
 import { iperf, startIperfServer, type IperfServer } from './iperf.js';
 import { installMissingPeers, nofileOf, procCpuSeconds, raiseNofile } from './peers.js';
+import { transparentBench, transparentTable, type TransparentSamples } from './transparent.js';
 import { benchmarksMarkdown, cpuTable, machine, machineLines, med, peerTable, relayCostTable, roundsTable, summaryTable, table, throughputSvg, type CaseInfo, type Machine, type Sample, type Samples } from './report.js';
 import {
   BRIDGE_HTTP,
@@ -66,6 +67,8 @@ export interface BenchConfig {
   concurrency: number;
   /** Tunnels held open at once for the memory figure (fewer if descriptors run short). */
   idleTunnels: number;
+  /** DNS queries per round for the fake-address DNS figure. */
+  dnsQueries: number;
   /** Length of one iperf3 test, or its bytes (the quick run: a fixed amount, over in a moment). */
   iperfSeconds: number;
   iperfBytes?: number;
@@ -85,6 +88,7 @@ export const FULL: BenchConfig = {
   conns: 1000,
   concurrency: 64,
   idleTunnels: 10_000,
+  dnsQueries: 20_000,
   iperfSeconds: 2,
   stepTimeoutMs: 120_000,
   totalTimeoutMs: 15 * 60_000,
@@ -100,6 +104,7 @@ export const QUICK: BenchConfig = {
   conns: 40,
   concurrency: 16,
   idleTunnels: 100,
+  dnsQueries: 500,
   iperfSeconds: 1,
   iperfBytes: 16 * MiB,
   stepTimeoutMs: 20_000,
@@ -119,6 +124,8 @@ export interface BenchResult {
   cases: CaseInfo[];
   samples: Samples;
   idle: Map<string, IdleResult>;
+  /** The transparent port beside the SOCKS5 port, and the DNS responder (a namespace of their own); null: not measured (see missing). */
+  transparent: TransparentSamples | null;
   /** Descriptor limit obtained for the client, the origin and the relays. */
   nofile: number;
   hashMiBps: number;
@@ -307,7 +314,13 @@ export async function bench(cfg: BenchConfig, progress: (line: string) => void):
       idle.set(route.name, r);
       progress(`idle      ${String(r.tunnels).padStart(5)} tunnels ${route.name.padEnd(38)} RSS ${(r.rssPerTunnel / 1024).toFixed(2)} KiB, PSS ${(r.pssPerTunnel / 1024).toFixed(2)} KiB per tunnel (${r.processes} processes, opened in ${r.openSeconds.toFixed(1)} s)${r.error ? `; !!! stopped short of ${tunnels}: ${r.error}` : ''}`);
     }
-    return { config: cfg, machine: m, targets: routes.map((r) => r.name), missing, cases, samples, idle, nofile, hashMiBps, seconds: 0 };
+    const t = await transparentBench({ rounds: cfg.rounds, conns: cfg.conns, concurrency: cfg.concurrency, queries: cfg.dnsQueries, inFlight: 64, stepTimeoutMs: cfg.stepTimeoutMs }, progress);
+    if (typeof t === 'string') {
+      missing.push(`the transparent port and the fake-address DNS: ${t}`);
+      progress(`!!! NOT MEASURED: the transparent port and the fake-address DNS: ${t}`);
+    }
+    const transparent = typeof t === 'string' ? null : t;
+    return { config: cfg, machine: m, targets: routes.map((r) => r.name), missing, cases, samples, idle, transparent, nofile, hashMiBps, seconds: 0 };
   };
   try {
     const result = await Promise.race([body(), overtime]);
@@ -331,6 +344,7 @@ function method(r: BenchResult): string[] {
     `iperf3 through proxychains-ng (the method of the issue's reference figures): \`proxychains4 -q -f CONF iperf3 -c 127.0.0.1 -J ${c.iperfBytes ? `-n ${c.iperfBytes}` : `-t ${c.iperfSeconds}`}\` (\`-R\` for the download) against one \`iperf3 -s\`, CONF naming the target as \`socks5\` or, for the two HTTP chains, \`http\` (CONNECT); direct runs iperf3 alone. A C client and server leave the cores to the relay, so these figures show what each relay can carry; iperf3 checks no bytes, which the sha256-checked transfers above do for every relay in the same run. Client CPU is iperf3's, origin CPU the iperf3 server's.`,
     `connection rate: ${c.conns} connections per round, each a connect (and SOCKS5 or CONNECT handshake), one byte to an echo server and back, the server's FIN, and the client's close (the server closes first so that TIME_WAIT does not use up ephemeral ports); sequential, then ${c.concurrency} at a time. Latency is from the start of connect to the echoed byte.`,
     `idle tunnels: ${idleN} tunnels opened through each relay (128 at a time), each carrying one echoed byte, then held idle for 1.5 s; the figure is the growth of the relay's memory (every process of it, from /proc) over its memory before the first tunnel, divided by the tunnels. RSS counts a shared page in every process that maps it; PSS splits it between them, which is the fair figure for the multi-process Dante. Measured once per relay, after the rounds. Descriptor limit obtained with prlimit for the client, the origin and every relay: ${r.nofile}.`,
+    `transparent port and fake-address DNS (issue 11): in a network namespace of its own, \`dualsocks start --transparent 127.0.0.1:1082 --dns-listen 127.0.0.1:5300\` running as nobody, the ruleset of \`dualsocks transparent nft --uid nobody\` applied there, an origin and this client inside. The same connection test as above (${c.conns} per round, sequential, then ${c.concurrency} at a time) once through the bridge's SOCKS5 port (CONNECT by name) and once as a plain connect to the name's fake address, which nftables redirects to the transparent port; then ${c.dnsQueries} A queries per round for names not asked before, 64 outstanding over one UDP socket.`,
     `${c.rounds} rounds${c.warmup ? ' after a discarded warm-up round at a quarter of the sizes' : ''}; within a round each test runs on every target, in an order rotated every round. Any wrong byte count or digest stops the run. CPU: utime+stime (and the reaped children's) from /proc/PID/stat, over every process of the relay.`,
   ];
 }
@@ -452,7 +466,8 @@ async function main(): Promise<void> {
   const r = await bench(cfg, (l) => process.stderr.write(`${l}\n`));
   const cost = relayCostTable(r.cases, r.targets.filter((t) => t !== DIRECT), r.samples);
   const w = (t: string): boolean => process.stdout.write(t);
-  w(`\nMedians of ${r.config.rounds} rounds (${r.seconds.toFixed(1)} s):\n\n${summary(r)}\n\nAgainst the peers (ours / theirs):\n\n${versus(r)}\n\nIdle tunnels:\n\n${idleTable(r)}\n\nGoals of issue 6:\n\n${goalsTable(r)}\n\nCPU, cores busy:\n\n${cpuTable(r.cases, r.targets, r.samples)}\n\nRelay CPU per unit of work:\n\n${cost}\n`);
+  const tTable = r.transparent ? transparentTable(r.transparent, cfg.concurrency) : 'Not measured (see Notes).';
+  w(`\nMedians of ${r.config.rounds} rounds (${r.seconds.toFixed(1)} s):\n\n${summary(r)}\n\nAgainst the peers (ours / theirs):\n\n${versus(r)}\n\nIdle tunnels:\n\n${idleTable(r)}\n\nTransparent port and fake-address DNS:\n\n${tTable}\n\nGoals of issue 6:\n\n${goalsTable(r)}\n\nCPU, cores busy:\n\n${cpuTable(r.cases, r.targets, r.samples)}\n\nRelay CPU per unit of work:\n\n${cost}\n`);
   for (const n of notes(r)) w(`\nnote: ${n}\n`);
   if (out) {
     const command = cfg.quick ? 'npm run bench -- --quick' : 'npm run bench';
@@ -470,6 +485,7 @@ async function main(): Promise<void> {
         summary: summary(r),
         versus: versus(r),
         idle: idleTable(r),
+        transparent: tTable,
         chart: basename(svgPath),
         cpu: cpuTable(r.cases, r.targets, r.samples),
         cost,

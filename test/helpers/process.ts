@@ -27,9 +27,11 @@ export interface Running {
 /** Bound on a stop: the CLI's own grace period (5 s) and then some. */
 const STOP_BOUND_MS = 15_000;
 
-export async function startCli(args: string[], opts: { netns?: string; expectListeners?: number; env?: NodeJS.ProcessEnv } = {}): Promise<Running> {
-  const cmd = opts.netns ? 'ip' : process.execPath;
-  const argv = opts.netns ? ['netns', 'exec', opts.netns, process.execPath, CLI, ...args] : [CLI, ...args];
+/** `uid`: run as that user (and group), through setpriv(1), as a service's own user would. */
+export async function startCli(args: string[], opts: { netns?: string; expectListeners?: number; env?: NodeJS.ProcessEnv; uid?: number } = {}): Promise<Running> {
+  const node = opts.uid === undefined ? [process.execPath] : ['setpriv', `--reuid=${opts.uid}`, `--regid=${opts.uid}`, '--clear-groups', process.execPath];
+  const cmd = opts.netns ? 'ip' : node[0]!;
+  const argv = opts.netns ? ['netns', 'exec', opts.netns, ...node, CLI, ...args] : [...node.slice(1), CLI, ...args];
   const proc = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
   // a test file that ends early (failure, runner timeout) must not leave its servers running
   const reap = (): void => {

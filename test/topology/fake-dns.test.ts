@@ -25,6 +25,7 @@ const DNS = '127.0.0.2';
 const DIRECT_NAME = 'directhost';
 
 interface FakeStatus {
+  recent: { host: string; fakeAddress?: string; via: string; result: string }[];
   fake: { size: { 4: number; 6: number }; recent: { name: string; address: string; refs: number }[]; forwarded: number } | null;
 }
 
@@ -72,7 +73,9 @@ test('fake-address DNS on the bridge: programs that resolve locally reach the ot
       assert.equal(r.code, 0, `${r.stderr}\n${b6.stderr.join('\n')}`);
       assert.equal(r.stdout.toString(), topo.index.s4);
       const rec = await b6.waitRecord((x) => x.result === 'ok');
-      assert.match(String(rec.host), /^2001:2::/, JSON.stringify(rec));
+      // logged by the name, the fake address it came as beside it
+      assert.equal(rec.host, NAMES.v4only, JSON.stringify(rec));
+      assert.match(String(rec.fakeAddress), /^2001:2::/, JSON.stringify(rec));
       assert.equal(topo.queriesFor('c6', NAMES.v4only), 0);
       await stop(b6);
     });
@@ -89,12 +92,15 @@ test('fake-address DNS on the bridge: programs that resolve locally reach the ot
       // what curl connected to: a fake address (curl --socks5 may take the AAAA one), sent on as the name
       const recs = bridge.records().filter((r) => r.result === 'ok');
       assert.ok(recs.length >= 2, JSON.stringify(bridge.records()));
-      for (const r of recs) assert.match(String(r.host), /^(198\.1[89]\.|2001:2::)/, JSON.stringify(r));
+      for (const r of recs) {
+        assert.equal(r.host, NAMES.v6only, JSON.stringify(r));
+        assert.match(String(r.fakeAddress), /^(198\.1[89]\.|2001:2::)/, JSON.stringify(r));
+      }
       const a = await dig(NAMES.v6only, 'A');
       const m = new RegExp(`^${NAMES.v6only.replace('.', '\\.')}\\.\\s+1\\s+IN\\s+A\\s+(198\\.1[89]\\.\\d+\\.\\d+)$`, 'm').exec(a);
       assert.ok(m, a);
       fakeIp = m[1]!;
-      assert.equal(String(recs.find((r) => r.inbound === 'socks4')?.host), fakeIp, JSON.stringify(recs));
+      assert.equal(String(recs.find((r) => r.inbound === 'socks4')?.fakeAddress), fakeIp, JSON.stringify(recs));
     });
 
     await t.test('the upstream resolver sees no query for the proxied name (also TYPE65) and the DIRECT one', async () => {
@@ -105,12 +111,15 @@ test('fake-address DNS on the bridge: programs that resolve locally reach the ot
       // dnsmasq knows no test name: its NXDOMAIN passed back untouched
       assert.match(direct, /status: NXDOMAIN/, direct);
       assert.equal(topo.queriesFor('c4', NAMES.v6only), 0);
-      assert.ok(topo.queriesFor('c4', DIRECT_NAME) >= 1, 'the DIRECT name is forwarded');
+      // exactly the one query dig made, passed on once
+      assert.equal(topo.queriesFor('c4', DIRECT_NAME), 1, 'the DIRECT name is forwarded');
       const s = await fakeStatus(proxy);
       assert.ok(s.fake, 'fake in /api/status');
       assert.ok(s.fake.size[4] >= 1);
       assert.ok(s.fake.forwarded >= 1);
       assert.ok(s.fake.recent.some((r) => r.name === NAMES.v6only && r.address === fakeIp), JSON.stringify(s.fake));
+      // the recent destinations show the name, and the fake address the program used
+      assert.ok(s.recent.some((r) => r.via === 'socks4' && r.host === NAMES.v6only && r.fakeAddress === fakeIp && r.result === 'ok'), JSON.stringify(s.recent));
     });
 
     await t.test('restart with --fake-state: an address handed out before still reaches its name', async () => {

@@ -275,7 +275,7 @@ describe('bridge pages', () => {
         startedAt: 'now',
         listen: ['127.0.0.1:1080'],
         gateways: [{ url: 'socks5://"><script>x</script>', up: false, latencyMs: null, checkedAt: null, lastError: '<img src=x onerror=alert(1)>', active: 0, opened: 0, failed: 1, pipelining: null }],
-        connections: { open: 0, total: 0, failed: 0, byInbound: { http: 0, connect: 0, socks5: 0, socks4: 0 } },
+        connections: { open: 0, total: 0, failed: 0, byInbound: { http: 0, connect: 0, socks5: 0, socks4: 0, transparent: 0 } },
         recent: [{ time: 't', host: '<svg onload=alert(1)>', port: 1, via: 'http', family: null, bound: null, gateway: null, result: '<i>' }],
       };
       const html = statusHtml(snap, 'http://127.0.0.1:1080');

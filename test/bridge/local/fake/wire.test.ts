@@ -4,7 +4,8 @@
 // SOCKS5 UDP datagrams to a fake address leaving with the name in their header.
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -15,12 +16,12 @@ import { Bridge } from '../../../../bridge/local/server.js';
 import type { GatewayPool, Tunnel } from '../../../../bridge/upstream/pool.js';
 import { ConfigError, ERRORS, RequestError } from '../../../../shared/errors.js';
 import { formatIp } from '../../../../shared/net/address.js';
-import { encodeSocks4Request } from '../../../../shared/socks5/codec.js';
+import { decodeReply, encodeSocks4Request } from '../../../../shared/socks5/codec.js';
 import { CMD, REP, SOCKS4_CD } from '../../../../shared/socks5/constants.js';
 import { CLI, run, startCli, type Running } from '../../../helpers/process.js';
 import { startOrigin, startTcp } from '../../../helpers/origin.js';
 import { bridgeStatus, eventually } from '../../../helpers/settle.js';
-import { exchangeAll, socks5Connect } from '../../../helpers/socks5.js';
+import { exchangeAll, exchangeUntil, socks5Connect, socks5Head, socks5Request } from '../../../helpers/socks5.js';
 import { associate, closeAssociations, startUdpEcho, type UdpEcho } from '../../../helpers/udp.js';
 
 const GW = [[{ host: '127.0.0.1', port: 9 }]];
@@ -215,4 +216,53 @@ test('dualsocks start --dns-listen: curl --socks4 to the fake address of a name 
     await start.stop();
     await origin.close();
   }
+});
+
+describe('dualsocks start --dns-listen: what is sent on for a fake address', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dualsocks-fake-name-'));
+  const hostsFile = join(dir, 'hosts');
+  writeFileSync(hostsFile, '127.0.0.1 origin.test\n');
+  let start: Running;
+  let proxyPort: number;
+  let fake: string;
+  let web: HttpServer;
+  let webPort: number;
+
+  before(async () => {
+    // answers with the Host header it was sent
+    web = createHttpServer((req, res) => res.end(`host=${req.headers.host}`));
+    await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
+    webPort = (web.address() as AddressInfo).port;
+    start = await startCli(['start', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1', '--dns-listen', '127.0.0.1:0', '--dns-upstream', '127.0.0.1:9']);
+    proxyPort = start.listening[0]!.port;
+    const line = await start.waitStderr(/fake-address DNS on 127\.0\.0\.1:(\d+) /);
+    const dnsPort = /127\.0\.0\.1:(\d+) /.exec(line)![1]!;
+    const d = await run('dig', ['+short', '+time=3', '+tries=1', '-p', dnsPort, '@127.0.0.1', 'origin.test', 'A'], { timeoutMs: 10000 });
+    fake = d.stdout.toString().trim();
+    assert.match(fake, /^198\.18\.\d+\.\d+$/, d.stderr);
+  });
+  after(async () => {
+    await start.stop();
+    await new Promise((r) => web.close(r));
+  });
+
+  test('an HTTP proxy request to a fake literal carries the name in Host:, not the fake address', async () => {
+    const r = await run('curl', ['-sS', '--fail', '--max-time', '20', '-x', `http://127.0.0.1:${proxyPort}`, `http://${fake}:${webPort}/`], { timeoutMs: 30000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.toString(), `host=origin.test:${webPort}`);
+    // and the bridge's log line names it, the fake address beside it
+    const rec = await start.waitRecord((x) => x.inbound === 'http' && x.result === 'ok');
+    assert.equal(rec.host, 'origin.test');
+    assert.equal(rec.fakeAddress, fake);
+  });
+
+  test('SOCKS5 BIND to a fake address goes to the gateway as the name; an unmapped one is refused with 0x04', async () => {
+    // the gateway resolves origin.test to 127.0.0.1 (allowed) and listens; as 198.18.x.y it would refuse (0x02)
+    const got = await exchangeUntil(proxyPort, socks5Request(CMD.BIND, fake, 0), (b) => socks5Head(b) !== null);
+    const reply = decodeReply(got.subarray(2));
+    assert.equal(reply.status === 'ok' && reply.msg.rep, REP.SUCCEEDED, got.toString('hex'));
+    const unmapped = await exchangeAll(proxyPort, socks5Request(CMD.BIND, '198.19.255.254', 0));
+    const r2 = decodeReply(unmapped.subarray(2));
+    assert.equal(r2.status === 'ok' && r2.msg.rep, REP.HOST_UNREACHABLE, unmapped.toString('hex'));
+  });
 });
