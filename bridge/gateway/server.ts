@@ -9,20 +9,20 @@ import { CMD, METHOD, REP, type Rep } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
 import { hostAddresses } from '../host-addresses.js';
 import { closeAll, listenAll } from '../listen.js';
-import { say, type LogRecord, type Logger } from '../log.js';
+import { say, type GatewayHandshakeRecord, type GatewayLine, type GatewayRecord, type GatewayRequestRecord, type Logger } from '../log.js';
 import { releasedToNative } from '../native/loader.js';
 import { PipeliningCache } from '../upstream/pipelining.js';
 import { RelayGroup } from '../relay.js';
 import type { GatewayConfig, HostPort } from './config.js';
 import { serveBind } from './bind.js';
-import type { GatewayServices, RequestContext } from './context.js';
+import type { ConnectContext, GatewayServices, RequestContext } from './context.js';
 import { FtpDataSlots } from './ftp-slots.js';
 import { serveConnect } from './connect.js';
 import { serveUdp } from './udp.js';
 import { NameResolver } from './resolver.js';
 import { PasswordChecks, sourceKey, Users, type CheckResult } from './users.js';
 
-const CMD_NAMES: Record<number, string> = { [CMD.CONNECT]: 'connect', [CMD.BIND]: 'bind', [CMD.UDP_ASSOCIATE]: 'udp' };
+const CMD_NAMES: Record<number, GatewayRequestRecord['cmd']> = { [CMD.CONNECT]: 'connect', [CMD.BIND]: 'bind', [CMD.UDP_ASSOCIATE]: 'udp' };
 // abort() without a reason builds a DOMException (with a stack) on every client close
 const CLIENT_CLOSED = Object.freeze(new Error('client closed'));
 // what a client may send behind its credentials before its password check ends (pipelined request
@@ -58,7 +58,8 @@ class Conn {
 
   constructor(
     private readonly gateway: Gateway,
-    readonly record: LogRecord,
+    /** The same object the handler fills in: a handshake record until the request, then the command's. */
+    readonly record: GatewayRecord,
     private readonly started: number,
   ) {}
 
@@ -99,12 +100,12 @@ class Conn {
   }
 
   /** Logs the outcome (once) and leaves the active count. */
-  finish(result: string, extra: LogRecord = {}): void {
+  finish(result: string, extra: Partial<GatewayRecord> = {}): void {
     this.release();
     if (this.logged) return;
     this.logged = true;
-    const { record, gateway } = this;
-    Object.assign(record, extra, { result, durationMs: Date.now() - this.started });
+    const { gateway } = this;
+    const record: GatewayLine = Object.assign(this.record, extra, { result, durationMs: Date.now() - this.started });
     if (result === 'ok') gateway.stats.succeeded++;
     else gateway.stats.failed++;
     // a peer that left before asking for anything (health checks, a bridge's pipelining probe,
@@ -126,7 +127,7 @@ export class Gateway implements GatewayServices {
   /** Which --upstream first hops take a pipelined handshake. */
   readonly pipelining: PipeliningCache;
   /** FTP passive data connections a CONNECT may claim (ftp-slots.ts). */
-  readonly ftpSlots = new FtpDataSlots<RequestContext>();
+  readonly ftpSlots = new FtpDataSlots<ConnectContext>();
   readonly stats: GatewayStats = { accepted: 0, active: 0, handshaking: 0, evicted: 0, succeeded: 0, failed: 0 };
   /**
    * Connections in their handshake, oldest first. They have their own budget, apart from
@@ -140,7 +141,7 @@ export class Gateway implements GatewayServices {
 
   constructor(
     readonly config: GatewayConfig,
-    readonly log: Logger,
+    readonly log: Logger<GatewayLine>,
   ) {
     this.users = config.usersFile ? Users.fromFile(config.usersFile) : undefined;
     this.resolver = new NameResolver({ hostsFile: config.hostsFile, dns: config.dns, cacheSeconds: config.dnsCacheSeconds });
@@ -213,22 +214,28 @@ export class Gateway implements GatewayServices {
   }
 }
 
-/** Runs the command's handler; a failure that is not a DualsocksError is a defect: `internal`. */
-function dispatch(ctx: RequestContext, internal: (e: unknown) => void): void {
+/** A request's context before its record is typed by its command. */
+type UntypedContext = Omit<RequestContext, 'record' | 'finish'> & { finish(result: string, extra?: Partial<GatewayRecord>): void };
+
+/**
+ * Runs the command's handler with the context typed by its command (`record`: the connection's
+ * record, its `cmd` set); a failure that is not a DualsocksError is a defect: `internal`.
+ */
+function dispatch(ctx: UntypedContext, record: GatewayRecord, internal: (e: unknown) => void): void {
   const onError = (e: unknown): void => {
     if (e instanceof DualsocksError) ctx.guard(() => ctx.fail(e))();
     else internal(e);
   };
   try {
-    switch (ctx.request.cmd) {
-      case CMD.CONNECT:
-        serveConnect(ctx).catch(onError);
+    switch (record.cmd) {
+      case 'connect':
+        serveConnect({ ...ctx, record }).catch(onError);
         break;
-      case CMD.UDP_ASSOCIATE:
-        serveUdp(ctx).catch(onError);
+      case 'udp':
+        serveUdp({ ...ctx, record }).catch(onError);
         break;
-      case CMD.BIND:
-        serveBind(ctx).catch(onError);
+      case 'bind':
+        serveBind({ ...ctx, record }).catch(onError);
         break;
       default:
         ctx.fail(new SocksProtocolError('ERR_SOCKS_COMMAND', CMD_NAMES[ctx.request.cmd]));
@@ -247,7 +254,8 @@ type CloseCommand = Extract<ServerCommand, { type: 'close' }>;
  */
 class ClientConnection {
   private readonly clientHost: string;
-  private readonly record: LogRecord;
+  /** Its log record (from the request on, the same object typed by its command). */
+  private readonly record: GatewayHandshakeRecord;
   /** The log line and the place in the counts. */
   private readonly conn: Conn;
   private readonly aborter = new AbortController();
@@ -275,7 +283,7 @@ class ClientConnection {
     this.conn = new Conn(gateway, this.record, started);
   }
 
-  private readonly finish = (result: string, extra?: LogRecord): void => this.conn.finish(result, extra);
+  private readonly finish = (result: string, extra?: Partial<GatewayRecord>): void => this.conn.finish(result, extra);
 
   /**
    * One guard per connection: a defect while serving it ends this connection (ERR_INTERNAL, its
@@ -431,9 +439,10 @@ class ClientConnection {
     clearTimeout(this.handshakeTimer);
     client.pause();
     client.off('data', this.onData);
-    Object.assign(record, { cmd: CMD_NAMES[request.cmd], host: request.host, port: request.port });
+    // the same object from now on holds the command's fields (an unknown command: none)
+    const typed = Object.assign(record, { cmd: CMD_NAMES[request.cmd], host: request.host, port: request.port }) as GatewayRecord;
     if (!this.conn.serve()) this.run(s.fail(new RequestError('ERR_CONNECTION_CAP', `limit ${this.gateway.config.maxConnections}`)));
-    else dispatch(this.context(s, request), (e) => this.internal(e));
+    else dispatch(this.context(s, request, typed), typed, (e) => this.internal(e));
   }
 
   private onSessionClose(c: CloseCommand): void {
@@ -451,20 +460,19 @@ class ClientConnection {
   }
 
   /** What the command's handler gets. */
-  private context(s: Socks5ServerSession, request: Request): RequestContext {
-    const { client, record, guard } = this;
+  private context(s: Socks5ServerSession, request: Request, record: GatewayRecord): UntypedContext {
+    const { client, guard } = this;
     return {
       gateway: this.gateway,
       client,
       request,
-      record,
       signal: this.aborter.signal,
       succeed: (bound) => {
         this.granted = true;
         this.run(s.succeed(bound));
         const data = this.early;
         this.early = [];
-        record.bound = joinHostPort(bound.host, bound.port);
+        if (record.cmd !== undefined) record.bound = joinHostPort(bound.host, bound.port);
         return data;
       },
       // handlers call these from their own callbacks (a BIND peer arriving, a relay ending)

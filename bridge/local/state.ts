@@ -3,7 +3,7 @@
 import type { Socket } from 'node:net';
 import { canonicalHost, familyOf, joinHostPort, parseIp } from '../../shared/net/address.js';
 import type { Settings } from '../../shared/rules/index.js';
-import { silent, type LogRecord, type Logger } from '../log.js';
+import { silent, type BridgeBindRecord, type BridgeConnectRecord, type BridgeHttpRecord, type BridgeLine, type BridgeRecord, type BridgeSocksRecord, type BridgeUdpRecord, type Ended, type Logger } from '../log.js';
 import type { GatewayPool, Tunnel } from '../upstream/pool.js';
 import type { RelayResult } from '../relay.js';
 import type { FakeDnsStatus, Inbound, RecentDestination, StatusSnapshot } from '../../shared/status.js';
@@ -19,6 +19,17 @@ export function summary(t: Tunnel): TunnelSummary {
 
 const RECENT_MAX = 200;
 
+/** A connection's record while it is served, and when it started. */
+export interface Pending<R extends BridgeRecord> {
+  rec: R;
+  started: number;
+}
+
+/** The fields a connection's end adds: always its result, and any of its record's. */
+export type EndFields<R extends BridgeRecord> = Partial<R> & { result: string };
+
+type SocksInbound = BridgeSocksRecord['inbound'];
+
 export class BridgeState {
   readonly startedAt = new Date().toISOString();
   open = 0;
@@ -28,7 +39,7 @@ export class BridgeState {
   private readonly recent: RecentDestination[] = [];
   listen: string[] = [];
   /** Where the per-connection lines go (stdout as JSON, or nowhere with --quiet). */
-  log: Logger = silent;
+  log: Logger<BridgeLine> = silent;
   /** Set when the fake-address DNS runs. */
   fake: (() => FakeDnsStatus) | undefined;
 
@@ -73,24 +84,32 @@ export class BridgeState {
    * The start of a connection's log line: how it came in, from where, to what. Taken when the
    * request is known (the client's address is gone once its socket is).
    */
-  begin(via: Inbound, client: Socket, host: string, port: number, extra: LogRecord = {}): { rec: LogRecord; started: number } {
-    return { rec: { inbound: via, client: canonicalHost(client.remoteAddress ?? ''), clientPort: client.remotePort, host, port, ...extra }, started: Date.now() };
+  begin(via: 'http', client: Socket, host: string, port: number, extra: { method: string | undefined }): Pending<BridgeHttpRecord>;
+  begin(via: 'connect', client: Socket, host: string, port: number): Pending<BridgeConnectRecord>;
+  begin(via: SocksInbound, client: Socket, host: string, port: number): Pending<BridgeSocksRecord>;
+  begin(via: SocksInbound, client: Socket, host: string, port: number, extra: { cmd: 'bind' }): Pending<BridgeBindRecord>;
+  begin(via: 'socks5', client: Socket, host: string, port: number, extra: { cmd: 'udp' }): Pending<BridgeUdpRecord>;
+  begin(via: Inbound, client: Socket, host: string, port: number, extra = {}): Pending<BridgeRecord> {
+    const rec = { inbound: via, client: canonicalHost(client.remoteAddress ?? ''), clientPort: client.remotePort, host, port, ...extra };
+    // the overloads above pair each inbound with its extra fields
+    return { rec: rec as BridgeRecord, started: Date.now() };
   }
 
   /**
    * Prints the line of a finished connection: `fields` (the result, or an error code and REP), and
    * for a tunnel that carried bytes, its gateway, BND, bytes each way and how it ended.
    */
-  finish(line: { rec: LogRecord; started: number }, fields: LogRecord, done?: { tunnel: TunnelSummary; relayed: RelayResult }): void {
-    const rec: LogRecord = { ...line.rec };
+  finish<R extends BridgeRecord>(line: Pending<R>, fields: EndFields<R>, done?: { tunnel: TunnelSummary; relayed: RelayResult }): void {
+    const rec: BridgeRecord = { ...line.rec };
     if (done) {
       const { tunnel, relayed } = done;
       // the SOCKS talk with the gateway is not the client's traffic
       const o = tunnel.overhead;
       Object.assign(rec, { gateway: tunnel.gateway, bound: joinHostPort(tunnel.reply.host, tunnel.reply.port), result: 'ok', bytesUp: relayed.up - o.up, bytesDown: relayed.down - o.down, end: relayed.end });
     }
-    Object.assign(rec, fields, { durationMs: Date.now() - line.started });
-    this.log(rec);
+    // `fields` were checked against R by the signature
+    const ended: Ended = { ...fields, durationMs: Date.now() - line.started };
+    this.log(Object.assign(rec, ended));
   }
 
   snapshot(): StatusSnapshot {
