@@ -3,7 +3,7 @@
 import type { Server, Socket } from 'node:net';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
 import { canonicalHost, joinHostPort, parseIp, type Ip } from '../../shared/net/address.js';
-import { checkDestination } from '../../shared/net/policy.js';
+import { checkDestination, specialClass } from '../../shared/net/policy.js';
 import { encodeMethodSelection, encodeReply, type Request } from '../../shared/socks5/codec.js';
 import { CMD, METHOD, REP, type Rep } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
@@ -17,6 +17,7 @@ import type { GatewayConfig, HostPort } from './config.js';
 import { serveBind } from './bind.js';
 import type { ConnectContext, GatewayServices, RequestContext } from './context.js';
 import { FtpDataSlots } from './ftp-slots.js';
+import { GatewayMetrics, type LookupSource } from './metrics.js';
 import { serveConnect } from './connect.js';
 import { serveUdp } from './udp.js';
 import { NameResolver } from './resolver.js';
@@ -108,6 +109,7 @@ class Conn {
     const record: GatewayLine = Object.assign(this.record, extra, { result, durationMs: Date.now() - this.started });
     if (result === 'ok') gateway.stats.succeeded++;
     else gateway.stats.failed++;
+    gateway.metrics.observe(record);
     // a peer that left before asking for anything (health checks, a bridge's pipelining probe,
     // scanners) is not worth a line; a failed login, one it left before it was checked, or a
     // protocol error is
@@ -136,6 +138,8 @@ export class Gateway implements GatewayServices {
    */
   readonly handshakes = new Set<Conn>();
   readonly handshakeBudget: number;
+  /** Its Prometheus metrics (served by --metrics; bridge/metrics.ts). */
+  readonly metrics = new GatewayMetrics(() => this.stats);
   private readonly servers: Server[] = [];
   private readonly sockets = new Set<Socket>();
 
@@ -194,7 +198,10 @@ export class Gateway implements GatewayServices {
   /** Why the destination address is refused, or null. */
   denyDestination(ip: Ip): string | null {
     const { allow, allowPrivate } = this.config;
-    return checkDestination({ allow, allowPrivate, self: hostAddresses() }, ip);
+    const why = checkDestination({ allow, allowPrivate, self: hostAddresses() }, ip);
+    // checkDestination refuses a special-purpose class or this host's own addresses
+    if (why) this.metrics.refused(specialClass(ip) ?? 'self');
+    return why;
   }
 
   /** Addresses resolved for a request, IP literals (also inside DOMAINNAME) taken as they are. */
@@ -206,8 +213,18 @@ export class Gateway implements GatewayServices {
     const limit = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new RequestError('ERR_DNS_FAILED', `${host} (no answer within ${this.config.connectTimeoutMs} ms)`)), this.config.connectTimeoutMs);
     });
+    const { resolver } = this;
+    const { cached, asked } = resolver.stats;
+    const answer = resolver.resolve(host);
+    // resolve() counts a cache hit or a question before its first await: known here already
+    const source: LookupSource = resolver.stats.cached > cached ? 'cache' : resolver.stats.asked > asked ? 'dns' : 'hosts';
     try {
-      return await Promise.race([this.resolver.resolve(host), limit]);
+      const ips = await Promise.race([answer, limit]);
+      this.metrics.lookup(source);
+      return ips;
+    } catch (e) {
+      this.metrics.lookup(source, e instanceof DualsocksError ? e.code : 'ERR_DNS_FAILED');
+      throw e;
     } finally {
       clearTimeout(timer);
     }
@@ -270,6 +287,9 @@ class ClientConnection {
   private early: Uint8Array[] = [];
   /** bytesRead when the password check started (see MAX_READ_DURING_AUTH). */
   private authReadFrom = 0;
+  /** When it was accepted, and when its request came (for the latency metrics). */
+  private readonly started: number;
+  private requestAt = 0;
 
   constructor(
     private readonly gateway: Gateway,
@@ -277,10 +297,10 @@ class ClientConnection {
     /** Takes the socket off the gateway's list (at its close). */
     private readonly forget: () => void,
   ) {
-    const started = Date.now();
+    this.started = Date.now();
     this.clientHost = canonicalHost(client.remoteAddress ?? '');
     this.record = { client: this.clientHost, clientPort: client.remotePort };
-    this.conn = new Conn(gateway, this.record, started);
+    this.conn = new Conn(gateway, this.record, this.started);
   }
 
   private readonly finish = (result: string, extra?: Partial<GatewayRecord>): void => this.conn.finish(result, extra);
@@ -437,6 +457,8 @@ class ClientConnection {
   private onRequest(s: Socks5ServerSession, request: Request): void {
     const { client, record } = this;
     clearTimeout(this.handshakeTimer);
+    this.requestAt = Date.now();
+    this.gateway.metrics.handshake(this.requestAt - this.started);
     client.pause();
     client.off('data', this.onData);
     // the same object from now on holds the command's fields (an unknown command: none)
@@ -472,7 +494,10 @@ class ClientConnection {
         this.run(s.succeed(bound));
         const data = this.early;
         this.early = [];
-        if (record.cmd !== undefined) record.bound = joinHostPort(bound.host, bound.port);
+        if (record.cmd !== undefined) {
+          record.bound = joinHostPort(bound.host, bound.port);
+          this.gateway.metrics.connected(record.cmd, Date.now() - this.requestAt);
+        }
         return data;
       },
       // handlers call these from their own callbacks (a BIND peer arriving, a relay ending)

@@ -7,6 +7,7 @@ import type { RelayResult } from '../relay.js';
 import type { Tunnel, UdpAssociation } from '../upstream/pool.js';
 import { summary, type BridgeState, type EndFields, type Inbound, type Pending } from './state.js';
 import type { HostPort } from '../../shared/net/address.js';
+import type { MetricsSource } from '../metrics.js';
 
 export interface BridgeContext {
   state: BridgeState;
@@ -33,6 +34,8 @@ export interface BridgeContext {
   port: number;
   /** Proxy address written into the PAC; unset: the address the client fetched it from. */
   pacProxy?: HostPort | undefined;
+  /** What GET /metrics answers (loopback clients only). */
+  metrics?: MetricsSource | undefined;
 }
 
 /**

@@ -40,6 +40,8 @@ export class BridgeState {
   listen: string[] = [];
   /** Where the per-connection lines go (stdout as JSON, or nowhere with --quiet). */
   log: Logger<BridgeLine> = silent;
+  /** Where every line is counted, --quiet or not (the metrics). */
+  count: Logger<BridgeLine> = silent;
   /** Set when the fake-address DNS runs. */
   fake: (() => FakeDnsStatus) | undefined;
 
@@ -109,7 +111,13 @@ export class BridgeState {
     }
     // `fields` were checked against R by the signature
     const ended: Ended = { ...fields, durationMs: Date.now() - line.started };
-    this.log(Object.assign(rec, ended));
+    this.emit(Object.assign(rec, ended));
+  }
+
+  /** The one place a line leaves: counted, then logged. */
+  emit(line: BridgeLine): void {
+    this.count(line);
+    this.log(line);
   }
 
   snapshot(): StatusSnapshot {
