@@ -66,6 +66,20 @@ export class BridgeMetrics implements MetricsSource {
         for (const g of gauges().gateways) if (g.latencyMs !== null) this.set({ gateway: g.url }, seconds(g.latencyMs));
       },
     });
+    new Counter({
+      name: 'dualsocks_bridge_gateway_tunnels_total',
+      help: 'Tunnels asked of the gateway, by outcome: opened or failed (the gateway refused, or could not be reached).',
+      labelNames: ['gateway', 'outcome'],
+      registers,
+      collect() {
+        // the pool keeps the running counts: read, not added to
+        this.reset();
+        for (const g of gauges().gateways) {
+          this.inc({ gateway: g.url, outcome: 'opened' }, g.opened);
+          this.inc({ gateway: g.url, outcome: 'failed' }, g.failed);
+        }
+      },
+    });
     new Gauge({
       name: 'dualsocks_bridge_gateway_open_tunnels',
       help: 'Tunnels open through the gateway now.',

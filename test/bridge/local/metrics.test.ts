@@ -89,6 +89,9 @@ describe('bridge GET /metrics', () => {
     assert.equal(s1.value('dualsocks_bridge_gateway_up', { gateway: gwUrl }), 1);
     assert.ok(s1.value('dualsocks_bridge_gateway_latency_seconds', { gateway: gwUrl }) > 0);
     assert.deepEqual(s1.labelSets('dualsocks_bridge_gateway_open_tunnels'), [{ gateway: gwUrl }]);
+    // five tunnels asked of the gateway (the HTTP request's too); nowhere.test was refused by it
+    assert.equal(d('dualsocks_bridge_gateway_tunnels_total', { gateway: gwUrl, outcome: 'opened' }), 4);
+    assert.equal(d('dualsocks_bridge_gateway_tunnels_total', { gateway: gwUrl, outcome: 'failed' }), 1);
     await eventually(async () => (await scrape(url)).value('dualsocks_bridge_open_connections') === 0, 'no connection open');
     for (const secret of ['web.test', 'web6.test', 'nowhere.test']) assert.ok(!s1.text.includes(secret), `${secret} in the metrics`);
   });
