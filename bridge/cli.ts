@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // dualsocks command line: `gateway`, `passwd`. Configuration errors name the flag or key and exit 2.
+import cluster from 'node:cluster';
 import { randomBytes, scryptSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -17,6 +18,8 @@ import { policyCommand } from './policy.js';
 import { pacCommand } from './pac.js';
 import { transparentCommand } from './transparent-nft.js';
 import { jsonLines, say } from './log.js';
+import { Registry } from 'prom-client';
+import { clusterMetrics, metricsLine, serveMetrics, withProcessMetrics, workerMetrics } from './metrics.js';
 import { helpText, parseOptions } from './options.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -49,7 +52,11 @@ async function gateway(argv: string[]): Promise<void> {
     return;
   }
   const cfg = gatewayConfig(argv);
-  if (startWorkers(cfg.workers, say)) return;
+  if (startWorkers(cfg.workers, say)) {
+    // the primary serves the workers' metrics, summed
+    if (cfg.metrics) say(`dualsocks gateway: ${metricsLine((await serveMetrics(cfg.metrics, cfg.metricsClients, clusterMetrics())).bound)}`);
+    return;
+  }
   const gw = new Gateway(cfg, jsonLines);
   // every handler before the first line: whoever waits for it may signal at once
   onStop(() => gw.close());
@@ -57,6 +64,11 @@ async function gateway(argv: string[]): Promise<void> {
   process.on('SIGHUP', () => {
     for (const line of gw.reload()) say(`dualsocks gateway: SIGHUP: ${line}`);
   });
+  if (cfg.metrics) {
+    withProcessMetrics(gw.metrics.registry);
+    if (cluster.isWorker) workerMetrics(gw.metrics.registry);
+    else say(`dualsocks gateway: ${metricsLine((await serveMetrics(cfg.metrics, cfg.metricsClients, gw.metrics)).bound)}`);
+  }
   const bound = await gw.listen();
   for (const b of bound) say(`dualsocks gateway ${VERSION} listening on ${joinHostPort(b.host, b.port)}${cfg.requireAuth ? ' (username/password)' : ''}`);
 }
@@ -68,6 +80,7 @@ function newBridge(cfg: BridgeConfig): Bridge {
   const pool = new GatewayPool(cfg.gateways, { balance: cfg.balance, connectTimeoutMs: cfg.connectTimeoutMs, healthIntervalMs: cfg.healthIntervalMs });
   const bridge = new Bridge(cfg, pool, VERSION);
   if (!cfg.quiet) bridge.state.log = jsonLines;
+  withProcessMetrics(bridge.metrics.registry);
   return bridge;
 }
 
@@ -150,6 +163,8 @@ async function start(argv: string[]): Promise<void> {
   say(`dualsocks gateway ${VERSION} in process on ${joinHostPort(bound!.host, bound!.port)}`);
   bCfg.gateways = [[{ host: bound!.host, port: bound!.port, username: inner.username, password: inner.password }]];
   b = newBridge(bCfg);
+  // one /metrics for both parts
+  b.ctx.metrics = Registry.merge([b.metrics.registry, gw.metrics.registry]);
   await listenBridge(b);
 }
 

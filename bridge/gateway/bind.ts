@@ -12,7 +12,7 @@ import { REP } from '../../shared/socks5/constants.js';
 import { relay } from '../relay.js';
 import { errnoToError, interleave } from '../upstream/direct.js';
 import { goesUpstream, serveUpstream } from './chain.js';
-import { whileHoldingClient, type RequestContext } from './context.js';
+import { whileHoldingClient, type BindContext } from './context.js';
 
 // Client bytes held while no peer is there yet; beyond this the client is paused.
 
@@ -56,7 +56,7 @@ function listenOn(host: string): Promise<Server> {
   });
 }
 
-export async function serveBind(ctx: RequestContext): Promise<void> {
+export async function serveBind(ctx: BindContext): Promise<void> {
   const { gateway, request, record, client } = ctx;
   const cfg = gateway.config;
   if (goesUpstream(cfg, request.host, request.port)) return serveUpstream(ctx);

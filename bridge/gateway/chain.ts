@@ -14,7 +14,7 @@ import { CMD, REP } from '../../shared/socks5/constants.js';
 import { redactedUrl } from '../upstream/hops.js';
 import { bindSecondReply, type Socks5Dial } from '../upstream/socks5.js';
 import type { GatewayConfig } from './config.js';
-import { relayAndFinish, whileHoldingClient, type RequestContext } from './context.js';
+import { relayAndFinish, whileHoldingClient, type BindContext, type ConnectContext } from './context.js';
 
 /** Whether this destination goes through the upstream hops (default: everything, when set). */
 export function goesUpstream(cfg: GatewayConfig, host: string, port: number): boolean {
@@ -31,7 +31,7 @@ function chainError(e: unknown, via: string): DualsocksError {
 }
 
 /** CONNECT or BIND through the upstream hops. */
-export async function serveUpstream(ctx: RequestContext): Promise<void> {
+export async function serveUpstream(ctx: ConnectContext | BindContext): Promise<void> {
   const { gateway, request, record } = ctx;
   const cfg = gateway.config;
   const hops = cfg.upstream!;
@@ -61,7 +61,7 @@ export async function serveUpstream(ctx: RequestContext): Promise<void> {
       ctx.client.destroy();
       return ctx.finish('ERR_CLIENT_CLOSED');
     }
-    record.peer = second.reply.host;
+    if (record.cmd === 'bind') record.peer = second.reply.host;
     ctx.reply(REP.SUCCEEDED, { host: second.reply.host, port: second.reply.port });
     dial = second;
   }

@@ -28,6 +28,8 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { key: 'upstream', kind: 'list', arg: 'URL', help: 'reach destinations through this SOCKS5 gateway, socks5://user:pass@host:port; repeat for more hops, in order' },
   { key: 'upstreamRules', kind: 'string', arg: 'FILE', help: 'routing rules (JSON, as the bridge\'s --rules) choosing upstream (proxy) or direct per destination (default: all upstream)' },
   { key: 'quiet', kind: 'flag', help: 'do not print the per-connection log lines' },
+  { key: 'metrics', kind: 'string', arg: 'HOST:PORT', help: 'serve Prometheus metrics at http://HOST:PORT/metrics (off by default; loopback clients only unless --metrics-clients)' },
+  { key: 'metricsClients', kind: 'list', arg: 'CIDR', help: 'sources allowed to scrape --metrics, repeatable (default loopback only)' },
   { key: 'ftp', kind: 'flag', help: 'translate FTP control connections to port 21 that cross families (PASV/227 ↔ EPSV/229, PORT ↔ EPRT)' },
   { key: 'ftpPort', kind: 'list', arg: 'PORT', help: 'translate FTP on this destination port too, repeatable (enables FTP translation)' },
 ];
@@ -61,6 +63,10 @@ export interface GatewayConfig {
   upstream?: Hop[] | undefined;
   /** decide() → PROXY: upstream, DIRECT: here. Unset: everything upstream. */
   upstreamRules?: Settings | undefined;
+  /** Where /metrics is served (bridge/metrics.ts); unset: nowhere. */
+  metrics?: HostPort | undefined;
+  /** Who may scrape it; unset: loopback only. */
+  metricsClients?: CidrSet | undefined;
 }
 
 export const DEFAULT_GATEWAY_LISTEN: HostPort[] = [
@@ -126,6 +132,7 @@ export function gatewayConfigFrom(o: OptionValues): GatewayConfig {
   const workers = Math.max(1, (o.workers as number | undefined) ?? 1);
   // a passive FTP data CONNECT must reach the process holding its control connection
   if (workers > 1 && (o.ftp === true || o.ftpPort !== undefined)) throw new ConfigError('workers', 'FTP translation needs a single gateway process (--workers 1)');
+  if (o.metricsClients !== undefined && o.metrics === undefined) throw new ConfigError('metricsClients', 'needs --metrics');
   return {
     listen,
     listenIsDefault: !o.listen,
@@ -148,5 +155,7 @@ export function gatewayConfigFrom(o: OptionValues): GatewayConfig {
     ftpPorts: ftpPorts(o),
     upstream: upstream.length > 0 ? upstream : undefined,
     upstreamRules: o.upstreamRules !== undefined ? readUpstreamRules(o.upstreamRules as string) : undefined,
+    metrics: o.metrics !== undefined ? listenAddresses('metrics', [o.metrics as string])[0] : undefined,
+    metricsClients: o.metricsClients ? cidrs('metricsClients', o.metricsClients as string[]) : undefined,
   };
 }

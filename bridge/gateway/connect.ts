@@ -4,10 +4,10 @@
 import { canonicalHost, familyOf, formatIp } from '../../shared/net/address.js';
 import { dialDirect } from '../upstream/direct.js';
 import { goesUpstream, serveUpstream } from './chain.js';
-import { relayAndFinish, type RequestContext } from './context.js';
+import { relayAndFinish, type ConnectContext } from './context.js';
 import { ftpTranslates, serveFtp } from './ftp.js';
 
-export async function serveConnect(ctx: RequestContext): Promise<void> {
+export async function serveConnect(ctx: ConnectContext): Promise<void> {
   const { gateway, request, record } = ctx;
   const cfg = gateway.config;
   const ftpData = gateway.ftpSlots.claim(ctx);

@@ -13,7 +13,7 @@ import { connectTcp } from '../upstream/direct.js';
 import type { GatewayConfig } from './config.js';
 import { FtpSession, type FtpCommand, type FtpSide } from './ftp-session.js';
 import { encodeLine, type DataAddress } from './ftp-translate.js';
-import type { RequestContext } from './context.js';
+import type { ConnectContext } from './context.js';
 import type { FtpDataSlots, PassiveSlot as Slot } from './ftp-slots.js';
 
 /** How long a data listener waits for its one connection. */
@@ -33,9 +33,9 @@ interface DataListener {
   timer: NodeJS.Timeout;
 }
 
-type PassiveSlot = Slot<RequestContext>;
+type PassiveSlot = Slot<ConnectContext>;
 
-export async function serveFtp(ctx: RequestContext, remote: Socket, early: Uint8Array[]): Promise<void> {
+export async function serveFtp(ctx: ConnectContext, remote: Socket, early: Uint8Array[]): Promise<void> {
   const { client, gateway } = ctx;
   const clientIp = ipOf(client, 'remote');
   const serverIp = ipOf(remote, 'remote');
@@ -68,10 +68,10 @@ class FtpControl {
   private closedSockets = 0;
 
   constructor(
-    private readonly ctx: RequestContext,
+    private readonly ctx: ConnectContext,
     private readonly remote: Socket,
     /** The gateway's pending passive slots, which this session's client-facing listeners join. */
-    private readonly slots: FtpDataSlots<RequestContext>,
+    private readonly slots: FtpDataSlots<ConnectContext>,
     private readonly session: FtpSession,
   ) {
     this.client = ctx.client;
@@ -251,7 +251,7 @@ class FtpControl {
     }
   }
 
-  private claim(id: number, dctx: RequestContext): Promise<void> {
+  private claim(id: number, dctx: ConnectContext): Promise<void> {
     let serving: Promise<void> | undefined;
     for (const c of this.session.dataClaimed(id)) {
       if (c.type === 'joinData') serving = this.spliceData(dctx, c.target);
@@ -280,7 +280,7 @@ class FtpControl {
   }
 
   /** A passive data connection that came as a SOCKS CONNECT: answer it, dial the server's data port, relay. */
-  private async spliceData(dctx: RequestContext, target: DataAddress): Promise<void> {
+  private async spliceData(dctx: ConnectContext, target: DataAddress): Promise<void> {
     this.track(dctx.client);
     const dialed = await connectTcp({ host: formatIp(target.ip), port: target.port }, this.cfg.connectTimeoutMs);
     if (this.done || dctx.client.destroyed) {

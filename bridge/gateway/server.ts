@@ -3,26 +3,27 @@
 import type { Server, Socket } from 'node:net';
 import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
 import { canonicalHost, joinHostPort, parseIp, type Ip } from '../../shared/net/address.js';
-import { checkDestination } from '../../shared/net/policy.js';
+import { checkDestination, specialClass } from '../../shared/net/policy.js';
 import { encodeMethodSelection, encodeReply, type Request } from '../../shared/socks5/codec.js';
 import { CMD, METHOD, REP, type Rep } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
 import { hostAddresses } from '../host-addresses.js';
 import { closeAll, listenAll } from '../listen.js';
-import { say, type LogRecord, type Logger } from '../log.js';
+import { say, type GatewayHandshakeRecord, type GatewayLine, type GatewayRecord, type GatewayRequestRecord, type Logger } from '../log.js';
 import { releasedToNative } from '../native/loader.js';
 import { PipeliningCache } from '../upstream/pipelining.js';
 import { RelayGroup } from '../relay.js';
 import type { GatewayConfig, HostPort } from './config.js';
 import { serveBind } from './bind.js';
-import type { GatewayServices, RequestContext } from './context.js';
+import type { ConnectContext, GatewayServices, RequestContext } from './context.js';
 import { FtpDataSlots } from './ftp-slots.js';
+import { GatewayMetrics, type LookupSource } from './metrics.js';
 import { serveConnect } from './connect.js';
 import { serveUdp } from './udp.js';
 import { NameResolver } from './resolver.js';
 import { PasswordChecks, sourceKey, Users, type CheckResult } from './users.js';
 
-const CMD_NAMES: Record<number, string> = { [CMD.CONNECT]: 'connect', [CMD.BIND]: 'bind', [CMD.UDP_ASSOCIATE]: 'udp' };
+const CMD_NAMES: Record<number, GatewayRequestRecord['cmd']> = { [CMD.CONNECT]: 'connect', [CMD.BIND]: 'bind', [CMD.UDP_ASSOCIATE]: 'udp' };
 // abort() without a reason builds a DOMException (with a stack) on every client close
 const CLIENT_CLOSED = Object.freeze(new Error('client closed'));
 // what a client may send behind its credentials before its password check ends (pipelined request
@@ -58,7 +59,8 @@ class Conn {
 
   constructor(
     private readonly gateway: Gateway,
-    readonly record: LogRecord,
+    /** The same object the handler fills in: a handshake record until the request, then the command's. */
+    readonly record: GatewayRecord,
     private readonly started: number,
   ) {}
 
@@ -99,14 +101,15 @@ class Conn {
   }
 
   /** Logs the outcome (once) and leaves the active count. */
-  finish(result: string, extra: LogRecord = {}): void {
+  finish(result: string, extra: Partial<GatewayRecord> = {}): void {
     this.release();
     if (this.logged) return;
     this.logged = true;
-    const { record, gateway } = this;
-    Object.assign(record, extra, { result, durationMs: Date.now() - this.started });
+    const { gateway } = this;
+    const record: GatewayLine = Object.assign(this.record, extra, { result, durationMs: Date.now() - this.started });
     if (result === 'ok') gateway.stats.succeeded++;
     else gateway.stats.failed++;
+    gateway.metrics.observe(record);
     // a peer that left before asking for anything (health checks, a bridge's pipelining probe,
     // scanners) is not worth a line; a failed login, one it left before it was checked, or a
     // protocol error is
@@ -126,7 +129,7 @@ export class Gateway implements GatewayServices {
   /** Which --upstream first hops take a pipelined handshake. */
   readonly pipelining: PipeliningCache;
   /** FTP passive data connections a CONNECT may claim (ftp-slots.ts). */
-  readonly ftpSlots = new FtpDataSlots<RequestContext>();
+  readonly ftpSlots = new FtpDataSlots<ConnectContext>();
   readonly stats: GatewayStats = { accepted: 0, active: 0, handshaking: 0, evicted: 0, succeeded: 0, failed: 0 };
   /**
    * Connections in their handshake, oldest first. They have their own budget, apart from
@@ -135,12 +138,14 @@ export class Gateway implements GatewayServices {
    */
   readonly handshakes = new Set<Conn>();
   readonly handshakeBudget: number;
+  /** Its Prometheus metrics (served by --metrics; bridge/metrics.ts). */
+  readonly metrics = new GatewayMetrics(() => this.stats);
   private readonly servers: Server[] = [];
   private readonly sockets = new Set<Socket>();
 
   constructor(
     readonly config: GatewayConfig,
-    readonly log: Logger,
+    readonly log: Logger<GatewayLine>,
   ) {
     this.users = config.usersFile ? Users.fromFile(config.usersFile) : undefined;
     this.resolver = new NameResolver({ hostsFile: config.hostsFile, dns: config.dns, cacheSeconds: config.dnsCacheSeconds });
@@ -193,7 +198,10 @@ export class Gateway implements GatewayServices {
   /** Why the destination address is refused, or null. */
   denyDestination(ip: Ip): string | null {
     const { allow, allowPrivate } = this.config;
-    return checkDestination({ allow, allowPrivate, self: hostAddresses() }, ip);
+    const why = checkDestination({ allow, allowPrivate, self: hostAddresses() }, ip);
+    // checkDestination refuses a special-purpose class or this host's own addresses
+    if (why) this.metrics.refused(specialClass(ip) ?? 'self');
+    return why;
   }
 
   /** Addresses resolved for a request, IP literals (also inside DOMAINNAME) taken as they are. */
@@ -205,30 +213,46 @@ export class Gateway implements GatewayServices {
     const limit = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new RequestError('ERR_DNS_FAILED', `${host} (no answer within ${this.config.connectTimeoutMs} ms)`)), this.config.connectTimeoutMs);
     });
+    const { resolver } = this;
+    const { cached, asked } = resolver.stats;
+    const answer = resolver.resolve(host);
+    // resolve() counts a cache hit or a question before its first await: known here already
+    const source: LookupSource = resolver.stats.cached > cached ? 'cache' : resolver.stats.asked > asked ? 'dns' : 'hosts';
     try {
-      return await Promise.race([this.resolver.resolve(host), limit]);
+      const ips = await Promise.race([answer, limit]);
+      this.metrics.lookup(source);
+      return ips;
+    } catch (e) {
+      this.metrics.lookup(source, e instanceof DualsocksError ? e.code : 'ERR_DNS_FAILED');
+      throw e;
     } finally {
       clearTimeout(timer);
     }
   }
 }
 
-/** Runs the command's handler; a failure that is not a DualsocksError is a defect: `internal`. */
-function dispatch(ctx: RequestContext, internal: (e: unknown) => void): void {
+/** A request's context before its record is typed by its command. */
+type UntypedContext = Omit<RequestContext, 'record' | 'finish'> & { finish(result: string, extra?: Partial<GatewayRecord>): void };
+
+/**
+ * Runs the command's handler with the context typed by its command (`record`: the connection's
+ * record, its `cmd` set); a failure that is not a DualsocksError is a defect: `internal`.
+ */
+function dispatch(ctx: UntypedContext, record: GatewayRecord, internal: (e: unknown) => void): void {
   const onError = (e: unknown): void => {
     if (e instanceof DualsocksError) ctx.guard(() => ctx.fail(e))();
     else internal(e);
   };
   try {
-    switch (ctx.request.cmd) {
-      case CMD.CONNECT:
-        serveConnect(ctx).catch(onError);
+    switch (record.cmd) {
+      case 'connect':
+        serveConnect({ ...ctx, record }).catch(onError);
         break;
-      case CMD.UDP_ASSOCIATE:
-        serveUdp(ctx).catch(onError);
+      case 'udp':
+        serveUdp({ ...ctx, record }).catch(onError);
         break;
-      case CMD.BIND:
-        serveBind(ctx).catch(onError);
+      case 'bind':
+        serveBind({ ...ctx, record }).catch(onError);
         break;
       default:
         ctx.fail(new SocksProtocolError('ERR_SOCKS_COMMAND', CMD_NAMES[ctx.request.cmd]));
@@ -247,7 +271,8 @@ type CloseCommand = Extract<ServerCommand, { type: 'close' }>;
  */
 class ClientConnection {
   private readonly clientHost: string;
-  private readonly record: LogRecord;
+  /** Its log record (from the request on, the same object typed by its command). */
+  private readonly record: GatewayHandshakeRecord;
   /** The log line and the place in the counts. */
   private readonly conn: Conn;
   private readonly aborter = new AbortController();
@@ -262,6 +287,9 @@ class ClientConnection {
   private early: Uint8Array[] = [];
   /** bytesRead when the password check started (see MAX_READ_DURING_AUTH). */
   private authReadFrom = 0;
+  /** When it was accepted, and when its request came (for the latency metrics). */
+  private readonly started: number;
+  private requestAt = 0;
 
   constructor(
     private readonly gateway: Gateway,
@@ -269,13 +297,13 @@ class ClientConnection {
     /** Takes the socket off the gateway's list (at its close). */
     private readonly forget: () => void,
   ) {
-    const started = Date.now();
+    this.started = Date.now();
     this.clientHost = canonicalHost(client.remoteAddress ?? '');
     this.record = { client: this.clientHost, clientPort: client.remotePort };
-    this.conn = new Conn(gateway, this.record, started);
+    this.conn = new Conn(gateway, this.record, this.started);
   }
 
-  private readonly finish = (result: string, extra?: LogRecord): void => this.conn.finish(result, extra);
+  private readonly finish = (result: string, extra?: Partial<GatewayRecord>): void => this.conn.finish(result, extra);
 
   /**
    * One guard per connection: a defect while serving it ends this connection (ERR_INTERNAL, its
@@ -429,11 +457,14 @@ class ClientConnection {
   private onRequest(s: Socks5ServerSession, request: Request): void {
     const { client, record } = this;
     clearTimeout(this.handshakeTimer);
+    this.requestAt = Date.now();
+    this.gateway.metrics.handshake(this.requestAt - this.started);
     client.pause();
     client.off('data', this.onData);
-    Object.assign(record, { cmd: CMD_NAMES[request.cmd], host: request.host, port: request.port });
+    // the same object from now on holds the command's fields (an unknown command: none)
+    const typed = Object.assign(record, { cmd: CMD_NAMES[request.cmd], host: request.host, port: request.port }) as GatewayRecord;
     if (!this.conn.serve()) this.run(s.fail(new RequestError('ERR_CONNECTION_CAP', `limit ${this.gateway.config.maxConnections}`)));
-    else dispatch(this.context(s, request), (e) => this.internal(e));
+    else dispatch(this.context(s, request, typed), typed, (e) => this.internal(e));
   }
 
   private onSessionClose(c: CloseCommand): void {
@@ -451,20 +482,22 @@ class ClientConnection {
   }
 
   /** What the command's handler gets. */
-  private context(s: Socks5ServerSession, request: Request): RequestContext {
-    const { client, record, guard } = this;
+  private context(s: Socks5ServerSession, request: Request, record: GatewayRecord): UntypedContext {
+    const { client, guard } = this;
     return {
       gateway: this.gateway,
       client,
       request,
-      record,
       signal: this.aborter.signal,
       succeed: (bound) => {
         this.granted = true;
         this.run(s.succeed(bound));
         const data = this.early;
         this.early = [];
-        record.bound = joinHostPort(bound.host, bound.port);
+        if (record.cmd !== undefined) {
+          record.bound = joinHostPort(bound.host, bound.port);
+          this.gateway.metrics.connected(record.cmd, Date.now() - this.requestAt);
+        }
         return data;
       },
       // handlers call these from their own callbacks (a BIND peer arriving, a relay ending)

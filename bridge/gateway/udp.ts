@@ -22,12 +22,12 @@ import { bindUdp } from '../udp-socket.js';
 import { openUdpChain, type UdpChain } from '../upstream/udp-chain.js';
 import { UdpSession, type UdpCommand, type UdpCounters } from './udp-session.js';
 import { goesUpstream } from './chain.js';
-import type { RequestContext } from './context.js';
+import type { UdpContext } from './context.js';
 
 /** The addresses outbound sockets bind to, per family (the kernel picks the port). */
 const ANY: Record<Family, string> = { 4: '0.0.0.0', 6: '::' };
 
-export async function serveUdp(ctx: RequestContext): Promise<void> {
+export async function serveUdp(ctx: UdpContext): Promise<void> {
   const relay = await openRelay(ctx);
   if (!relay) return;
   const why = await new UdpAssociation(ctx, relay.socket, relay.family).run();
@@ -35,7 +35,7 @@ export async function serveUdp(ctx: RequestContext): Promise<void> {
 }
 
 /** The client-side relay socket, bound to the address the client reached us on; null if the request is gone. */
-async function openRelay(ctx: RequestContext): Promise<{ socket: UdpSocket; family: Family } | null> {
+async function openRelay(ctx: UdpContext): Promise<{ socket: UdpSocket; family: Family } | null> {
   const localRaw = ctx.client.localAddress ?? '';
   const localIp = parseIp(udpIpKey(localRaw));
   if (!localIp) throw new RequestError('ERR_CONNECT_FAILED', `no local address for the relay (${localRaw})`);
@@ -64,7 +64,7 @@ class UdpAssociation {
   private finished!: (why: string) => void;
 
   constructor(
-    private readonly ctx: RequestContext,
+    private readonly ctx: UdpContext,
     private readonly relay: UdpSocket,
     family: Family,
   ) {

@@ -2,12 +2,13 @@
 // gateway pool), the state to report into, and the settings.
 import type { Socket } from 'node:net';
 import type { Settings } from '../../shared/rules/index.js';
-import type { LogRecord } from '../log.js';
+import type { BridgeBindRecord, BridgeConnectRecord, BridgeSocksRecord } from '../log.js';
 import type { RelayResult } from '../relay.js';
 import type { Tunnel, UdpAssociation } from '../upstream/pool.js';
-import { summary, type BridgeState, type Inbound } from './state.js';
+import { summary, type BridgeState, type EndFields, type Inbound, type Pending } from './state.js';
 import type { HostPort } from '../../shared/net/address.js';
 import type { ProxyAuth } from './auth.js';
+import type { MetricsSource } from '../metrics.js';
 
 export interface BridgeContext {
   state: BridgeState;
@@ -36,6 +37,8 @@ export interface BridgeContext {
   pacProxy?: HostPort | undefined;
   /** --users: who must log in, and the checks. */
   auth?: ProxyAuth | undefined;
+  /** What GET /metrics answers (loopback clients only). */
+  metrics?: MetricsSource | undefined;
 }
 
 /**
@@ -43,11 +46,11 @@ export interface BridgeContext {
  * only the log line and a summary of the tunnel: a tunnel the native relay took over keeps
  * neither socket alive in JavaScript while it idles.
  */
-export function relayToEnd(ctx: BridgeContext, client: Socket, tunnel: Tunnel, line: { rec: LogRecord; started: number }, done: () => void, fields: LogRecord = {}): void {
+export function relayToEnd<R extends BridgeConnectRecord | BridgeSocksRecord | BridgeBindRecord>(ctx: BridgeContext, client: Socket, tunnel: Tunnel, line: Pending<R>, done: () => void, fields: Partial<R> = {}): void {
   const { state } = ctx;
   const t = summary(tunnel);
   void ctx.relay(client, tunnel).then((relayed) => {
-    state.finish(line, fields, { tunnel: t, relayed });
+    state.finish(line, { result: 'ok', ...fields }, { tunnel: t, relayed });
     done();
   });
 }

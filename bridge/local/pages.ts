@@ -12,6 +12,7 @@ import { formatIp, joinHostPort, parseIp, splitHostPort, type HostPort } from '.
 import { toPac } from '../../shared/rules/index.js';
 import { checkProxyHost } from '../../shared/rules/settings.js';
 import { isLocalPeer } from '../host-addresses.js';
+import { answerScrape, LOOPBACK_CLIENTS, METRICS_PATH, scrapeAllowed, type MetricsSource } from '../metrics.js';
 import type { BridgeContext } from './context.js';
 import type { StatusSnapshot } from './state.js';
 
@@ -202,12 +203,25 @@ function serveStatusPage(ctx: BridgeContext, req: IncomingMessage, res: ServerRe
   });
 }
 
+/**
+ * GET /metrics: for this machine only (a --clients client is refused, however the bridge
+ * listens), and, as the status, not for web pages (Host must name loopback, no web origin).
+ */
+function serveMetricsPage(source: MetricsSource, req: IncomingMessage, res: ServerResponse): void {
+  if (scrapeAllowed(req, LOOPBACK_CLIENTS)) {
+    const access = checkAccess(req);
+    if (!access.ok) return refuse(req, res, access.why);
+  }
+  answerScrape(req, res, source, LOOPBACK_CLIENTS, 'clients on the bridge\'s own machine (loopback)');
+}
+
 /** Serves one of the bridge's pages; false when req.url is none of them. */
 export function handlePage(ctx: BridgeContext, req: IncomingMessage, res: ServerResponse): boolean {
   const path = (req.url ?? '').replace(/[?#].*$/s, '');
   if (PAC_PATHS.includes(path)) servePac(ctx, req, res);
   else if (path === '/api/status') serveStatusApi(ctx, req, res);
   else if (path === '/') serveStatusPage(ctx, req, res);
+  else if (path === METRICS_PATH && ctx.metrics) serveMetricsPage(ctx.metrics, req, res);
   else return false;
   return true;
 }

@@ -21,6 +21,7 @@ import { guardSocket, type BridgeContext } from './context.js';
 import { createHttpFrontend } from './http.js';
 import { serveSocks4, serveSocks5 } from './socks.js';
 import { serveTransparent } from './transparent.js';
+import { BridgeMetrics } from './metrics.js';
 import { BridgeState, type Inbound } from './state.js';
 import { FakeDns } from './fake/index.js';
 import { FakeTable, type FakeLease } from './fake/table.js';
@@ -29,6 +30,8 @@ const NOTHING = new CidrSet([]);
 
 export class Bridge {
   readonly state: BridgeState;
+  /** Its Prometheus metrics, served at /metrics (ctx.metrics: `start` adds its gateway's). */
+  readonly metrics: BridgeMetrics;
   /** Tunnels being relayed; close() ends them. */
   readonly relays = new RelayGroup();
   readonly http: HttpServer;
@@ -52,9 +55,18 @@ export class Bridge {
     this.noFakes = new FakeTable({ range4: config.fake.fakeRange, range6: config.fake.fakeRange6 });
     this.state = new BridgeState(version, pool, config.rules);
     this.state.fakeName = (host) => this.fakeName(host);
+    const metrics = (this.metrics = new BridgeMetrics(() => ({ open: this.state.open, gateways: pool.health })));
+    this.state.count = (line) => metrics.observe(line);
     this.ctx = {
       state: this.state,
-      open: (host, port, via, from) => this.open(host, port, via, from),
+      open: (host, port, via, from) => {
+        const asked = Date.now();
+        const opening = this.open(host, port, via, from);
+        const took = (): void => metrics.tunnelOpened(via, Date.now() - asked);
+        opening.then(took, took);
+        return opening;
+      },
+      metrics,
       // 0.0.0.0:0: our port toward the gateway is fixed by our first datagram
       associate: (signal) => this.pool.associate(signal),
       // the peer connects to the gateway, so BIND always goes there, whatever the rules say; a
@@ -223,7 +235,7 @@ export class Bridge {
       const host = canonicalHost(client.remoteAddress ?? '');
       say(`dualsocks bridge: internal error serving ${joinHostPort(host, client.remotePort ?? 0)}, connection closed: ${e instanceof Error ? e.stack : String(e)}`);
       try {
-        this.state.log({ client: host, clientPort: client.remotePort, result: 'ERR_INTERNAL', rep: 1, error: e instanceof Error ? e.message : String(e) });
+        this.state.emit({ client: host, clientPort: client.remotePort, result: 'ERR_INTERNAL', rep: 1, error: e instanceof Error ? e.message : String(e) });
       } catch {
         // the logger may be what failed: the stack above is the record
       }

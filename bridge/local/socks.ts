@@ -13,8 +13,10 @@ import { bindSecondReply, type Socks5Dial } from '../upstream/socks5.js';
 import type { CheckResult } from '../gateway/users.js';
 import type { Credentials, ProxyAuth } from './auth.js';
 import { failInternally, relayToEnd, type BridgeContext } from './context.js';
-import type { Inbound } from './state.js';
+import type { BridgeSocksRecord } from '../log.js';
 import { serveUdpAssociate } from './udp.js';
+
+type SocksInbound = BridgeSocksRecord['inbound'];
 
 function asError(e: unknown): DualsocksError {
   return e instanceof DualsocksError ? e : new RequestError('ERR_CONNECT_FAILED', String(e));
@@ -28,7 +30,7 @@ function asError(e: unknown): DualsocksError {
 export async function tunnelFor(
   ctx: BridgeContext,
   client: Socket,
-  via: Inbound,
+  via: SocksInbound,
   host: string,
   port: number,
   answer: (bound: HostPort | DualsocksError) => Uint8Array[],
@@ -73,7 +75,7 @@ interface BindReplies {
  * close, before either reply) ends the BIND at once: the gateway's connection is closed, so its
  * listener goes too. After the second reply a FIN is the relay's.
  */
-async function bindThrough(ctx: BridgeContext, client: Socket, via: Inbound, host: string, port: number, replies: BindReplies, done: () => void): Promise<void> {
+async function bindThrough(ctx: BridgeContext, client: Socket, via: SocksInbound, host: string, port: number, replies: BindReplies, done: () => void): Promise<void> {
   const line = ctx.state.begin(via, client, host, port, { cmd: 'bind' });
   const gone = new AbortController();
   const leave = (): void => gone.abort();

@@ -3,7 +3,7 @@
 import type { Socket } from 'node:net';
 import { canonicalHost, familyOf, joinHostPort, parseIp } from '../../shared/net/address.js';
 import type { Settings } from '../../shared/rules/index.js';
-import { silent, type LogRecord, type Logger } from '../log.js';
+import { silent, type BridgeBindRecord, type BridgeConnectRecord, type BridgeHttpRecord, type BridgeLine, type BridgeLoginLine, type BridgeRecord, type BridgeSocksRecord, type BridgeUdpRecord, type Ended, type Logger } from '../log.js';
 import type { GatewayPool, Tunnel } from '../upstream/pool.js';
 import type { RelayResult } from '../relay.js';
 import type { FakeDnsStatus, Inbound, RecentDestination, StatusSnapshot } from '../../shared/status.js';
@@ -19,6 +19,17 @@ export function summary(t: Tunnel): TunnelSummary {
 
 const RECENT_MAX = 200;
 
+/** A connection's record while it is served, and when it started. */
+export interface Pending<R extends BridgeRecord> {
+  rec: R;
+  started: number;
+}
+
+/** The fields a connection's end adds: always its result, and any of its record's. */
+export type EndFields<R extends BridgeRecord> = Partial<R> & { result: string };
+
+type SocksInbound = BridgeSocksRecord['inbound'];
+
 export class BridgeState {
   readonly startedAt = new Date().toISOString();
   open = 0;
@@ -30,7 +41,9 @@ export class BridgeState {
   /** The --transparent listeners. */
   transparent: string[] = [];
   /** Where the per-connection lines go (stdout as JSON, or nowhere with --quiet). */
-  log: Logger = silent;
+  log: Logger<BridgeLine> = silent;
+  /** Where every line is counted, --quiet or not (the metrics). */
+  count: Logger<BridgeLine> = silent;
   /** Set when the fake-address DNS runs. */
   fake: (() => FakeDnsStatus) | undefined;
   /** The user each client socket logged in as (--users), for its log lines. */
@@ -79,9 +92,16 @@ export class BridgeState {
    * The start of a connection's log line: how it came in, from where, to what. Taken when the
    * request is known (the client's address is gone once its socket is).
    */
-  begin(via: Inbound, client: Socket, host: string, port: number, extra: LogRecord = {}): { rec: LogRecord; started: number } {
+  begin(via: 'http', client: Socket, host: string, port: number, extra: { method: string | undefined }): Pending<BridgeHttpRecord>;
+  begin(via: 'connect', client: Socket, host: string, port: number): Pending<BridgeConnectRecord>;
+  begin(via: SocksInbound, client: Socket, host: string, port: number): Pending<BridgeSocksRecord>;
+  begin(via: SocksInbound, client: Socket, host: string, port: number, extra: { cmd: 'bind' }): Pending<BridgeBindRecord>;
+  begin(via: 'socks5', client: Socket, host: string, port: number, extra: { cmd: 'udp' }): Pending<BridgeUdpRecord>;
+  begin(via: Inbound, client: Socket, host: string, port: number, extra = {}): Pending<BridgeRecord> {
     const user = this.users.get(client);
-    return { rec: { inbound: via, client: canonicalHost(client.remoteAddress ?? ''), clientPort: client.remotePort, ...(user !== undefined ? { user } : {}), ...this.named(host), port, ...extra }, started: Date.now() };
+    const rec = { inbound: via, client: canonicalHost(client.remoteAddress ?? ''), clientPort: client.remotePort, ...(user !== undefined ? { user } : {}), ...this.named(host), port, ...extra };
+    // the overloads above pair each inbound with its extra fields
+    return { rec: rec as BridgeRecord, started: Date.now() };
   }
 
   /** `client` logged in as `user` (an HTTP client may change users between requests). */
@@ -90,8 +110,8 @@ export class BridgeState {
   }
 
   /** The line of a login refused (never the password): `fields` says the user, `auth` and the result. */
-  refused(via: Inbound, client: Socket, fields: LogRecord): void {
-    this.log({ inbound: via, client: canonicalHost(client.remoteAddress ?? ''), clientPort: client.remotePort, ...fields });
+  refused(via: Inbound, client: Socket, fields: Omit<BridgeLoginLine, 'inbound' | 'client' | 'clientPort' | 'durationMs'>): void {
+    this.emit({ inbound: via, client: canonicalHost(client.remoteAddress ?? ''), clientPort: client.remotePort, durationMs: 0, ...fields });
   }
 
   /** A fake address is shown as its name, the address beside it (an unmapped one: the address in both). */
@@ -104,16 +124,23 @@ export class BridgeState {
    * Prints the line of a finished connection: `fields` (the result, or an error code and REP), and
    * for a tunnel that carried bytes, its gateway, BND, bytes each way and how it ended.
    */
-  finish(line: { rec: LogRecord; started: number }, fields: LogRecord, done?: { tunnel: TunnelSummary; relayed: RelayResult }): void {
-    const rec: LogRecord = { ...line.rec };
+  finish<R extends BridgeRecord>(line: Pending<R>, fields: EndFields<R>, done?: { tunnel: TunnelSummary; relayed: RelayResult }): void {
+    const rec: BridgeRecord = { ...line.rec };
     if (done) {
       const { tunnel, relayed } = done;
       // the SOCKS talk with the gateway is not the client's traffic
       const o = tunnel.overhead;
       Object.assign(rec, { gateway: tunnel.gateway, bound: joinHostPort(tunnel.reply.host, tunnel.reply.port), result: 'ok', bytesUp: relayed.up - o.up, bytesDown: relayed.down - o.down, end: relayed.end });
     }
-    Object.assign(rec, fields, { durationMs: Date.now() - line.started });
-    this.log(rec);
+    // `fields` were checked against R by the signature
+    const ended: Ended = { ...fields, durationMs: Date.now() - line.started };
+    this.emit(Object.assign(rec, ended));
+  }
+
+  /** The one place a line leaves: counted, then logged. */
+  emit(line: BridgeLine): void {
+    this.count(line);
+    this.log(line);
   }
 
   snapshot(): StatusSnapshot {

@@ -10,7 +10,7 @@ import type { GatewayPool } from '../../../bridge/upstream/pool.js';
 import { RequestError } from '../../../shared/errors.js';
 import { encodeSocks4Request } from '../../../shared/socks5/codec.js';
 import { CMD } from '../../../shared/socks5/constants.js';
-import type { LogRecord } from '../../../bridge/log.js';
+import type { BridgeLine } from '../../../bridge/log.js';
 import { prng } from '../../helpers/bytes.js';
 import { run, startCli } from '../../helpers/process.js';
 import { eventually, openFds } from '../../helpers/settle.js';
@@ -31,7 +31,7 @@ const exchange = (port: number, bytes: Uint8Array): Promise<Buffer> => exchangeA
 describe('bridge connection guard', () => {
   test('a defect in a socket event (SOCKS5 first byte) and in a handler promise (SOCKS4 failure path) ends only that connection, logged as ERR_INTERNAL', async () => {
     const bridge = new Bridge(bridgeConfig({ listen: ['127.0.0.1:0'] }, [[{ host: '127.0.0.1', port: 9 }]]), noGateway, 'test');
-    const records: LogRecord[] = [];
+    const records: BridgeLine[] = [];
     const defects = { opened: 1, log: 1 };
     // the defects: counting a SOCKS5 connection throws once (inside the socket's 'data' event),
     // logging a refused SOCKS4 request throws once (inside the handler's promise)
