@@ -31,6 +31,11 @@ export interface GatewayServices {
 export interface RequestContext {
   readonly gateway: GatewayServices;
   readonly client: Socket;
+  /**
+   * The client's address: the socket's peer, or the client a --proxy-protocol balancer's header
+   * names. Client checks (FTP slots, UDP pinning) use this, never client.remoteAddress.
+   */
+  readonly source: HostPort;
   readonly request: Request;
   readonly record: LogRecord;
   readonly signal: AbortSignal;
