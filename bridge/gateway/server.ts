@@ -324,6 +324,12 @@ class ClientConnection {
       client.destroy();
     }));
     this.guard(() => {
+      // reset before it was accepted (a balancer's health check closes at once): nothing to judge
+      if (client.remoteAddress === undefined) {
+        this.finish('ERR_CLIENT_CLOSED');
+        client.destroy();
+        return;
+      }
       if (this.behindBalancer) this.awaitProxyHeader();
       else this.begin(undefined);
     })();
