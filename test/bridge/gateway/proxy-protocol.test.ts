@@ -5,6 +5,9 @@
 // source without one, a malformed one and a slow one close the connection, logged, and leave
 // no descriptor behind. The HAProxy topology is test/topology/proxy-protocol.test.ts.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -15,7 +18,8 @@ import { trickle } from '../../helpers/bytes.js';
 import { startTcp } from '../../helpers/origin.js';
 import { CLI, run, startCli, type Running } from '../../helpers/process.js';
 import { eventually, openFds } from '../../helpers/settle.js';
-import { socks5Connect, socks5Head } from '../../helpers/socks5.js';
+import { socks5Connect, socks5Credentials, socks5Head } from '../../helpers/socks5.js';
+import { makeUsersFile } from '../../topology/fixtures.js';
 
 const BALANCER = '127.0.0.2';
 const STRANGER = '127.0.0.3';
@@ -204,6 +208,30 @@ describe('gateway --proxy-protocol', { concurrency: false }, () => {
     }
     await eventually(() => openFds(gw) <= base, 'the gateway back to its descriptors', { describe: () => ({ base, now: openFds(gw) }) });
   });
+});
+
+test('the login back-off counts failures per real client, not per balancer', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dualsocks-pp-'));
+  const users = await makeUsersFile(dir, 'alice', 'right-password');
+  const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--users', users, '--proxy-protocol', BALANCER]);
+  try {
+    const port = gw.listening[0]!.port;
+    const login = async (client: string, password: string): Promise<unknown> => {
+      const clientPort = 1000 + Math.floor(Math.random() * 60000);
+      // a request after the credentials: a login that succeeds is logged with the request's outcome
+      const bytes = concatBytes(header2(client, clientPort), socks5Credentials('alice', password), encodeRequest({ cmd: CMD.CONNECT, host: '127.0.0.1', port: 1 }));
+      await talk(port, BALANCER, [bytes]);
+      return (await gw.waitRecord((r) => r.client === client && r.clientPort === clientPort)).auth;
+    };
+    // five free failures from one client (DEFAULT_CHECK_LIMITS.freeFailures), then a refusal period
+    for (let i = 0; i < 5; i++) assert.equal(await login('192.0.2.50', 'wrong'), 'fail');
+    const [again, other] = await Promise.all([login('192.0.2.50', 'right-password'), login('192.0.2.51', 'right-password')]);
+    assert.equal(again, 'backoff', 'the failing client waits');
+    assert.equal(other, 'ok', 'another client behind the same balancer does not');
+  } finally {
+    await gw.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 function udpSocket(host: string): Promise<UdpSocket> {
