@@ -1,9 +1,10 @@
 // Property tests (fast-check) for the PROXY protocol decoder, as for the SOCKS codec
 // (test/shared/socks5/codec.property.test.ts): valid v1 and v2 headers from the specification's
 // grammar (test/fuzz/grammar.ts, which `npm run fuzz` drives too), then mutated (bits flipped,
-// bytes cut, lengths that lie) and pure noise. Any input gives need/ok/error, never a throw; any split across reads gives the one-piece answer; a valid
-// header decodes whole, with the bytes after it left alone; an error stays an error however many
-// bytes follow (the gateway closes at once, never waits on a header that cannot become valid).
+// bytes cut, lengths that lie) and pure noise. Any input gives need/ok/error, never a throw; any
+// split across reads gives the one-piece answer; a valid header decodes whole, with the bytes
+// after it left alone; an error stays an error however many bytes follow (the gateway closes at
+// once, never waits on a header that cannot become valid).
 import fc from 'fast-check';
 import { test } from 'node:test';
 import { decodeProxyHeader } from '../../../shared/proxy-protocol/codec.js';
