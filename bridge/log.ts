@@ -37,6 +37,9 @@ export type GatewayClientFields = {
   /** The RFC 1929 username offered, and how its check went. */
   user?: string;
   auth?: AuthOutcome;
+  /** Behind a balancer (--proxy-protocol): its address:port, and the header's version (`v2`, `v1`, `v2 local`, `v1 unknown`). */
+  via?: string;
+  proxy?: string;
   /** The SOCKS5 REP sent with a failure, and its message. */
   rep?: number;
   error?: string;

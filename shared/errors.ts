@@ -32,6 +32,9 @@ export const ERRORS = {
   ERR_NO_GATEWAY: { rep: REP.GENERAL_FAILURE, text: 'no gateway reachable' },
   ERR_FAKE_UNMAPPED: { rep: REP.HOST_UNREACHABLE, text: 'fake address not mapped to a name' },
   ERR_FAKE_RANGE_FULL: { rep: REP.GENERAL_FAILURE, text: 'fake address range full' },
+  ERR_PROXY_MISSING: { rep: REP.GENERAL_FAILURE, text: 'no PROXY protocol header' },
+  ERR_PROXY_MALFORMED: { rep: REP.GENERAL_FAILURE, text: 'malformed PROXY protocol header' },
+  ERR_PROXY_UNTRUSTED: { rep: REP.GENERAL_FAILURE, text: 'PROXY protocol header from a source not in --proxy-protocol' },
   ERR_INTERNAL: { rep: REP.GENERAL_FAILURE, text: 'internal error' },
   ERR_CONFIG: { rep: REP.GENERAL_FAILURE, text: 'invalid configuration' },
 } as const;
@@ -57,6 +60,9 @@ export class DualsocksError extends Error {
 
 /** A malformed or unacceptable SOCKS message (from the codec). */
 export class SocksProtocolError extends DualsocksError {}
+
+/** A missing, malformed or untrusted PROXY protocol header (shared/proxy-protocol/codec.ts). */
+export class ProxyProtocolError extends DualsocksError {}
 
 /** Name resolution, policy or connection failure while serving a request. */
 export class RequestError extends DualsocksError {}

@@ -17,7 +17,7 @@ import { whileHoldingClient, type BindContext } from './context.js';
 // Client bytes held while no peer is there yet; beyond this the client is paused.
 
 /** The source address the host would use toward `ip` (a UDP connect sends nothing). */
-function localAddressToward(ip: Ip): Promise<string> {
+export function localAddressToward(ip: Ip): Promise<string> {
   return new Promise((resolve, reject) => {
     const sock = createSocket(familyOf(ip) === 4 ? 'udp4' : 'udp6');
     sock.once('error', (e: NodeJS.ErrnoException) => {

@@ -1,9 +1,9 @@
 // The gateway's settings: one table for flags and JSON keys, turned into a checked config.
 import { ConfigError } from '../../shared/errors.js';
-import { parseIp, splitHostPort, type CidrSet, type HostPort } from '../../shared/net/address.js';
+import { familyOf, formatIp, parseIp, splitHostPort, type CidrSet, type Family, type HostPort, type Ip } from '../../shared/net/address.js';
 import { cidrs, isLoopbackListen, listenAddresses, readConfigFile } from '../config-common.js';
 import { parseSettings, type Settings } from '../../shared/rules/index.js';
-import { millis, parseOptions, type OptionSpec, type OptionValues } from '../options.js';
+import { flagOf, millis, parseOptions, type OptionSpec, type OptionValues } from '../options.js';
 import { parseGatewayUrl, type Hop } from '../upstream/hops.js';
 
 export type { HostPort };
@@ -19,6 +19,8 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { key: 'allow', kind: 'list', arg: 'CIDR', help: 'destination range to allow although the special-purpose table refuses it (loopback, private, documentation…), repeatable' },
   { key: 'allowPrivate', kind: 'flag', help: 'allow every destination the special-purpose table refuses (loopback, private, link-local, documentation, multicast…) and this host\'s own addresses' },
   { key: 'clients', kind: 'list', arg: 'CIDR', help: 'client source addresses allowed to connect, repeatable (default any)' },
+  { key: 'proxyProtocol', kind: 'list', arg: 'CIDR', help: 'connections from these addresses (a TCP balancer such as HAProxy) start with a PROXY protocol v1 or v2 header naming the client; repeatable' },
+  { key: 'udpAdvertise', kind: 'list', arg: 'ADDRESS', help: 'BND.ADDR of UDP ASSOCIATE replies: the address clients send datagrams to, when it is not the one they connected to (behind a balancer); one per family' },
   { key: 'handshakeTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed for greeting, auth and request (default 10)' },
   { key: 'connectTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed to reach the destination (default 10)' },
   { key: 'bindTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time a BIND waits for its peer to connect (default 60)' },
@@ -49,6 +51,10 @@ export interface GatewayConfig {
   allow: CidrSet;
   allowPrivate: boolean;
   clients?: CidrSet | undefined;
+  /** Sources whose connections start with a PROXY protocol header; undefined: none. */
+  proxyProtocol?: CidrSet | undefined;
+  /** BND.ADDR of UDP ASSOCIATE replies, per family of the relay socket. */
+  udpAdvertise: Partial<Record<Family, Ip>>;
   handshakeTimeoutMs: number;
   connectTimeoutMs: number;
   bindTimeoutMs: number;
@@ -90,6 +96,22 @@ function ftpPorts(o: OptionValues): number[] {
   });
   if (o.ftp === true) ports.unshift(21);
   return [...new Set(ports)];
+}
+
+/** --udp-advertise: an address a client can send to, at most one per family. */
+function udpAdvertise(o: OptionValues): Partial<Record<Family, Ip>> {
+  const flag = flagOf('udpAdvertise');
+  const out: Partial<Record<Family, Ip>> = {};
+  for (const text of (o.udpAdvertise as string[] | undefined) ?? []) {
+    const ip = parseIp(text);
+    if (!ip) throw new ConfigError(flag, `"${text}" is not an IP address`);
+    const multicast = familyOf(ip) === 4 ? ip[12]! >> 4 === 0xe : ip[0] === 0xff;
+    if (formatIp(ip) === '0.0.0.0' || formatIp(ip) === '::' || multicast) throw new ConfigError(flag, `"${text}" is ${multicast ? 'multicast' : 'unspecified'}: clients cannot send to it`);
+    const f = familyOf(ip);
+    if (out[f]) throw new ConfigError(flag, `two IPv${f} addresses (${formatIp(out[f])}, ${formatIp(ip)}): give one per family`);
+    out[f] = ip;
+  }
+  return out;
 }
 
 export function gatewayConfig(argv: string[]): GatewayConfig {
@@ -145,6 +167,8 @@ export function gatewayConfigFrom(o: OptionValues): GatewayConfig {
     allow: cidrs('allow', (o.allow as string[] | undefined) ?? []),
     allowPrivate: o.allowPrivate === true,
     clients: clientTexts ? cidrs('clients', clientTexts) : undefined,
+    proxyProtocol: o.proxyProtocol ? cidrs(flagOf('proxyProtocol'), o.proxyProtocol as string[]) : undefined,
+    udpAdvertise: udpAdvertise(o),
     handshakeTimeoutMs: millis(o, 'handshakeTimeout', 10),
     connectTimeoutMs: millis(o, 'connectTimeout', 10),
     bindTimeoutMs: millis(o, 'bindTimeout', 60),

@@ -27,7 +27,7 @@ export async function serveConnect(ctx: ConnectContext): Promise<void> {
     return;
   }
   const early = ctx.succeed({ host: canonicalHost(remote.localAddress ?? '0.0.0.0'), port: remote.localPort ?? 0 });
-  if (ftpTranslates(cfg, ctx.client, address, request.port)) return serveFtp(ctx, remote, early);
+  if (ftpTranslates(cfg, ctx.source, address, request.port)) return serveFtp(ctx, remote, early);
   for (const chunk of early) remote.write(chunk);
   relayAndFinish(ctx, remote);
 }

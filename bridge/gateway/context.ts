@@ -34,6 +34,11 @@ export interface GatewayServices {
 export interface RequestContext<R extends GatewayRequestRecord = GatewayRequestRecord> {
   readonly gateway: GatewayServices;
   readonly client: Socket;
+  /**
+   * The client's address: the socket's peer, or the client a --proxy-protocol balancer's header
+   * names. Client checks (FTP slots, UDP pinning) use this, never client.remoteAddress.
+   */
+  readonly source: HostPort;
   readonly request: Request;
   readonly record: R;
   readonly signal: AbortSignal;

@@ -3,12 +3,12 @@
 // control connection's host, or to the address the 227/229 named, and the listener's port claims
 // it (curl's passive mode through a SOCKS proxy). Owned by the Gateway, so two gateways in one
 // process never see each other's slots.
-import type { Socket } from 'node:net';
-import { canonicalHost, parseIp, sameIp, type Ip } from '../../shared/net/address.js';
+import { parseIp, sameIp, type Ip } from '../../shared/net/address.js';
 
 /** The CONNECT a slot is matched against: what a RequestContext has. */
 export interface SlotClaim {
-  readonly client: Socket;
+  /** The client's address (RequestContext.source). */
+  readonly source: { readonly host: string };
   readonly request: { readonly host: string; readonly port: number };
   readonly record: { readonly user?: unknown };
 }
@@ -44,7 +44,7 @@ export class FtpDataSlots<C extends SlotClaim> {
   /** Serves a CONNECT that is a translated session's passive data connection; undefined if it is not one. */
   claim(ctx: C): Promise<void> | undefined {
     if (this.pending.size === 0) return undefined;
-    const from = parseIp(canonicalHost(ctx.client.remoteAddress ?? ''));
+    const from = parseIp(ctx.source.host);
     const asked = parseIp(ctx.request.host);
     for (const slot of this.pending) {
       if (!from || !sameIp(from, slot.clientIp) || slot.user !== ctx.record.user || slot.port !== ctx.request.port || !slot.ready()) continue;

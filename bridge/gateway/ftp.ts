@@ -10,7 +10,7 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { canonicalHost, familyOf, formatIp, parseIp, type Family, type Ip } from '../../shared/net/address.js';
 import { relay } from '../relay.js';
 import { connectTcp } from '../upstream/direct.js';
-import type { GatewayConfig } from './config.js';
+import type { GatewayConfig, HostPort } from './config.js';
 import { FtpSession, type FtpCommand, type FtpSide } from './ftp-session.js';
 import { encodeLine, type DataAddress } from './ftp-translate.js';
 import type { ConnectContext } from './context.js';
@@ -22,9 +22,9 @@ export const FTP_DATA_WAIT_MS = 30_000;
 const ipOf = (s: Socket, which: 'remote' | 'local'): Ip | null => parseIp(canonicalHost((which === 'remote' ? s.remoteAddress : s.localAddress) ?? ''));
 
 /** Whether this CONNECT's control connection is translated. */
-export function ftpTranslates(cfg: GatewayConfig, client: Socket, destination: Ip, port: number): boolean {
+export function ftpTranslates(cfg: GatewayConfig, source: HostPort, destination: Ip, port: number): boolean {
   if (!cfg.ftpPorts.includes(port)) return false;
-  const c = ipOf(client, 'remote');
+  const c = parseIp(source.host);
   return c !== null && familyOf(c) !== familyOf(destination);
 }
 
@@ -37,7 +37,7 @@ type PassiveSlot = Slot<ConnectContext>;
 
 export async function serveFtp(ctx: ConnectContext, remote: Socket, early: Uint8Array[]): Promise<void> {
   const { client, gateway } = ctx;
-  const clientIp = ipOf(client, 'remote');
+  const clientIp = parseIp(ctx.source.host);
   const serverIp = ipOf(remote, 'remote');
   if (!clientIp || !serverIp) {
     client.destroy();

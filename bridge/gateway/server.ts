@@ -1,10 +1,11 @@
 // The gateway's I/O layer: accepts sockets, drives the sans-IO SOCKS5 session with them, and
 // hands granted requests to the command handlers. Protocol logic stays in shared/socks5.
 import type { Server, Socket } from 'node:net';
-import { DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
+import { DualsocksError, ProxyProtocolError, RequestError, SocksProtocolError } from '../../shared/errors.js';
 import { canonicalHost, joinHostPort, parseIp, type Ip } from '../../shared/net/address.js';
 import { checkDestination, specialClass } from '../../shared/net/policy.js';
-import { encodeMethodSelection, encodeReply, type Request } from '../../shared/socks5/codec.js';
+import { decodeProxyHeader, startsLikeProxyHeader, type ProxyHeader } from '../../shared/proxy-protocol/codec.js';
+import { concatBytes, encodeMethodSelection, encodeReply, type Request } from '../../shared/socks5/codec.js';
 import { CMD, METHOD, REP, type Rep } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
 import { hostAddresses } from '../host-addresses.js';
@@ -270,7 +271,13 @@ type CloseCommand = Extract<ServerCommand, { type: 'close' }>;
  * the request context the handler gets.
  */
 class ClientConnection {
-  private readonly clientHost: string;
+  /** The client's address: the socket's peer, or the one its balancer's PROXY header names. */
+  private clientHost: string;
+  private clientPort: number;
+  /** The peer is in --proxy-protocol: its connection starts with a PROXY header. */
+  private readonly behindBalancer: boolean;
+  /** No byte of the connection was read yet (see onData). */
+  private firstRead = true;
   /** Its log record (from the request on, the same object typed by its command). */
   private readonly record: GatewayHandshakeRecord;
   /** The log line and the place in the counts. */
@@ -299,8 +306,11 @@ class ClientConnection {
   ) {
     this.started = Date.now();
     this.clientHost = canonicalHost(client.remoteAddress ?? '');
+    this.clientPort = client.remotePort ?? 0;
     this.record = { client: this.clientHost, clientPort: client.remotePort };
     this.conn = new Conn(gateway, this.record, this.started);
+    const peerIp = parseIp(this.clientHost);
+    this.behindBalancer = peerIp !== null && gateway.config.proxyProtocol?.has(peerIp) === true;
   }
 
   private readonly finish = (result: string, extra?: Partial<GatewayRecord>): void => this.conn.finish(result, extra);
@@ -319,8 +329,16 @@ class ClientConnection {
       }
     };
 
-  private readonly onData = this.guard((chunk: Buffer): void => {
+  private readonly onData = this.guard((chunk: Uint8Array): void => {
     const s = this.session!;
+    if (this.firstRead) {
+      this.firstRead = false;
+      // a balancer not in --proxy-protocol, or a client trying to name another source: named in the log
+      if (!this.behindBalancer && startsLikeProxyHeader(chunk)) {
+        this.refuseHeader(new ProxyProtocolError('ERR_PROXY_UNTRUSTED', `from ${this.clientHost}`));
+        return;
+      }
+    }
     this.run(s.feed(chunk));
     // bytes pipelined behind the credentials wait in the socket, not here, past a bound
     if (s.phase === 'auth-wait' && this.client.bytesRead - this.authReadFrom > MAX_READ_DURING_AUTH) this.client.pause();
@@ -334,15 +352,78 @@ class ClientConnection {
       client.destroy();
     }));
     this.guard(() => {
-      if (!this.admitted()) return;
-      const s = this.startHandshake();
-      client.on('data', this.onData);
-      // a client gone before its request (a health check, a port scan) is closed now, not at the
-      // timeout; one that sent all it needs (request included) before its FIN is still answered
-      client.once('end', this.guard(() => {
-        if (!this.granted) this.run(s.end());
-      }));
+      // reset before it was accepted (a balancer's health check closes at once): nothing to judge
+      if (client.remoteAddress === undefined) {
+        this.finish('ERR_CLIENT_CLOSED');
+        client.destroy();
+        return;
+      }
+      if (this.behindBalancer) this.awaitProxyHeader();
+      else this.begin(undefined);
     })();
+  }
+
+  /** The SOCKS5 handshake, once the client's address is known; `early`: bytes already read. */
+  private begin(early: Uint8Array | undefined): void {
+    const { client } = this;
+    if (!this.admitted()) return;
+    const s = this.startHandshake();
+    client.on('data', this.onData);
+    // a client gone before its request (a health check, a port scan) is closed now, not at the
+    // timeout; one that sent all it needs (request included) before its FIN is still answered
+    client.once('end', this.guard(() => {
+      if (!this.granted) this.run(s.end());
+    }));
+    if (early && early.length > 0) this.onData(early);
+  }
+
+  /**
+   * A --proxy-protocol source: the header first, within the handshake's time and budget; the
+   * bytes after it in the same read are the SOCKS5 handshake's. A missing, malformed or cut-off
+   * header closes the connection without a reply (the balancer logs the abort).
+   */
+  private awaitProxyHeader(): void {
+    const { client } = this;
+    this.startBudget();
+    let buf: Uint8Array = new Uint8Array(0);
+    const onEnd = this.guard(() => {
+      client.off('data', onHeader);
+      // a bare TCP health check (connect, close) is not worth a line; a header cut short is
+      if (buf.length === 0) this.finish('ERR_CLIENT_CLOSED');
+      else this.refuseHeader(new ProxyProtocolError('ERR_PROXY_MALFORMED', `connection ended after ${buf.length} bytes of the header`));
+      client.destroy();
+    });
+    const onHeader = this.guard((chunk: Buffer) => {
+      buf = buf.length === 0 ? chunk : concatBytes(buf, chunk);
+      const d = decodeProxyHeader(buf);
+      if (d.status === 'need') return;
+      client.off('data', onHeader);
+      client.off('end', onEnd);
+      if (d.status === 'error') return this.refuseHeader(d.error);
+      this.firstRead = false;
+      this.useProxyHeader(d.msg);
+      this.begin(buf.subarray(d.size));
+    });
+    client.on('data', onHeader);
+    client.once('end', onEnd);
+  }
+
+  /** The header's client is this connection's from now on (--clients, log, back-off, UDP pinning). */
+  private useProxyHeader(h: ProxyHeader): void {
+    const { record } = this;
+    record.via = joinHostPort(this.clientHost, this.clientPort);
+    record.proxy = h.source ? `v${h.version}` : `v${h.version} ${h.command === 'local' ? 'local' : 'unknown'}`;
+    if (!h.source) return;
+    this.clientHost = canonicalHost(h.source.host);
+    this.clientPort = h.source.port;
+    record.client = this.clientHost;
+    record.clientPort = this.clientPort;
+  }
+
+  private refuseHeader(error: ProxyProtocolError): void {
+    clearTimeout(this.handshakeTimer);
+    this.finish(error.code, { error: error.message, phase: 'proxy' });
+    this.client.destroy();
   }
 
   private onClose(): void {
@@ -388,6 +469,7 @@ class ClientConnection {
     const { clients } = this.gateway.config;
     const clientIp = parseIp(this.clientHost);
     if (!clients || (clientIp && clients.has(clientIp))) return true;
+    clearTimeout(this.handshakeTimer);
     this.finish('ERR_POLICY_CLIENT', { rep: REP.NOT_ALLOWED });
     this.client.end(encodeMethodSelection({ method: METHOD.NO_ACCEPTABLE }), () => this.client.destroy());
     return false;
@@ -395,19 +477,26 @@ class ClientConnection {
 
   /** The session, its timer, and a place in the handshake budget (evicting the oldest when full). */
   private startHandshake(): Socks5ServerSession {
+    const s = (this.session = new Socks5ServerSession({ requireAuth: this.gateway.users !== undefined }));
+    // a PROXY header's wait already started them
+    if (!this.behindBalancer) this.startBudget();
+    return s;
+  }
+
+  /** The handshake's timer and its place in the handshake budget. */
+  private startBudget(): void {
     const { gateway, client } = this;
-    const s = (this.session = new Socks5ServerSession({ requireAuth: gateway.users !== undefined }));
+    const phase = (): string => this.session?.phase ?? 'proxy';
     this.handshakeTimer = setTimeout(this.guard(() => {
       this.dropCheck();
-      this.finish('ERR_HANDSHAKE_TIMEOUT', { phase: s.phase });
+      this.finish('ERR_HANDSHAKE_TIMEOUT', { phase: phase() });
       client.destroy();
     }), gateway.config.handshakeTimeoutMs);
     this.conn.enterHandshake(this.guard(() => {
       this.dropCheck();
-      this.finish('ERR_CONNECTION_CAP', { phase: s.phase, error: `${gateway.handshakeBudget} handshakes at once: the oldest made room` });
+      this.finish('ERR_CONNECTION_CAP', { phase: phase(), error: `${gateway.handshakeBudget} handshakes at once: the oldest made room` });
       client.destroy();
     }));
-    return s;
   }
 
   /** Carries out the session's commands. */
@@ -487,6 +576,7 @@ class ClientConnection {
     return {
       gateway: this.gateway,
       client,
+      source: { host: this.clientHost, port: this.clientPort },
       request,
       signal: this.aborter.signal,
       succeed: (bound) => {

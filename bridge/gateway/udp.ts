@@ -18,7 +18,9 @@ import { DualsocksError, RequestError } from '../../shared/errors.js';
 import { canonicalHost, familyOf, formatIp, parseIp, type Family, type Ip } from '../../shared/net/address.js';
 import { udpIpKey } from '../../shared/socks5/udp-source.js';
 import { redactedUrl } from '../upstream/hops.js';
+import { hostAddresses } from '../host-addresses.js';
 import { bindUdp } from '../udp-socket.js';
+import { localAddressToward } from './bind.js';
 import { openUdpChain, type UdpChain } from '../upstream/udp-chain.js';
 import { UdpSession, type UdpCommand, type UdpCounters } from './udp-session.js';
 import { goesUpstream } from './chain.js';
@@ -34,17 +36,35 @@ export async function serveUdp(ctx: UdpContext): Promise<void> {
   ctx.finish('ok', why);
 }
 
-/** The client-side relay socket, bound to the address the client reached us on; null if the request is gone. */
-async function openRelay(ctx: UdpContext): Promise<{ socket: UdpSocket; family: Family } | null> {
+/**
+ * Where the client-side relay socket binds, in the client's family: the address the client
+ * reached us on; behind a balancer (--proxy-protocol) that is the balancer's side, so the
+ * --udp-advertise address when it is this host's (any address when it is not: a NAT's), else
+ * the address this host sends to the client from.
+ */
+async function relayAddress(ctx: UdpContext): Promise<{ family: Family; host: string }> {
   const localRaw = ctx.client.localAddress ?? '';
   const localIp = parseIp(udpIpKey(localRaw));
   if (!localIp) throw new RequestError('ERR_CONNECT_FAILED', `no local address for the relay (${localRaw})`);
-  const family = familyOf(localIp);
+  const clientIp = parseIp(ctx.source.host);
+  const family = clientIp ? familyOf(clientIp) : familyOf(localIp);
+  const advertised = ctx.gateway.config.udpAdvertise[family];
+  if (advertised) return { family, host: hostAddresses().has(advertised) ? formatIp(advertised) : ANY[family] };
+  // a v6 link-local address needs its scope to bind
+  if (familyOf(localIp) === family) return { family, host: family === 4 ? formatIp(localIp) : localRaw };
+  return { family, host: await localAddressToward(clientIp!) };
+}
+
+/** The client-side relay socket (see relayAddress); null if the request is gone. */
+async function openRelay(ctx: UdpContext): Promise<{ socket: UdpSocket; family: Family } | null> {
   let socket: UdpSocket;
+  let family: Family;
   try {
-    // a v6 link-local address needs its scope to bind
-    socket = await bindUdp(family, family === 4 ? formatIp(localIp) : localRaw);
+    const at = await relayAddress(ctx);
+    family = at.family;
+    socket = await bindUdp(family, at.host);
   } catch (e) {
+    if (e instanceof DualsocksError) throw e;
     throw new RequestError('ERR_CONNECT_FAILED', `UDP relay socket: ${(e as Error).message}`);
   }
   if (ctx.signal.aborted) {
@@ -66,11 +86,13 @@ class UdpAssociation {
   constructor(
     private readonly ctx: UdpContext,
     private readonly relay: UdpSocket,
-    family: Family,
+    private readonly family: Family,
   ) {
     const cfg = ctx.gateway.config;
+    // behind a balancer the datagrams come from the client itself, named by the PROXY header
+    const peer = ctx.source.host === canonicalHost(ctx.client.remoteAddress ?? '') ? ctx.client.remoteAddress ?? '' : ctx.source.host;
     this.session = new UdpSession({
-      peer: ctx.client.remoteAddress ?? '',
+      peer,
       // RFC 1928: DST.ADDR/DST.PORT announce where the client will send from; 0 means "not known yet"
       announcedPort: ctx.request.port,
       family,
@@ -89,7 +111,8 @@ class UdpAssociation {
     relay.on('message', (msg, rinfo) => this.onClientDatagram(msg, rinfo));
     relay.on('error', () => this.session.drop('error'));
     const bound = relay.address();
-    ctx.succeed({ host: canonicalHost(bound.address), port: bound.port });
+    const advertised = ctx.gateway.config.udpAdvertise[this.family];
+    ctx.succeed({ host: advertised ? formatIp(advertised) : canonicalHost(bound.address), port: bound.port });
     // the control connection carries nothing after the reply; its end is the association's end
     client.on('data', () => {});
     client.once('end', () => this.onControlEnd('closed'));

@@ -1,14 +1,14 @@
 // The only place in dualsocks that reads or writes SOCKS bytes. Sans-IO: decoders take the bytes
 // received so far and answer "need more", a message with its size, or a typed error carrying the
 // RFC reply code; encoders build the bytes. Nothing here touches a socket.
-import { SocksProtocolError, type ErrorCode } from '../errors.js';
+import { SocksProtocolError, type DualsocksError, type ErrorCode } from '../errors.js';
 import { formatIp, ipFromV4Bytes, isV4, parseIp, type HostPort } from '../net/address.js';
 import { ATYP, AUTH_USERPASS_VERSION, CMD, SOCKS4_VERSION, SOCKS5_VERSION } from './constants.js';
 
-export type Decoded<T> =
+export type Decoded<T, E extends DualsocksError = SocksProtocolError> =
   | { readonly status: 'need' }
   | { readonly status: 'ok'; readonly msg: T; readonly size: number }
-  | { readonly status: 'error'; readonly error: SocksProtocolError };
+  | { readonly status: 'error'; readonly error: E };
 
 const NEED = { status: 'need' } as const;
 const ok = <T>(msg: T, size: number): Decoded<T> => ({ status: 'ok', msg, size });

@@ -15,6 +15,7 @@ import {
   encodeUdpHeader,
 } from '../../shared/socks5/codec.js';
 import { formatIp, ipFromV4Bytes } from '../../shared/net/address.js';
+import { encodeProxyV1, encodeProxyV2, V1_MAX_LINE } from '../../shared/proxy-protocol/codec.js';
 import { ATYP, CMD, METHOD } from '../../shared/socks5/constants.js';
 
 /** A message and the offsets of its length fields (the bytes a "length lie" rewrites). */
@@ -253,3 +254,46 @@ export function split(b: Uint8Array, at: number[]): Uint8Array[] {
   out.push(b.subarray(prev));
   return out;
 }
+
+// ---- PROXY protocol headers (HAProxy's doc/proxy-protocol.txt) ----
+
+const ppPort = fc.integer({ min: 0, max: 65535 });
+const ppV4 = fc.uint8Array({ minLength: 4, maxLength: 4 }).map((b) => formatIp(ipFromV4Bytes(b)));
+// not v4-mapped: those are written back as IPv4 text
+const ppV6 = fc
+  .uint8Array({ minLength: 16, maxLength: 16 })
+  .filter((b) => !(b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff))
+  .map((b) => formatIp(b));
+const ppEndpoints = fc
+  .oneof(fc.tuple(ppV4, ppV4, ppPort, ppPort), fc.tuple(ppV6, ppV6, ppPort, ppPort))
+  .map(([s, d, sp, dp]) => ({ source: { host: s, port: sp }, destination: { host: d, port: dp } }));
+
+/** v1 lines: TCP4, TCP6, UNKNOWN alone and UNKNOWN with anything printable up to the 107-byte limit. */
+export function proxyV1(): fc.Arbitrary<Msg> {
+  return fc
+    .oneof(
+      ppEndpoints.map((e) => encodeProxyV1(e.source, e.destination)),
+      fc.constant(encodeProxyV1(null, null)),
+      fc.uint8Array({ maxLength: V1_MAX_LINE - 16 }).map((b) => concatBytes(Uint8Array.from('PROXY UNKNOWN ', (c) => c.charCodeAt(0)), b.map((x) => 0x20 + (x % 95)), Uint8Array.of(13, 10))),
+    )
+    .map((bytes) => ({ bytes, lens: [] }));
+}
+
+/** v2 headers: LOCAL or PROXY, UNSPEC, TCP over IPv4 or IPv6, any TLVs; the lengths (header's, TLVs') are what a liar changes. */
+export function proxyV2(): fc.Arbitrary<Msg> {
+  const tlv = fc.record({ type: u8, value: fc.uint8Array({ maxLength: 40 }) });
+  return fc
+    .record({ command: fc.constantFrom('local' as const, 'proxy' as const), ends: fc.option(ppEndpoints, { nil: undefined }), tlvs: fc.array(tlv, { maxLength: 4 }) })
+    .map(({ command, ends, tlvs }) => {
+      const bytes = encodeProxyV2({ command, source: ends?.source, destination: ends?.destination, tlvs });
+      const lens = [12, 13, 14, 15];
+      let off = 16 + (ends ? (ends.source.host.includes(':') ? 36 : 12) : 0);
+      for (const t of tlvs) {
+        lens.push(off + 1, off + 2);
+        off += 3 + t.value.length;
+      }
+      return { bytes, lens };
+    });
+}
+
+export const proxyHeader = (): fc.Arbitrary<Msg> => fc.oneof(proxyV1(), proxyV2());

@@ -18,6 +18,7 @@ import {
   decodeUdpLayers,
   type Decoded,
 } from '../../shared/socks5/codec.js';
+import { decodeProxyHeader } from '../../shared/proxy-protocol/codec.js';
 import { Socks5ClientSession, type ClientCommand } from '../../shared/socks5/client.js';
 import { CMD } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
@@ -289,6 +290,7 @@ export const TARGETS: Target[] = [
   { name: 'decodeReply', weight: 8, property: () => asAny(streamDecoderProperty(decodeReply, g.hostile(g.reply()))) },
   { name: 'decodeSocks4Request', weight: 8, property: () => asAny(streamDecoderProperty(decodeSocks4Request, g.hostile(g.socks4Request()))) },
   { name: 'decodeSocks4Reply', weight: 2, property: () => asAny(streamDecoderProperty(decodeSocks4Reply, g.hostile(g.socks4Reply()))) },
+  { name: 'decodeProxyHeader', weight: 4, property: () => asAny(streamDecoderProperty(decodeProxyHeader, g.hostile(g.proxyHeader()))) },
   {
     name: 'decodeUdpHeader',
     weight: 8,

@@ -163,7 +163,7 @@ function removeNamespaceSync(name: string): void {
   rmSync(`/etc/netns/${name}`, { recursive: true, force: true });
 }
 
-async function must(cmd: string, args: string[], netns?: string): Promise<string> {
+export async function must(cmd: string, args: string[], netns?: string): Promise<string> {
   const r = await run(cmd, args, netns ? { netns, timeoutMs: 15000 } : { timeoutMs: 15000 });
   if (r.code !== 0) throw new Error(`${netns ? `[${netns}] ` : ''}${cmd} ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
   return r.stdout.toString();
@@ -172,7 +172,7 @@ async function must(cmd: string, args: string[], netns?: string): Promise<string
 // ---- Building blocks shared by both topologies ----
 
 /** A set of namespaces under one id, with its scratch dir, its children and its cleanup. */
-interface Lab<R extends string> {
+export interface Lab<R extends string> {
   id: string;
   ns: Record<R, string>;
   dir: string;
@@ -182,7 +182,7 @@ interface Lab<R extends string> {
   spawnIn(role: R, logName: string, cmd: string, args: string[]): ChildProcess;
 }
 
-function openLab<R extends string>(prefix: string, roles: readonly R[]): Lab<R> {
+export function openLab<R extends string>(prefix: string, roles: readonly R[]): Lab<R> {
   const id = `${prefix}${process.pid % 10000}-${seq++}`;
   const ns = Object.fromEntries(roles.map((r) => [r, `${id}-${r}`])) as Record<R, string>;
   const dir = mkdtempSync(join(tmpdir(), `${id}-`));
@@ -208,7 +208,7 @@ function openLab<R extends string>(prefix: string, roles: readonly R[]): Lab<R> 
 }
 
 /** Runs `build`; if it throws, the lab is torn down before the error goes on. */
-async function buildLab<R extends string, T>(lab: Lab<R>, build: () => Promise<T>): Promise<T> {
+export async function buildLab<R extends string, T>(lab: Lab<R>, build: () => Promise<T>): Promise<T> {
   try {
     return await build();
   } catch (err) {
@@ -222,7 +222,7 @@ async function buildLab<R extends string, T>(lab: Lab<R>, build: () => Promise<T
  * Creates each namespace with its own /etc files (the hosts file never names the test hosts; the
  * resolver is ::1 for `v6Resolver` roles, else 127.0.0.1), forwarding off, IPv6 off in `v4Only`.
  */
-async function addNamespaces<R extends string>(lab: Lab<R>, roles: readonly R[], v6Resolver: readonly R[], v4Only: readonly R[]): Promise<void> {
+export async function addNamespaces<R extends string>(lab: Lab<R>, roles: readonly R[], v6Resolver: readonly R[], v4Only: readonly R[]): Promise<void> {
   for (const r of roles) {
     const ns = lab.ns[r];
     mkdirSync(`/etc/netns/${ns}`, { recursive: true });
@@ -244,7 +244,7 @@ async function addNamespaces<R extends string>(lab: Lab<R>, roles: readonly R[],
  * length] address pairs on it. Created directly inside the namespaces: nothing ever appears in
  * the host namespace.
  */
-async function link<R extends string>(lab: Lab<R>, a: R, b: R, pairs: [string, string, number][]): Promise<void> {
+export async function link<R extends string>(lab: Lab<R>, a: R, b: R, pairs: [string, string, number][]): Promise<void> {
   const { ns } = lab;
   const nodad = (addr: string): string[] => (addr.includes(':') ? ['nodad'] : []);
   await must('ip', ['-n', ns[a], 'link', 'add', `to-${b}`, 'type', 'veth', 'peer', 'name', `to-${a}`, 'netns', ns[b]]);

@@ -2,9 +2,8 @@
 // port and the host (the control connection's name or the announced address); one registry per
 // gateway, so a second gateway in the same process never hands out the first one's slots.
 import assert from 'node:assert/strict';
-import type { Socket } from 'node:net';
 import { test } from 'node:test';
-import { parseIp } from '../../../shared/net/address.js';
+import { canonicalHost, parseIp } from '../../../shared/net/address.js';
 import { FtpDataSlots, type PassiveSlot, type SlotClaim } from '../../../bridge/gateway/ftp-slots.js';
 
 interface Claim extends SlotClaim {
@@ -13,7 +12,7 @@ interface Claim extends SlotClaim {
 
 const claim = (name: string, from: string, host: string, port: number, user?: string): Claim => ({
   name,
-  client: { remoteAddress: from } as unknown as Socket,
+  source: { host: canonicalHost(from) },
   request: { host, port },
   record: { user },
 });
