@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// dualsocks command line: `gateway`, `passwd`. Configuration errors name the flag or key and exit 2.
+// dualsocks command line: the commands of COMMANDS. Configuration errors name the flag or key and exit 2.
 import cluster from 'node:cluster';
 import { randomBytes, scryptSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -24,18 +24,26 @@ import { helpText, parseOptions } from './options.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
-const USAGE = `dualsocks ${VERSION} — SOCKS-based IPv6/IPv4 gateway (RFC 3089)
+/**
+ * Every command: `dualsocks --help` is made from this table and main() dispatches through it, so
+ * a command added here is listed there. `server`: a long-running process (see serverHeap).
+ */
+const COMMANDS: Record<string, { args: string; summary: string; run: (argv: string[]) => Promise<void>; server?: true }> = {
+  gateway: { args: '[options]', summary: 'dual-stack SOCKS5 gateway that resolves names for its clients', run: (a) => gateway(a), server: true },
+  bridge: { args: '[options]', summary: 'local HTTP + SOCKS4/5 port and PAC server, forwarding names to gateways', run: (a) => bridge(a), server: true },
+  start: { args: '[options]', summary: 'a bridge on 127.0.0.1:1080 with an in-process gateway (what npm start runs)', run: (a) => start(a), server: true },
+  passwd: { args: 'USER', summary: 'read a password on stdin, print a line for the --users file', run: (a) => passwd(a) },
+  policy: { args: 'firefox|chromium', summary: 'enterprise-policy file for a browser (Firefox DNS leak guard, PAC)', run: (a) => policyCommand(a) },
+  pac: { args: '--proxy HOST:PORT [--rules FILE] [--out FILE]', summary: "the bridge's PAC file for the same rules, to serve elsewhere (WPAD, GPO)", run: async (a) => pacCommand(a) },
+  transparent: { args: 'nft [--apply|--remove]', summary: "the nftables rules for the bridge's --transparent port (prints; --apply loads)", run: (a) => transparentCommand(a) },
+};
 
-Usage:
-  dualsocks gateway [options]   dual-stack SOCKS5 gateway that resolves names for its clients
-  dualsocks bridge [options]    local HTTP + SOCKS4/5 port and PAC server, forwarding names to gateways
-  dualsocks start [options]     a bridge on 127.0.0.1:1080 with an in-process gateway (what npm start runs)
-  dualsocks passwd USER         read a password on stdin, print a line for the --users file
-  dualsocks pac --proxy HOST:PORT [--rules FILE] [--out FILE]
-                                the bridge's PAC file for the same rules, to serve elsewhere (WPAD, GPO)
-  dualsocks transparent nft     print (--apply: load) the nftables rules for the bridge's --transparent port
-  dualsocks COMMAND --help      options of a command
-`;
+function usage(): string {
+  const rows = Object.entries(COMMANDS).map(([name, c]) => [`dualsocks ${name} ${c.args}`, c.summary]);
+  rows.push(['dualsocks COMMAND --help', 'options of a command'], ['dualsocks --version', 'print the version']);
+  const width = Math.max(...rows.map(([l]) => l!.length)) + 2;
+  return `dualsocks ${VERSION} — SOCKS-based IPv6/IPv4 gateway (RFC 3089)\n\nUsage:\n${rows.map(([l, r]) => `  ${l!.padEnd(width)}${r}\n`).join('')}`;
+}
 
 async function readPassword(): Promise<string> {
   const rl = createInterface({ input: process.stdin, terminal: false });
@@ -206,32 +214,22 @@ function serverHeap(): void {
 
 async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
-  if (cmd === 'gateway' || cmd === 'bridge' || cmd === 'start') serverHeap();
+  const command = cmd === undefined ? undefined : Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
+  if (command) {
+    if (command.server) serverHeap();
+    return command.run(rest);
+  }
   switch (cmd) {
-    case 'gateway':
-      return gateway(rest);
-    case 'passwd':
-      return passwd(rest);
-    case 'policy':
-      return policyCommand(rest);
-    case 'pac':
-      return pacCommand(rest);
-    case 'transparent':
-      return transparentCommand(rest);
-    case 'bridge':
-      return bridge(rest);
-    case 'start':
-      return start(rest);
     case '--version':
       process.stdout.write(`${VERSION}\n`);
       return;
     case undefined:
     case '--help':
     case 'help':
-      process.stdout.write(USAGE);
+      process.stdout.write(usage());
       return;
     default:
-      process.stderr.write(`dualsocks: unknown command "${cmd}"\n\n${USAGE}`);
+      process.stderr.write(`dualsocks: unknown command "${cmd}"\n\n${usage()}`);
       process.exitCode = 2;
   }
 }

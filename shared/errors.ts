@@ -67,6 +67,12 @@ export class ProxyProtocolError extends DualsocksError {}
 /** Name resolution, policy or connection failure while serving a request. */
 export class RequestError extends DualsocksError {}
 
+/**
+ * A SOCKS server's failure reply. Its REP, and its exact code when the server told us (method
+ * ERROR_CODES); ERR_SOCKS_REPLY when it did not. Either way it is the server's answer, final.
+ */
+export class SocksReplyError extends DualsocksError {}
+
 /** A bad configuration value; `key` names the offending flag or JSON key. */
 export class ConfigError extends DualsocksError {
   readonly key: string;

@@ -1,14 +1,14 @@
 // Chained relays (RFC 3089 §4, types E–L): with --upstream the gateway reaches destinations
 // through SOCKS5 hops. Names travel on unresolved (ATYP DOMAINNAME), so the LAST gateway
 // resolves them — the draft's "Gateway includes Socks Lib functions". The last hop's REP and
-// BND reach our client unchanged.
+// BND reach our client unchanged, and so does its error code when it sent one (METHOD.ERROR_CODES).
 //
 // Policy: a request sent upstream is not checked against our destination policy. We resolve no
 // name for it, and an IP literal is reached from the last gateway's network, not ours, so its
 // policy is the one that applies (our loopback/LAN/own addresses are not what it reaches). The
 // hops themselves are the operator's choice and bypass policy. Requests that --upstream-rules
 // send DIRECT are resolved and checked here as usual.
-import { DualsocksError, RequestError } from '../../shared/errors.js';
+import { DualsocksError, RequestError, SocksReplyError } from '../../shared/errors.js';
 import { decide } from '../../shared/rules/index.js';
 import { CMD, REP } from '../../shared/socks5/constants.js';
 import { redactedUrl } from '../upstream/hops.js';
@@ -26,7 +26,7 @@ export function goesUpstream(cfg: GatewayConfig, host: string, port: number): bo
 // The far gateway's answer and a slow destination keep their meaning; anything else is a broken
 // chain on our side, which is no statement about the destination.
 function chainError(e: unknown, via: string): DualsocksError {
-  if (e instanceof DualsocksError && (e.code === 'ERR_SOCKS_REPLY' || e.code === 'ERR_CONNECT_TIMEOUT')) return e;
+  if (e instanceof SocksReplyError || (e instanceof DualsocksError && e.code === 'ERR_CONNECT_TIMEOUT')) return e;
   return new RequestError('ERR_CONNECT_FAILED', `upstream ${via}: ${e instanceof Error ? e.message : String(e)}`);
 }
 

@@ -1,7 +1,8 @@
 // Why a tunnel could not be opened, in the words each inbound protocol needs: an HTTP status,
 // reason phrase and sentence for HTTP clients, the reply code for SOCKS clients. The gateway's
-// own REP survives, so a SOCKS client behind the bridge sees what the gateway said.
-import { isDualsocksError, type ErrorCode } from '../../shared/errors.js';
+// own REP survives, so a SOCKS client behind the bridge sees what the gateway said; a dualsocks
+// gateway also names its exact error (METHOD.ERROR_CODES), which picks the words.
+import { isDualsocksError, SocksReplyError, type ErrorCode } from '../../shared/errors.js';
 import { REP, REP_TEXT, SOCKS4_CD } from '../../shared/socks5/constants.js';
 import { errnoToError } from '../upstream/direct.js';
 
@@ -36,8 +37,8 @@ const BY_REP: Record<number, Words> = {
     text: "The gateway has no route to the destination's network or address family (SOCKS5 reply 0x03).",
   },
   [REP.HOST_UNREACHABLE]: {
-    reason: 'Name Not Found At Gateway',
-    text: 'The gateway could not resolve the name, found no address for it, or could not reach the host: SOCKS5 reply 0x04 ("host unreachable") covers all of these.',
+    reason: 'Name Not Found Or Host Unreachable',
+    text: 'The gateway could not resolve the name, found no address for it, or could not reach the host: SOCKS5 reply 0x04 ("host unreachable") covers all of these, and this gateway did not say which.',
   },
   [REP.CONNECTION_REFUSED]: {
     reason: 'Refused By Destination',
@@ -65,20 +66,20 @@ const BY_CODE: Partial<Record<ErrorCode, Words>> = {
     text: 'The bridge could not connect to any of its gateways. Check that a gateway is running and that the --gateway addresses are right.',
   },
   ERR_NAME_NOT_FOUND: {
-    reason: 'Name Not Found At Gateway',
+    reason: 'Name Not Found',
     text: 'The gateway could not find this name (it does not exist, or is not in its hosts file).',
   },
   ERR_NO_ADDRESS: {
-    reason: 'Name Not Found At Gateway',
+    reason: 'Name Has No Address',
     text: 'The name exists but the gateway found no IPv4 or IPv6 address for it.',
   },
   ERR_DNS_FAILED: {
-    reason: 'Name Not Found At Gateway',
+    reason: 'Name Resolution Failed',
     text: "The gateway's resolver failed or did not answer in time.",
   },
   ERR_HOST_UNREACHABLE: {
     reason: 'Host Unreachable',
-    text: 'The destination host is unreachable.',
+    text: 'The name was found, but the destination host is unreachable: no answer to the connection attempt at any of its addresses.',
   },
   ERR_CONNECTION_REFUSED: {
     reason: 'Refused By Destination',
@@ -123,6 +124,14 @@ const BY_CODE: Partial<Record<ErrorCode, Words>> = {
   },
 };
 
+// The same codes said by a gateway (SocksReplyError) rather than by this bridge.
+const BY_GATEWAY_CODE: Partial<Record<ErrorCode, Words>> = {
+  ERR_POLICY_DESTINATION: {
+    reason: 'Not Allowed By Gateway Policy',
+    text: "The gateway's policy does not allow this destination, for example a loopback or private address, or one of the gateway's own.",
+  },
+};
+
 function unknownRep(rep: number): Words {
   const hex = `0x${rep.toString(16).padStart(2, '0')}`;
   return { reason: 'Gateway Failure', text: `The gateway refused with SOCKS5 reply ${hex}${REP_TEXT[rep] ? ` ("${REP_TEXT[rep]}")` : ', a code SOCKS5 does not define'}.` };
@@ -145,11 +154,12 @@ export function describeFailure(err: unknown): Failure {
     };
   }
   const rep = e.rep;
+  const fromGateway = e instanceof SocksReplyError;
   // the gateway's REP is the whole story of an ERR_SOCKS_REPLY; other codes may say more
-  const words = (e.code !== 'ERR_SOCKS_REPLY' ? BY_CODE[e.code] : undefined) ?? BY_REP[rep] ?? unknownRep(rep);
+  const words = (e.code !== 'ERR_SOCKS_REPLY' ? (fromGateway ? BY_GATEWAY_CODE[e.code] : undefined) ?? BY_CODE[e.code] : undefined) ?? BY_REP[rep] ?? unknownRep(rep);
   const timeout = e.code === 'ERR_CONNECT_TIMEOUT' || rep === REP.TTL_EXPIRED;
   return {
-    httpStatus: e.code === 'ERR_POLICY_DESTINATION' ? 403 : timeout ? 504 : 502,
+    httpStatus: e.code === 'ERR_POLICY_DESTINATION' && !fromGateway ? 403 : timeout ? 504 : 502,
     reason: words.reason,
     text: words.text,
     // 0x00 would tell a SOCKS client it succeeded

@@ -3,7 +3,7 @@
 // ones and fail over when a gateway cannot be reached. A gateway's own answer (its REP) is final
 // and passed on: another gateway would resolve the same name the same way.
 import type { Socket } from 'node:net';
-import { ConfigError, DualsocksError, RequestError, SocksProtocolError } from '../../shared/errors.js';
+import { ConfigError, RequestError, SocksProtocolError, SocksReplyError } from '../../shared/errors.js';
 import { concatBytes, decodeMethodSelection, encodeGreeting, type Reply } from '../../shared/socks5/codec.js';
 import { CMD, METHOD } from '../../shared/socks5/constants.js';
 import { connectTcp } from './direct.js';
@@ -192,7 +192,7 @@ export class GatewayPool {
       } catch (e) {
         if (signal?.aborted) throw clientGone();
         u.health.failed++;
-        if (e instanceof DualsocksError && e.code === 'ERR_SOCKS_REPLY') throw e;
+        if (e instanceof SocksReplyError) throw e;
         this.markDown(u, e);
         errors.push(`${u.health.url}: ${e instanceof Error ? e.message : String(e)}`);
       }

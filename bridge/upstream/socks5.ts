@@ -26,7 +26,7 @@ export function socks5Handshake(
 ): Promise<Socks5Dial> {
   return new Promise((resolve, reject) => {
     const auth = hop.username !== undefined ? { username: hop.username, password: hop.password ?? '' } : undefined;
-    const session = new Socks5ClientSession({ cmd: req.cmd ?? CMD.CONNECT, host: req.host, port: req.port, auth, pipeline: opts.pipeline }, hopLabel(hop));
+    const session = new Socks5ClientSession({ cmd: req.cmd ?? CMD.CONNECT, host: req.host, port: req.port, auth, pipeline: opts.pipeline, errorCodes: true }, hopLabel(hop));
     const timer = setTimeout(() => done(new RequestError('ERR_CONNECT_TIMEOUT', `${hopLabel(hop)} did not answer`)), opts.timeoutMs);
     const done = (err: DualsocksError | null, ok?: Socks5Dial): void => {
       clearTimeout(timer);

@@ -1,4 +1,5 @@
 // The bridge's status API (GET /api/status), as the popup reads it; the shapes are shared/status.ts.
+import { ERRORS } from '../../shared/errors.js';
 import { joinHostPort, unbracket } from '../../shared/net/address.js';
 import type { ProxyAddress } from '../../shared/rules/index.js';
 import type { GatewayHealth, RecentDestination, StatusSnapshot } from '../../shared/status.js';
@@ -32,7 +33,8 @@ export function latestFor(status: BridgeStatus, host: string): RecentDestination
 /** "IPv6 via gateway", or why there is no family to show. */
 export function familyText(r: RecentDestination | null): string {
   if (!r) return 'no connection seen by the bridge yet';
-  if (r.result !== 'ok') return `failed at the gateway: ${r.result}`;
+  // the bridge's code, or the gateway's own (ERR_NAME_NOT_FOUND vs ERR_HOST_UNREACHABLE) when it named it
+  if (r.result !== 'ok') return `failed: ${Object.hasOwn(ERRORS, r.result) ? `${ERRORS[r.result as keyof typeof ERRORS].text} ` : ''}(${r.result})`;
   if (r.family === null) return 'via gateway (family not reported)';
   return `IPv${r.family} via gateway`;
 }

@@ -75,8 +75,9 @@ async function render(): Promise<void> {
       const row = document.createElement('div');
       row.className = 'row';
       const name = document.createElement('span');
-      name.innerHTML = `<span class="dot ${g.up ? 'ok' : 'bad'}"></span>`;
-      name.append(g.url);
+      const dot = document.createElement('span');
+      dot.className = `dot ${g.up ? 'ok' : 'bad'}`;
+      name.append(dot, g.url);
       const health = document.createElement('span');
       health.className = g.up ? 'ok' : 'bad';
       health.textContent = g.up ? (g.latencyMs === null ? 'up' : `up, ${Math.round(g.latencyMs)} ms`) : `down${g.lastError ? `: ${g.lastError}` : ''}`;

@@ -1,7 +1,7 @@
 // Sans-IO SOCKS5 client handshake, used for every upstream hop (bridge → gateway, gateway →
 // next gateway). The server's reply code is kept in the error, so what the last gateway said is
 // what our own client sees.
-import { DualsocksError, SocksProtocolError } from '../errors.js';
+import { DualsocksError, SocksProtocolError, SocksReplyError, type ErrorCode } from '../errors.js';
 import {
   decodeAuthReply,
   decodeMethodSelection,
@@ -9,6 +9,7 @@ import {
   encodeAuthRequest,
   encodeGreeting,
   encodeRequest,
+  failureCode,
   concatBytes as concat,
   type Decoded,
   type Reply,
@@ -26,6 +27,11 @@ export interface ClientRequest {
    * with one method offered, its answers can only be that method or a refusal.
    */
   pipeline?: boolean;
+  /**
+   * Offer METHOD.ERROR_CODES beside the auth method: a dualsocks server then names its exact error
+   * (ERR_NAME_NOT_FOUND rather than REP 0x04 alone) in a failure reply. Others ignore the offer.
+   */
+  errorCodes?: boolean;
 }
 
 export type ClientCommand =
@@ -36,10 +42,13 @@ export type ClientCommand =
 
 type State = 'method' | 'auth' | 'reply' | 'reply2' | 'open' | 'closed';
 
-/** The error for a failure reply: the code survives, the words say which hop said it. */
-export function replyError(rep: number, from?: string): DualsocksError {
+/**
+ * The error for a failure reply: the REP survives, and the server's own error code when it sent
+ * one (else ERR_SOCKS_REPLY); the words say which hop said it.
+ */
+export function replyError(rep: number, from?: string, code?: ErrorCode | null): DualsocksError {
   const text = REP_TEXT[rep] ?? `reply code 0x${rep.toString(16)}`;
-  return new SocksProtocolError('ERR_SOCKS_REPLY', from ? `${from}: ${text}` : text, { rep });
+  return new SocksReplyError(code ?? 'ERR_SOCKS_REPLY', from ? `${from}: ${text}` : text, { rep });
 }
 
 export class Socks5ClientSession {
@@ -52,7 +61,8 @@ export class Socks5ClientSession {
   ) {}
 
   start(): ClientCommand[] {
-    const methods = this.req.auth ? [METHOD.USERPASS] : [METHOD.NO_AUTH];
+    const methods: number[] = this.req.auth ? [METHOD.USERPASS] : [METHOD.NO_AUTH];
+    if (this.req.errorCodes) methods.push(METHOD.ERROR_CODES);
     const greeting = encodeGreeting({ methods });
     if (!this.req.pipeline) return [{ type: 'send', data: greeting }];
     const auth = this.req.auth ? [encodeAuthRequest(this.req.auth)] : [];
@@ -126,7 +136,7 @@ export class Socks5ClientSession {
           if (d.status === 'need') return;
           if (d.status === 'error') return this.failWith(out, d.error);
           const reply = this.take(d);
-          if (reply.rep !== REP.SUCCEEDED) return this.failWith(out, replyError(reply.rep, this.label));
+          if (reply.rep !== REP.SUCCEEDED) return this.failWith(out, replyError(reply.rep, this.label, this.req.errorCodes ? failureCode(reply) : null));
           const isBindFirst = this.state === 'reply' && this.req.cmd === CMD.BIND;
           this.state = isBindFirst ? 'reply2' : 'open';
           const rest = isBindFirst ? new Uint8Array(0) : this.buf;

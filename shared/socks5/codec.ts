@@ -1,7 +1,7 @@
 // The only place in dualsocks that reads or writes SOCKS bytes. Sans-IO: decoders take the bytes
 // received so far and answer "need more", a message with its size, or a typed error carrying the
 // RFC reply code; encoders build the bytes. Nothing here touches a socket.
-import { SocksProtocolError, type DualsocksError, type ErrorCode } from '../errors.js';
+import { ERRORS, SocksProtocolError, type DualsocksError, type ErrorCode } from '../errors.js';
 import { formatIp, ipFromV4Bytes, isV4, parseIp, type HostPort } from '../net/address.js';
 import { ATYP, AUTH_USERPASS_VERSION, CMD, SOCKS4_VERSION, SOCKS5_VERSION } from './constants.js';
 
@@ -270,6 +270,23 @@ export function decodeReply(buf: Uint8Array): Decoded<Reply> {
 /** A reply; failures without a bound address get 0.0.0.0:0 as RFC 1928 permits. */
 export function encodeReply(r: { rep: number; host?: string; port?: number }): Uint8Array {
   return concatBytes(Uint8Array.of(SOCKS5_VERSION, r.rep, 0), encodeAddress(r.host ?? '0.0.0.0', r.port ?? 0));
+}
+
+/**
+ * A failure reply. With `code` (for a client that offered METHOD.ERROR_CODES) BND is that code as
+ * ATYP DOMAINNAME, port 0: RFC 1928 clients ignore BND on failure. Without it, 0.0.0.0:0.
+ */
+export function encodeFailureReply(rep: number, code?: ErrorCode): Uint8Array {
+  return encodeReply({ rep, host: code ?? '0.0.0.0', port: 0 });
+}
+
+/**
+ * The error code a failure reply carries in BND (encodeFailureReply), or null. Only a code
+ * dualsocks knows counts: any other name from the server is ignored, never shown as text.
+ */
+export function failureCode(r: Reply): ErrorCode | null {
+  if (r.rep === 0 || r.atyp !== ATYP.DOMAIN || !Object.hasOwn(ERRORS, r.host)) return null;
+  return r.host as ErrorCode;
 }
 
 // ---- UDP request header (RFC 1928 §7) ----

@@ -8,6 +8,12 @@ export const METHOD = {
   NO_AUTH: 0x00,
   GSSAPI: 0x01,
   USERPASS: 0x02,
+  /**
+   * dualsocks' own, from the private range (0x80–0xFE, RFC 1928 §3): offered beside 0x00 or 0x02,
+   * never selected. It asks a dualsocks server to put its error code (ERR_…) in a failure reply's
+   * BND as ATYP DOMAINNAME; other servers ignore a method they do not know.
+   */
+  ERROR_CODES: 0xd5,
   NO_ACCEPTABLE: 0xff,
 } as const;
 

@@ -8,6 +8,7 @@ import {
   decodeGreeting,
   decodeRequest,
   encodeAuthReply,
+  encodeFailureReply,
   encodeMethodSelection,
   encodeReply,
   concatBytes as concat,
@@ -48,6 +49,8 @@ export class Socks5ServerSession {
   private eof = false;
   /** The username as text for logs (UTF-8, or 0x… hex when it is not UTF-8); compare bytes, never this. */
   username: string | undefined;
+  /** The client offered METHOD.ERROR_CODES: failure replies carry the error code in BND. */
+  private errorCodes = false;
 
   constructor(private readonly opts: { requireAuth: boolean }) {}
 
@@ -117,9 +120,13 @@ export class Socks5ServerSession {
   fail(error: DualsocksError): ServerCommand[] {
     if (this.state === 'closed') return [];
     const out: ServerCommand[] = [];
-    if (this.state === 'request-wait' || this.state === 'open') out.push({ type: 'send', data: encodeReply({ rep: error.rep }) });
+    if (this.state === 'request-wait' || this.state === 'open') out.push({ type: 'send', data: this.failureReply(error) });
     this.close(out, error);
     return out;
+  }
+
+  private failureReply(error: DualsocksError): Uint8Array {
+    return encodeFailureReply(error.rep, this.errorCodes ? error.code : undefined);
   }
 
   private needsBytes(): boolean {
@@ -151,6 +158,7 @@ export class Socks5ServerSession {
           if (d.status === 'need') return;
           if (d.status === 'error') return this.close(out, d.error);
           const { methods } = this.take(d);
+          this.errorCodes = methods.includes(METHOD.ERROR_CODES);
           // RFC 1928 §3: select only a method this server supports; without users that is
           // NO_AUTH alone (selecting USERPASS would ask for credentials nobody can check)
           const supported = this.opts.requireAuth ? METHOD.USERPASS : METHOD.NO_AUTH;
@@ -179,7 +187,7 @@ export class Socks5ServerSession {
           const d = decodeRequest(this.buf);
           if (d.status === 'need') return;
           if (d.status === 'error') {
-            out.push({ type: 'send', data: encodeReply({ rep: d.error.rep }) });
+            out.push({ type: 'send', data: this.failureReply(d.error) });
             return this.close(out, d.error);
           }
           const request = this.take(d);

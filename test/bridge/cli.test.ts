@@ -3,7 +3,7 @@
 // moment a server prints its first line reloads instead of killing it.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +12,8 @@ import { splitHostPort } from '../../shared/net/address.js';
 import { encodeGreeting } from '../../shared/socks5/codec.js';
 import { METHOD } from '../../shared/socks5/constants.js';
 import { readAll, startOrigin, type Origin } from '../helpers/origin.js';
-import { CLI, startCli, type Running } from '../helpers/process.js';
+import { CLI, run, startCli, type Running } from '../helpers/process.js';
+import { ROOT } from '../helpers/sources.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-cli-'));
 writeFileSync(join(dir, 'hosts'), '127.0.0.1 web.test\n');
@@ -177,5 +178,28 @@ describe('SIGHUP at start-up', () => {
     await listening;
     proc.kill('SIGHUP');
     assert.equal(await exited, 'SIGHUP');
+  });
+});
+
+describe('dualsocks --help', () => {
+  test('lists every command main() dispatches, from the command table or a case of its own', async () => {
+    const src = readFileSync(join(ROOT, 'bridge/cli.ts'), 'utf8');
+    const table = src.slice(src.indexOf('const COMMANDS'), src.indexOf('\n};\n', src.indexOf('const COMMANDS')));
+    const names = new Set([...table.matchAll(/^ {2}([a-z][\w-]*): \{/gm)].map((m) => m[1]!));
+    const main = src.slice(src.indexOf('async function main('), src.indexOf('\nmain(process.argv'));
+    for (const m of main.matchAll(/case '([a-z][\w-]*)':/g)) if (m[1] !== 'help') names.add(m[1]!);
+    // the ones the issue names, so a broken extraction cannot pass with an empty set
+    for (const n of ['gateway', 'bridge', 'start', 'passwd', 'policy']) assert.ok(names.has(n), `${n} not found in bridge/cli.ts`);
+    const help = await run(process.execPath, [CLI, '--help']);
+    assert.equal(help.code, 0);
+    const text = help.stdout.toString();
+    for (const n of names) assert.match(text, new RegExp(`^ {2}dualsocks ${n}\\b`, 'm'), `${n} missing from --help:\n${text}`);
+    // and each one's own --help answers (the listing is not stale)
+    for (const n of names) {
+      if (n === 'passwd') continue; // reads a password unless given exactly one argument
+      const own = await run(process.execPath, [CLI, n, '--help']);
+      assert.equal(own.code, 0, `${n} --help: ${own.stderr}`);
+      assert.match(own.stdout.toString(), new RegExp(`dualsocks ${n}`), n);
+    }
   });
 });

@@ -14,6 +14,7 @@ import {
   encodeSocks4Request,
   encodeUdpHeader,
 } from '../../shared/socks5/codec.js';
+import { ERRORS } from '../../shared/errors.js';
 import { formatIp, ipFromV4Bytes } from '../../shared/net/address.js';
 import { encodeProxyV1, encodeProxyV2, V1_MAX_LINE } from '../../shared/proxy-protocol/codec.js';
 import { ATYP, CMD, METHOD } from '../../shared/socks5/constants.js';
@@ -59,7 +60,7 @@ export const host = (known?: HostSet): fc.Arbitrary<string> =>
 
 export const greeting = (): fc.Arbitrary<Msg> =>
   fc
-    .array(fc.oneof(fc.constantFrom(METHOD.NO_AUTH, METHOD.GSSAPI, METHOD.USERPASS, METHOD.NO_ACCEPTABLE), u8), { minLength: 1, maxLength: 255 })
+    .array(fc.oneof(fc.constantFrom(METHOD.NO_AUTH, METHOD.GSSAPI, METHOD.USERPASS, METHOD.ERROR_CODES, METHOD.NO_ACCEPTABLE), u8), { minLength: 1, maxLength: 255 })
     .map((methods) => ({ bytes: encodeGreeting({ methods }), lens: [1] }));
 
 /** RFC 1929 request, built from bytes (a password is bytes, not text). */
@@ -83,8 +84,11 @@ export const request = (known?: HostSet, cmds: fc.Arbitrary<number> = cmd): fc.A
     return { bytes: valid, lens: nameLens(valid, 3) };
   });
 
+// a dualsocks server's error code in BND (METHOD.ERROR_CODES), and names that only look like one
+const errorName = fc.constantFrom(...Object.keys(ERRORS), 'ERR_NOT_A_CODE', 'err_name_not_found', 'constructor', '__proto__');
+
 export const reply = (): fc.Arbitrary<Msg> =>
-  fc.tuple(fc.oneof(fc.integer({ min: 0, max: 8 }), u8), host(), port).map(([rep, h, p]) => {
+  fc.tuple(fc.oneof(fc.integer({ min: 0, max: 8 }), u8), fc.oneof({ weight: 3, arbitrary: host() }, { weight: 1, arbitrary: errorName }), port).map(([rep, h, p]) => {
     const b = encodeReply({ rep, host: h, port: p });
     return { bytes: b, lens: nameLens(b, 3) };
   });

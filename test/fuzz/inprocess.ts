@@ -197,6 +197,7 @@ const clientReq = fc.record({
   port: fc.integer({ min: 1, max: 65535 }),
   auth: fc.option(fc.record({ username: fc.constantFrom('u', 'ü'), password: fc.constantFrom('', 'pw') }), { nil: undefined }),
   pipeline: fc.boolean(),
+  errorCodes: fc.boolean(),
 });
 
 // ---- line and text parsers ----

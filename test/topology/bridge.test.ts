@@ -177,7 +177,8 @@ test('bridge in single-family client namespaces: the other family by a name only
           const page = await topo.exec(c.client, 'curl', ['-sS', '-i', '--max-time', '30', ...http!, url]);
           assert.equal(page.code, 0, page.stderr);
           const text = page.stdout.toString();
-          assert.match(text, /^HTTP\/1\.1 502 Name Not Found At Gateway\r\n/, text);
+          assert.match(text, /^HTTP\/1\.1 502 Name Not Found\r\n/, text);
+          assert.match(text, /\r\nX-Dualsocks-Error: ERR_NAME_NOT_FOUND\r\n/i, text);
           assert.match(text, /\r\nX-Dualsocks-Rep: 0x04\r\n/i, text);
           const tunnel = await topo.exec(c.client, 'curl', ['-sS', '--max-time', '30', ...connect!, url]);
           assert.notEqual(tunnel.code, 0);
@@ -191,7 +192,7 @@ test('bridge in single-family client namespaces: the other family by a name only
           const { json } = await status(c.client, proxy);
           const seen = json.recent.filter((r) => r.host === NAMES.unknown);
           assert.deepEqual(seen.map((r) => r.via).sort(), ['connect', 'http', 'socks4', 'socks5']);
-          for (const r of seen) assert.equal(r.result, 'ERR_SOCKS_REPLY', JSON.stringify(r));
+          for (const r of seen) assert.equal(r.result, 'ERR_NAME_NOT_FOUND', JSON.stringify(r));
         });
       });
     }

@@ -86,7 +86,7 @@ describe('gateway BIND on loopback', () => {
 
   test('no peer within --bind-timeout: second reply is REP 0x06', async () => {
     const dial = await dialSocks5(hop(), { cmd: CMD.BIND, host: '127.0.0.1', port: 0 }, { timeoutMs: 5000 });
-    await assert.rejects(bindSecondReply(dial), (e: { rep: number; code: string }) => e.rep === REP.TTL_EXPIRED && e.code === 'ERR_SOCKS_REPLY');
+    await assert.rejects(bindSecondReply(dial), (e: { rep: number; code: string }) => e.rep === REP.TTL_EXPIRED && e.code === 'ERR_CONNECT_TIMEOUT');
     const rec = await gw.waitRecord((r) => r.cmd === 'bind' && r.result === 'ERR_CONNECT_TIMEOUT');
     assert.equal(rec.rep, REP.TTL_EXPIRED);
     // the listener is gone with the request

@@ -75,16 +75,17 @@ describe('chained gateways on loopback', () => {
 
   test("the last gateway's REP reaches the client unchanged", async () => {
     const closedPort = await closedTcpPort();
-    const cases: [string, number, number][] = [
-      ['nowhere.test', origin.port, REP.HOST_UNREACHABLE],
-      ['far.test', closedPort, REP.CONNECTION_REFUSED],
-      ['10.1.2.3', 80, REP.NOT_ALLOWED],
+    // and its exact error code (METHOD.ERROR_CODES), passed back by the gateway in between
+    const cases: [string, number, number, string][] = [
+      ['nowhere.test', origin.port, REP.HOST_UNREACHABLE, 'ERR_NAME_NOT_FOUND'],
+      ['far.test', closedPort, REP.CONNECTION_REFUSED, 'ERR_CONNECTION_REFUSED'],
+      ['10.1.2.3', 80, REP.NOT_ALLOWED, 'ERR_POLICY_DESTINATION'],
     ];
-    for (const [host, port, rep] of cases) {
-      await assert.rejects(dialSocks5({ host: '127.0.0.1', port: p(g1) }, { host, port }, { timeoutMs: 5000 }), repOf(rep), `${host}:${port} → ${rep}`);
+    for (const [host, port, rep, code] of cases) {
+      await assert.rejects(dialSocks5({ host: '127.0.0.1', port: p(g1) }, { host, port }, { timeoutMs: 5000 }), (e: { rep: number; code: string }) => e.rep === rep && e.code === code, `${host}:${port} → ${rep} ${code}`);
       const rec = await g1.waitRecord((x) => x.host === host && x.port === port);
       assert.equal(rec.rep, rep);
-      assert.equal(rec.result, 'ERR_SOCKS_REPLY');
+      assert.equal(rec.result, code);
     }
     const c = await curl(p(g1), `http://nowhere.test:${origin.port}/`);
     assert.equal(c.code, 97, c.stderr);

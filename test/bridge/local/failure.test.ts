@@ -16,7 +16,7 @@ test("a gateway's REP becomes the matching words, status and SOCKS5 reply", () =
     [REP.GENERAL_FAILURE, 502, /^Gateway Failure$/],
     [REP.NOT_ALLOWED, 502, /^Not Allowed By Gateway Policy$/],
     [REP.NETWORK_UNREACHABLE, 502, /^Network Unreachable From Gateway$/],
-    [REP.HOST_UNREACHABLE, 502, /^Name Not Found At Gateway$/],
+    [REP.HOST_UNREACHABLE, 502, /^Name Not Found Or Host Unreachable$/],
     [REP.CONNECTION_REFUSED, 502, /^Refused By Destination$/],
     [REP.TTL_EXPIRED, 504, /^Destination Timed Out$/],
     [REP.COMMAND_NOT_SUPPORTED, 502, /Command Not Supported/],
@@ -59,7 +59,7 @@ test('no gateway reachable, timeouts and local causes', () => {
   assert.deepEqual([timeout.httpStatus, timeout.reason, timeout.socks5Rep], [504, 'Destination Timed Out', REP.TTL_EXPIRED]);
 
   const name = describeFailure(new RequestError('ERR_NAME_NOT_FOUND', 'nowhere.test'));
-  assert.deepEqual([name.httpStatus, name.reason, name.code, name.socks5Rep], [502, 'Name Not Found At Gateway', 'ERR_NAME_NOT_FOUND', REP.HOST_UNREACHABLE]);
+  assert.deepEqual([name.httpStatus, name.reason, name.code, name.socks5Rep], [502, 'Name Not Found', 'ERR_NAME_NOT_FOUND', REP.HOST_UNREACHABLE]);
   // only the bridge itself says ERR_POLICY_DESTINATION (a gateway's refusal is its REP 0x02)
   const own = describeFailure(new RequestError('ERR_POLICY_DESTINATION', '127.0.0.1: loopback address'));
   assert.deepEqual([own.httpStatus, own.reason, own.socks5Rep, own.socks4Code], [403, 'Not Allowed By Bridge Policy', REP.NOT_ALLOWED, SOCKS4_CD.REJECTED]);

@@ -389,25 +389,26 @@ describe('HTTP proxy through a real gateway', () => {
 
   test('failures become plain-words 502 pages with X-Dualsocks-Error, for plain requests and CONNECT', async () => {
     const closed = await freePort();
-    const cases: [string, RegExp, RegExp][] = [
-      [`nowhere.test:80`, /^Name Not Found At Gateway$/, /resolve the name/],
-      [`web.test:${closed}`, /^Refused By Destination$/, /refused/],
-      [`denied.test:${origin.port}`, /^Not Allowed By Gateway Policy$/, /policy/],
+    // the gateway names its exact error (METHOD.ERROR_CODES), which picks the words and the header
+    const cases: [string, RegExp, RegExp, string][] = [
+      [`nowhere.test:80`, /^Name Not Found$/, /could not find this name/, 'ERR_NAME_NOT_FOUND'],
+      [`web.test:${closed}`, /^Refused By Destination$/, /refused/, 'ERR_CONNECTION_REFUSED'],
+      [`denied.test:${origin.port}`, /^Not Allowed By Gateway Policy$/, /policy/, 'ERR_POLICY_DESTINATION'],
     ];
-    for (const [authority, reason, text] of cases) {
+    for (const [authority, reason, text, code] of cases) {
       const r = await curl(['-i', '-x', `http://127.0.0.1:${bridge.port}`, `http://${authority}/`]);
       assert.equal(r.code, 0, r.stderr);
       const res = parseResponse(r.stdout.toString('latin1'));
       assert.equal(res.status, 502, authority);
       assert.match(res.reason, reason);
-      assert.equal(res.headers['x-dualsocks-error'], 'ERR_SOCKS_REPLY');
+      assert.equal(res.headers['x-dualsocks-error'], code);
       assert.match(res.body, text);
       assert.ok(res.body.includes(authority), res.body);
 
       const raw = parseResponse(await rawExchange(bridge.port, `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`));
       assert.equal(raw.status, 502);
       assert.match(raw.reason, reason);
-      assert.equal(raw.headers['x-dualsocks-error'], 'ERR_SOCKS_REPLY');
+      assert.equal(raw.headers['x-dualsocks-error'], code);
       assert.match(raw.body, text);
     }
     // curl reports the CONNECT status
@@ -415,7 +416,7 @@ describe('HTTP proxy through a real gateway', () => {
     assert.notEqual(p.code, 0);
     assert.match(p.stderr, /502/);
     const failed = bridge.ctx.state.snapshot().recent.filter((x) => x.host === 'nowhere.test');
-    assert.ok(failed.length >= 2 && failed.every((x) => x.result === 'ERR_SOCKS_REPLY'));
+    assert.ok(failed.length >= 2 && failed.every((x) => x.result === 'ERR_NAME_NOT_FOUND'));
   });
 
   test('the bridge\'s own pages through the proxy are served locally, not looped', async () => {

@@ -83,7 +83,7 @@ describe('dualsocks start (bridge with an in-process gateway)', () => {
       assert.ok(Number(r.bytesUp) > 0);
     }
     const failed = await bridge.waitRecord((r) => r.inbound === 'socks5' && r.host === 'unknown.test');
-    assert.equal(failed.result, 'ERR_SOCKS_REPLY', 'the gateway refused');
+    assert.equal(failed.result, 'ERR_NAME_NOT_FOUND', "the gateway's own code");
     assert.equal(failed.rep, 4, "the gateway's reply: name not found");
     // the in-process gateway logs its own line for the same request (resolved address, family)
     const gw = await bridge.waitRecord((r) => r.inbound === undefined && r.host === 'web.test' && r.cmd === 'connect');

@@ -98,7 +98,7 @@ print(hashlib.sha256(data.split(b"\\r\\n\\r\\n", 1)[1]).hexdigest())
     const status = JSON.parse(r.stdout.toString()) as { recent: { host: string; family: number | null; result: string }[]; gateways: { up: boolean }[] };
     const hit = status.recent.find((d) => d.host === 'web.test' && d.result === 'ok');
     assert.equal(hit?.family, 4);
-    assert.ok(status.recent.some((d) => d.host === 'nowhere.test' && d.result === 'ERR_SOCKS_REPLY'));
+    assert.ok(status.recent.some((d) => d.host === 'nowhere.test' && d.result === 'ERR_NAME_NOT_FOUND'));
     assert.equal(status.gateways[0]?.up, true);
   });
 

@@ -6,13 +6,14 @@ import {
   concatBytes,
   encodeAuthReply,
   encodeAuthRequest,
+  encodeFailureReply,
   encodeGreeting,
   encodeMethodSelection,
   encodeReply,
   encodeRequest,
 } from '../../../shared/socks5/codec.js';
 import { ATYP, CMD, METHOD, REP, REP_TEXT } from '../../../shared/socks5/constants.js';
-import { DualsocksError, ERRORS, RequestError, SocksProtocolError, type ErrorCode } from '../../../shared/errors.js';
+import { DualsocksError, ERRORS, RequestError, SocksProtocolError, SocksReplyError, type ErrorCode } from '../../../shared/errors.js';
 import { ascii, bytes, hex, prng, splits, trickle } from '../../helpers/bytes.js';
 
 // ---- helpers ----
@@ -163,7 +164,7 @@ describe('Socks5ClientSession', () => {
     const s = new Socks5ClientSession(TARGET);
     s.feed(bytes(5, 0));
     const error = failedOf(s.feed(encodeReply({ rep: REP.CONNECTION_REFUSED, host: '2001:db8::9', port: 1 })));
-    assert.ok(error instanceof SocksProtocolError);
+    assert.ok(error instanceof SocksReplyError);
     assert.equal(error.rep, REP.CONNECTION_REFUSED);
     // a failed session stays quiet
     assert.deepEqual(s.feed(OK_REPLY), []);
@@ -245,12 +246,44 @@ describe('Socks5ClientSession', () => {
 
   test('replyError', () => {
     const e = replyError(REP.HOST_UNREACHABLE, 'gw2');
-    assert.ok(e instanceof SocksProtocolError);
+    assert.ok(e instanceof SocksReplyError);
     assert.equal(e.code, 'ERR_SOCKS_REPLY');
     assert.equal(e.rep, 4);
     assert.equal(e.message, `${ERRORS.ERR_SOCKS_REPLY.text}: gw2: host unreachable`);
     assert.equal(replyError(0x42).message, `${ERRORS.ERR_SOCKS_REPLY.text}: reply code 0x42`);
     assert.equal(replyError(0x42).rep, 0x42);
+  });
+
+  test('errorCodes: METHOD.ERROR_CODES offered beside the auth method, pipelined too', () => {
+    assert.deepEqual(new Socks5ClientSession({ ...TARGET, errorCodes: true }).start(), [{ type: 'send', data: bytes(5, 2, 0, METHOD.ERROR_CODES) }]);
+    assert.deepEqual(new Socks5ClientSession({ ...TARGET, auth: AUTH, errorCodes: true }).start(), [{ type: 'send', data: bytes(5, 2, 2, METHOD.ERROR_CODES) }]);
+    const req: ClientRequest = { ...TARGET, auth: AUTH, pipeline: true, errorCodes: true };
+    assert.deepEqual(new Socks5ClientSession(req).start(), [{ type: 'send', data: concatBytes(bytes(5, 2, 2, METHOD.ERROR_CODES), encodeAuthRequest(AUTH), REQ_BYTES) }]);
+    const server = concatBytes(encodeMethodSelection({ method: METHOD.USERPASS }), encodeAuthReply({ status: 0 }), OK_REPLY);
+    assert.deepEqual(assertSplitInvariant(req, server), [{ type: 'reply', reply: OK_REPLY_MSG }]);
+  });
+
+  test("errorCodes: a failure reply's code becomes the error's code, the REP stays, however split", () => {
+    const req: ClientRequest = { ...TARGET, errorCodes: true };
+    for (const [code, rep] of [['ERR_NAME_NOT_FOUND', 4], ['ERR_HOST_UNREACHABLE', 4], ['ERR_NO_ADDRESS', 4], ['ERR_POLICY_DESTINATION', 2]] as [ErrorCode, number][]) {
+      const server = concatBytes(encodeMethodSelection({ method: 0 }), encodeFailureReply(rep, code));
+      const log = assertSplitInvariant(req, server, 'gw');
+      assert.deepEqual(log.at(-1), { type: 'failed', code, rep, message: `${ERRORS[code].text}: gw: ${REP_TEXT[rep]}` });
+      // a client that did not offer the method takes no code from the server
+      assert.deepEqual(assertSplitInvariant(TARGET, server, 'gw').at(-1), { type: 'failed', code: 'ERR_SOCKS_REPLY', rep, message: `${ERRORS.ERR_SOCKS_REPLY.text}: gw: ${REP_TEXT[rep]}` });
+    }
+  });
+
+  test('errorCodes: a BND name that is not a known code is ignored, never taken as text', () => {
+    const req: ClientRequest = { ...TARGET, errorCodes: true };
+    for (const name of ['ERR_NOT_A_CODE', 'err_name_not_found', 'constructor', '__proto__', 'toString', '<script>alert(1)</script>', 'v6only.example']) {
+      const server = concatBytes(encodeMethodSelection({ method: 0 }), encodeReply({ rep: 4, host: name, port: 0 }));
+      const failed = assertSplitInvariant(req, server).at(-1);
+      assert.deepEqual(failed, { type: 'failed', code: 'ERR_SOCKS_REPLY', rep: 4, message: `${ERRORS.ERR_SOCKS_REPLY.text}: host unreachable` }, name);
+    }
+    // a name on a success is a bound address, as RFC 1928 allows
+    const ok = encodeReply({ rep: 0, host: 'ERR_NAME_NOT_FOUND', port: 1 });
+    assert.equal(assertSplitInvariant(req, concatBytes(encodeMethodSelection({ method: 0 }), ok)).at(-1)?.type, 'reply');
   });
 
   test('fuzz: feed never throws and fails only with typed errors', () => {
@@ -349,6 +382,27 @@ describe('client and server sessions wired together', () => {
       if (failed?.type !== 'failed') return;
       assert.equal(failed.error.rep, error.rep, error.code);
       assert.equal(failed.error.code, 'ERR_SOCKS_REPLY');
+    }
+  });
+
+  test("with errorCodes the gateway's exact code reaches the client, pipelined or not, and passes on along a chain", () => {
+    const errors: DualsocksError[] = [
+      new RequestError('ERR_NAME_NOT_FOUND'),
+      new RequestError('ERR_HOST_UNREACHABLE'),
+      new RequestError('ERR_NO_ADDRESS'),
+      new RequestError('ERR_CONNECT_TIMEOUT'),
+      // what a gateway heard from the next one
+      replyError(REP.HOST_UNREACHABLE, 'gw2', 'ERR_NAME_NOT_FOUND'),
+      replyError(REP.CONNECTION_REFUSED, 'gw2'),
+    ];
+    for (const error of errors) {
+      for (const req of [{ ...TARGET, errorCodes: true }, { ...TARGET, auth: AUTH, pipeline: true, errorCodes: true }]) {
+        const { client } = handshake(req, req.auth !== undefined, (s) => s.fail(error));
+        const failed = client.at(-1);
+        assert.ok(failed?.type === 'failed', JSON.stringify(client));
+        assert.ok(failed.error instanceof SocksReplyError);
+        assert.deepEqual([failed.error.code, failed.error.rep], [error.code, error.rep]);
+      }
     }
   });
 

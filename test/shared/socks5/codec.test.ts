@@ -14,6 +14,7 @@ import {
   decodeUdpLayers,
   encodeAuthReply,
   encodeAuthRequest,
+  encodeFailureReply,
   encodeGreeting,
   encodeMethodSelection,
   encodeReply,
@@ -22,6 +23,7 @@ import {
   encodeSocks4Request,
   encodeUdpHeader,
   encodeUdpLayers,
+  failureCode,
   sniffProtocol,
   type Decoded,
 } from '../../../shared/socks5/codec.js';
@@ -272,6 +274,29 @@ describe('request and reply', () => {
     const enc = encodeReply({ rep: REP.HOST_UNREACHABLE });
     assert.deepEqual(enc, bytes(5, 4, 0, 1, 0, 0, 0, 0, 0, 0));
     assertMessage(decodeReply, enc, { rep: 4, atyp: ATYP.IPV4, host: '0.0.0.0', port: 0 });
+  });
+
+  test("a failure reply naming its error code (METHOD.ERROR_CODES): every code, any split; other names are no code", () => {
+    for (const code of Object.keys(ERRORS) as ErrorCode[]) {
+      const rep = ERRORS[code].rep;
+      const enc = encodeFailureReply(rep, code);
+      assert.deepEqual(enc, concatBytes(bytes(5, rep, 0, ATYP.DOMAIN, code.length), ascii(code), bytes(0, 0)));
+      const msg = { rep, atyp: ATYP.DOMAIN, host: code, port: 0 };
+      assertMessage(decodeReply, enc, msg);
+      assert.equal(failureCode(msg), code);
+    }
+    assert.deepEqual(encodeFailureReply(REP.HOST_UNREACHABLE), encodeReply({ rep: REP.HOST_UNREACHABLE }));
+    assert.equal(failureCode({ rep: 4, atyp: ATYP.IPV4, host: '0.0.0.0', port: 0 }), null);
+    // a success's BND is an address, whatever it spells
+    assert.equal(failureCode({ rep: 0, atyp: ATYP.DOMAIN, host: 'ERR_NAME_NOT_FOUND', port: 0 }), null);
+    for (const host of ['ERR_NOT_A_CODE', 'err_name_not_found', 'ERR_NAME_NOT_FOUND.', 'constructor', '__proto__', 'hasOwnProperty', 'gw.example']) {
+      assert.equal(failureCode({ rep: 4, atyp: ATYP.DOMAIN, host, port: 0 }), null, host);
+    }
+    // a name that is no host name at all (bytes outside printable ASCII) keeps only the REP
+    const junk = concatBytes(bytes(5, 4, 0, 3, 4), ascii('<b>\n'), bytes(0, 0));
+    const r = assertOk(decodeReply(junk));
+    assert.equal(failureCode(r.msg), null);
+    assert.equal(r.msg.rep, 4);
   });
 
   test('reply errors', () => {

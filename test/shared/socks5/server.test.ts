@@ -4,12 +4,13 @@ import { Socks5ServerSession, type ServerCommand } from '../../../shared/socks5/
 import {
   concatBytes,
   encodeAuthRequest,
+  encodeFailureReply,
   encodeReply,
   encodeGreeting,
   encodeRequest,
 } from '../../../shared/socks5/codec.js';
 import { ATYP, CMD, METHOD, REP } from '../../../shared/socks5/constants.js';
-import { DualsocksError, ERRORS, RequestError, SocksProtocolError, type ErrorCode } from '../../../shared/errors.js';
+import { DualsocksError, ERRORS, RequestError, SocksProtocolError, SocksReplyError, type ErrorCode } from '../../../shared/errors.js';
 import { ascii, bytes, hex, prng, splits, trickle } from '../../helpers/bytes.js';
 
 // ---- helpers ----
@@ -543,5 +544,53 @@ describe('Socks5ServerSession against floods and garbage', () => {
       const out = [...s.feed(input.subarray(0, input.length >> 1)), ...s.feed(input.subarray(input.length >> 1))];
       checkCommands(out, `input ${hex(input)}`);
     }
+  });
+});
+
+describe('Socks5ServerSession: error codes for a client that offers METHOD.ERROR_CODES', () => {
+  const GREET_CODES = encodeGreeting({ methods: [METHOD.NO_AUTH, METHOD.ERROR_CODES] });
+  const nameNotFound = (): RequestError => new RequestError('ERR_NAME_NOT_FOUND', 'v6only.example');
+  const failing = { request: (s: Socks5ServerSession) => s.fail(nameNotFound()) };
+
+  test('the method chosen stays 0x00 (or 0x02); the failure reply names the code in BND, however split', () => {
+    const log = assertSplitInvariant(noAuth, concatBytes(GREET_CODES, CONNECT), failing);
+    assert.deepEqual(log, [
+      { type: 'send', hex: '0500' },
+      { type: 'request', request: CONNECT_MSG },
+      { type: 'send', hex: hex(encodeFailureReply(REP.HOST_UNREACHABLE, 'ERR_NAME_NOT_FOUND')) },
+      { type: 'close', error: { code: 'ERR_NAME_NOT_FOUND', rep: REP.HOST_UNREACHABLE } },
+    ]);
+    assert.equal(hex(encodeFailureReply(REP.HOST_UNREACHABLE, 'ERR_NAME_NOT_FOUND')), hex(concatBytes(bytes(5, 4, 0, 3, 18), ascii('ERR_NAME_NOT_FOUND'), bytes(0, 0))));
+    // with users: 0x02 chosen, and a pipelined client's greeting, credentials and request still read
+    const greet = encodeGreeting({ methods: [METHOD.USERPASS, METHOD.ERROR_CODES] });
+    const auth = assertSplitInvariant(withAuth, concatBytes(greet, AUTH, CONNECT), failing);
+    assert.equal(auth[0]?.type, 'send');
+    assert.ok((auth[0] as { hex: string }).hex.startsWith('0502'), JSON.stringify(auth));
+    assert.ok(auth.some((e) => e.type === 'send' && e.hex.endsWith(hex(encodeFailureReply(REP.HOST_UNREACHABLE, 'ERR_NAME_NOT_FOUND')))), JSON.stringify(auth));
+  });
+
+  test('every code fits a DOMAINNAME, and an upstream code passes on', () => {
+    for (const code of Object.keys(ERRORS) as ErrorCode[]) {
+      const s = noAuth();
+      s.feed(concatBytes(GREET_CODES, CONNECT));
+      const err = new RequestError(code);
+      assert.equal(hex(sends(s.fail(err))), hex(encodeFailureReply(err.rep, code)), code);
+    }
+    const s = noAuth();
+    s.feed(concatBytes(GREET_CODES, CONNECT));
+    assert.equal(hex(sends(s.fail(new SocksReplyError('ERR_HOST_UNREACHABLE', 'gw2', { rep: REP.HOST_UNREACHABLE })))), hex(encodeFailureReply(4, 'ERR_HOST_UNREACHABLE')));
+  });
+
+  test('a malformed request gets its code too', () => {
+    const bad = concatBytes(GREET_CODES, bytes(5, 1, 0, 9, 1, 2, 3, 4, 0, 80));
+    const log = assertSplitInvariant(noAuth, bad);
+    assert.deepEqual(log[0], { type: 'send', hex: hex(concatBytes(bytes(5, 0), encodeFailureReply(REP.ADDRESS_TYPE_NOT_SUPPORTED, 'ERR_SOCKS_ATYP'))) });
+  });
+
+  test('a client that does not offer it gets 0.0.0.0:0 as before; the method alone is not acceptable', () => {
+    const log = assertSplitInvariant(noAuth, concatBytes(GREET_NOAUTH, CONNECT), failing);
+    assert.deepEqual(log.filter((e) => e.type === 'send'), [{ type: 'send', hex: '0500' }, { type: 'send', hex: hex(bytes(5, 4, 0, 1, 0, 0, 0, 0, 0, 0)) }]);
+    const only = drive(noAuth(), [encodeGreeting({ methods: [METHOD.ERROR_CODES] })]);
+    assert.equal(hex(sends(only)), '05ff');
   });
 });
