@@ -130,16 +130,16 @@ function refuse(req: IncomingMessage, res: ServerResponse, why: string): void {
 }
 
 /**
- * With --users the bridge serves people on other machines, and the status lists every user's
- * destinations: only programs on the bridge's own machine may read it.
+ * The status lists every client's destinations, so it is for this machine alone, whoever else
+ * --clients or --users admits as a proxy client (the Host check below a LAN client could forge).
  */
-function statusRefusedForUsers(ctx: BridgeContext, req: IncomingMessage): string | null {
-  if (!ctx.auth || isLocalPeer(req.socket.remoteAddress)) return null;
-  return "This bridge has users (--users), and its status lists every user's destinations: it is served only to programs on the bridge's own machine.";
+function statusRefusedToOthers(req: IncomingMessage): string | null {
+  if (isLocalPeer(req.socket.remoteAddress)) return null;
+  return "The status lists every client's destinations: it is served only to programs on the bridge's own machine.";
 }
 
 function serveStatusApi(ctx: BridgeContext, req: IncomingMessage, res: ServerResponse): void {
-  const local = statusRefusedForUsers(ctx, req);
+  const local = statusRefusedToOthers(req);
   if (local) return refuse(req, res, local);
   const access = checkAccess(req);
   if (!access.ok) return refuse(req, res, access.why);
@@ -189,7 +189,7 @@ export function statusHtml(s: StatusSnapshot, pacBase: string): string {
 }
 
 function serveStatusPage(ctx: BridgeContext, req: IncomingMessage, res: ServerResponse): void {
-  const local = statusRefusedForUsers(ctx, req);
+  const local = statusRefusedToOthers(req);
   if (local) return refuse(req, res, local);
   const access = checkAccess(req, { navigation: true });
   if (!access.ok) return refuse(req, res, access.why);

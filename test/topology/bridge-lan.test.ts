@@ -96,6 +96,16 @@ test('a LAN client cannot reach the bridge host\'s loopback; a local program can
       assert.notEqual(s5.code, 0);
       assert.match(s5.stderr, /\(2\)/, s5.stderr);
     });
+
+    await t.test("the status (every client's destinations) is for the bridge host only, even with a forged loopback Host", async () => {
+      for (const path of ['/api/status', '/']) {
+        const lanRead = await curl('c', ['-H', 'Host: 127.0.0.1:1080', `http://${LAN_ADDR.b}:1080${path}`]);
+        assert.match(lanRead.stdout.toString(), /^HTTP\/1\.1 403 /, `${path} from the LAN`);
+        assert.match(lanRead.stdout.toString(), /only to programs on the bridge's own machine/);
+        const local = await curl('b', [`http://127.0.0.1:1080${path}`]);
+        assert.match(local.stdout.toString(), /^HTTP\/1\.1 200 /, `${path} on the bridge host`);
+      }
+    });
   } finally {
     await Promise.all(running.map((r) => r.stop()));
     await lan.destroy();
