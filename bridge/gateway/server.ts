@@ -447,7 +447,7 @@ class ClientConnection {
       this.finish('ERR_INTERNAL', { rep: REP.GENERAL_FAILURE, error: e instanceof Error ? e.message : String(e) });
       this.aborter.abort(CLIENT_CLOSED);
       // a client waiting for its reply is told "general failure"; relayed bytes never get one mixed in
-      if (this.session?.phase === 'request-wait' && !client.destroyed) client.end(encodeReply({ rep: REP.GENERAL_FAILURE }), () => client.destroy());
+      if (this.session?.phase === 'request-wait' && !client.destroyed) client.end(this.session.failureReply(new RequestError('ERR_INTERNAL', 'internal error')), () => client.destroy());
       else client.destroy();
     } catch {
       // the report itself failed (a broken logger): the stack may be lost, the connection is not kept

@@ -125,7 +125,8 @@ export class Socks5ServerSession {
     return out;
   }
 
-  private failureReply(error: DualsocksError): Uint8Array {
+  /** The failure reply for `error` as this client reads it (with its code if it offered 0xD5). */
+  failureReply(error: DualsocksError): Uint8Array {
     return encodeFailureReply(error.rep, this.errorCodes ? error.code : undefined);
   }
 

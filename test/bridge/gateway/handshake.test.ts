@@ -10,7 +10,7 @@ import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
 import { gatewayConfig } from '../../../bridge/gateway/config.js';
 import { Gateway } from '../../../bridge/gateway/server.js';
 import type { Users } from '../../../bridge/gateway/users.js';
-import { concatBytes, decodeReply, encodeGreeting } from '../../../shared/socks5/codec.js';
+import { concatBytes, decodeReply, encodeGreeting, failureCode } from '../../../shared/socks5/codec.js';
 import { CMD, METHOD, REP } from '../../../shared/socks5/constants.js';
 import { readAll, startOrigin } from '../../helpers/origin.js';
 import { run, startCli } from '../../helpers/process.js';
@@ -171,6 +171,13 @@ describe('one guard per connection', () => {
       assert.equal(t.stderr.length, 1);
       assert.match(t.stderr[0]!, /planted async defect/);
       assert.equal(t.gw.stats.active, 0, 'its place is given back');
+      // a client that offered METHOD.ERROR_CODES is told which failure it was
+      const request = socks5Connect('web.test', 80).subarray(3);
+      const coded = await rawExchange(t.port, concatBytes(encodeGreeting({ methods: [METHOD.NO_AUTH, METHOD.ERROR_CODES] }), request));
+      assert.equal(coded.subarray(0, 2).toString('hex'), '0500');
+      const codedReply = decodeReply(coded.subarray(2));
+      assert.ok(codedReply.status === 'ok' && codedReply.msg.rep === REP.GENERAL_FAILURE);
+      assert.equal(codedReply.status === 'ok' && failureCode(codedReply.msg), 'ERR_INTERNAL');
     } finally {
       await t.done();
     }
