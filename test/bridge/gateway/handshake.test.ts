@@ -252,13 +252,13 @@ describe('login flood (password checks are capped, dropped when the client left,
       assert.equal(rec.client, '127.0.0.2');
       // the flood's lines: how many of its attempts were hashed at all
       // resets before the accept leave no line (ERR_CLIENT_CLOSED), so fewer lines than attempts
-      await gw.waitRecords(100, 30_000);
+      await gw.waitRecords(50, 30_000);
       const by: Record<string, number> = {};
       for (const r of gw.records()) if (r.user === 'mallory') by[String(r.auth)] = (by[String(r.auth)] ?? 0) + 1;
       const total = Object.values(by).reduce((a, b) => a + b, 0);
       const hashed = (by.fail ?? 0) + (by.abandoned ?? 0);
       t.diagnostic(`flood attempts when the login succeeded: ${attemptsByThen}, in all: ${attempts}; flood lines by auth: ${JSON.stringify(by)}`);
-      assert.ok(total >= 100, JSON.stringify(by));
+      assert.ok(total >= 50, JSON.stringify(by));
       assert.ok(hashed < total / 4, `most attempts cost no scrypt: ${JSON.stringify(by)}`);
       assert.ok((by.dropped ?? 0) > 0, `checks of clients that left were dropped: ${JSON.stringify(by)}`);
       assert.ok((by.backoff ?? 0) > 0, `the failing address is refused without a check: ${JSON.stringify(by)}`);
