@@ -26,6 +26,11 @@ export interface ClientRequest {
    * with one method offered, its answers can only be that method or a refusal.
    */
   pipeline?: boolean;
+  /**
+   * The greeting (and credentials) were answered already on this connection (one opened ahead
+   * of need): only the request goes, and only its reply is read.
+   */
+  greeted?: boolean;
 }
 
 export type ClientCommand =
@@ -52,6 +57,10 @@ export class Socks5ClientSession {
   ) {}
 
   start(): ClientCommand[] {
+    if (this.req.greeted) {
+      this.state = 'reply';
+      return [{ type: 'send', data: this.encodedRequest() }];
+    }
     const methods = this.req.auth ? [METHOD.USERPASS] : [METHOD.NO_AUTH];
     const greeting = encodeGreeting({ methods });
     if (!this.req.pipeline) return [{ type: 'send', data: greeting }];
