@@ -1,8 +1,6 @@
 // `dualsocks gateway --workers N`: N gateway processes behind the same listening addresses
-// (node:cluster), so the relaying of many connections spreads over N cores. The workers accept
-// on the shared listening socket themselves (SCHED_NONE): with node's default, the primary
-// accepted every connection and passed its descriptor to a worker over IPC, which cost more CPU
-// per connection than serving it, so 2 workers set up fewer connections per second than 1. One connection is still served by one
+// (node:cluster; the primary accepts and hands connections round-robin to the workers), so the
+// relaying of many connections spreads over N cores. One connection is still served by one
 // worker: a single stream does not get faster, many streams do. Each worker is a whole gateway
 // with its own limits (--max-connections counts per worker) and logs its own lines.
 import cluster, { type Worker } from 'node:cluster';
@@ -21,8 +19,6 @@ export function startWorkers(workers: number, say: (line: string) => void): bool
   const listening = new Set<Worker>();
   cluster.on('listening', (w) => listening.add(w));
   let stopping = false;
-  // before the first fork: the policy is fixed then
-  cluster.schedulingPolicy = cluster.SCHED_NONE;
   for (let i = 0; i < workers; i++) alive.add(cluster.fork());
   cluster.on('exit', (w, code, signal) => {
     alive.delete(w);

@@ -286,7 +286,7 @@ describe('gateway UDP ASSOCIATE with --workers 2', () => {
     const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--workers', '2', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']);
     try {
       const proxy = gw.listening[0]!;
-      // four associations, whichever worker accepts each
+      // the primary hands connections round-robin: four associations reach both workers
       for (let i = 0; i < 4; i++) {
         const r = await run('/usr/bin/python3', ['-c', PYSOCKS_UDP, proxy.host, String(proxy.port), 'echo4.test', String(echo.port), `w${i} a`, `w${i} b`], { timeoutMs: 20000 });
         assert.equal(r.code, 0, r.stderr);
