@@ -9,7 +9,7 @@ import { describe, test } from 'node:test';
 import { GatewayPool, type Tunnel } from '../../../bridge/upstream/pool.js';
 import { startTcp } from '../../helpers/origin.js';
 import { startCli, type Running } from '../../helpers/process.js';
-import { eventually, openFds } from '../../helpers/settle.js';
+import { eventually, openFds, openSockets } from '../../helpers/settle.js';
 import { makeUsersFile } from '../../topology/fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-warm-'));
@@ -30,7 +30,7 @@ async function echoThrough(t: Tunnel): Promise<void> {
 
 async function withGateway(args: string[], body: (gw: Running, echoPort: number) => Promise<void>): Promise<void> {
   const echo = await startTcp('127.0.0.1', (s) => s.pipe(s));
-  const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--allow', '127.0.0.1', '--quiet', ...args]);
+  const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--allow', '127.0.0.1', ...args]);
   try {
     await body(gw, echo.port);
   } finally {
@@ -39,17 +39,20 @@ async function withGateway(args: string[], body: (gw: Running, echoPort: number)
   }
 }
 
+const gwSockets = (gw: Running): number => openSockets(gw.proc.pid!);
 const hopOf = (gw: Running): { host: string; port: number } => ({ host: '127.0.0.1', port: gw.listening[0]!.port });
 
 /**
- * Descriptors of this process and of the gateway once one tunnel went through without warm
- * connections (the gateway's native relay keeps its thread's descriptors and a pool of pipes).
+ * Descriptors of this process, and sockets of the gateway (its native relay keeps a pool of idle
+ * pipes besides), once one tunnel went through without warm connections.
  */
 async function baseline(gw: Running, echoPort: number): Promise<{ self: number; gw: number }> {
   const cold = new GatewayPool([[hopOf(gw)]], { balance: 'round-robin', connectTimeoutMs: 5000, healthIntervalMs: 60_000 });
   await echoThrough(await cold.open('127.0.0.1', echoPort));
   cold.stop();
-  return { self: openFds(process.pid), gw: openFds(gw) };
+  // logged once the gateway's side of that tunnel is closed too
+  await gw.waitRecord((r) => r.result === 'ok');
+  return { self: openFds(process.pid), gw: gwSockets(gw) };
 }
 
 describe('warm connections to a gateway', () => {
@@ -65,11 +68,11 @@ describe('warm connections to a gateway', () => {
         for (let i = 0; i < 5; i++) await echoThrough(await pool.open('127.0.0.1', echoPort));
         await eventually(() => pool.warm.ready === 3, 'never more than 3', { describe: () => pool.warm.ready });
         assert.equal(pool.warm.ready, 3);
-        assert.ok(openFds(gw) >= base.gw + 3, 'the gateway holds them, in their handshake');
+        assert.ok(gwSockets(gw) >= base.gw + 3, 'the gateway holds them, in their handshake');
         // unused, they close (before the gateway's handshake timeout of 10 s) and nothing is opened again
         await eventually(() => pool.warm.ready === 0, 'idle warm connections closed', { describe: () => pool.warm.ready });
         await eventually(() => openFds(process.pid) <= base.self, `bridge descriptors back to ${base.self}`, { describe: () => openFds(process.pid) });
-        await eventually(() => openFds(gw) <= base.gw, `gateway descriptors back to ${base.gw}`, { describe: () => openFds(gw) });
+        await eventually(() => gwSockets(gw) <= base.gw, `gateway sockets back to ${base.gw}`, { describe: () => gwSockets(gw) });
       } finally {
         pool.stop();
       }
@@ -87,7 +90,7 @@ describe('warm connections to a gateway', () => {
       pool.stop();
       assert.equal(pool.warm.ready, 0);
       await eventually(() => openFds(process.pid) <= base.self, `bridge descriptors back to ${base.self}`, { describe: () => openFds(process.pid) });
-      await eventually(() => openFds(gw) <= base.gw, `gateway descriptors back to ${base.gw}`, { describe: () => openFds(gw) });
+      await eventually(() => gwSockets(gw) <= base.gw, `gateway sockets back to ${base.gw}`, { describe: () => gwSockets(gw) });
       assert.equal(pool.warm.ready, 0, 'nothing refilled after stop()');
     });
   });
