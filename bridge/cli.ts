@@ -85,7 +85,7 @@ const START_GATEWAY_KEYS = ['hosts', 'dns', 'prefer', 'allow', 'allowPrivate', '
 const START_OPTIONS = [...BRIDGE_LISTEN_OPTIONS, ...GATEWAY_OPTIONS.filter((o) => START_GATEWAY_KEYS.includes(o.key))];
 
 function newBridge(cfg: BridgeConfig): Bridge {
-  const pool = new GatewayPool(cfg.gateways, { balance: cfg.balance, connectTimeoutMs: cfg.connectTimeoutMs, healthIntervalMs: cfg.healthIntervalMs });
+  const pool = new GatewayPool(cfg.gateways, { balance: cfg.balance, connectTimeoutMs: cfg.connectTimeoutMs, healthIntervalMs: cfg.healthIntervalMs, warm: cfg.warm });
   const bridge = new Bridge(cfg, pool, VERSION);
   if (!cfg.quiet) bridge.state.log = jsonLines;
   withProcessMetrics(bridge.metrics.registry);

@@ -33,6 +33,7 @@ const MAX_READ_DURING_AUTH = 64 * 1024;
 // handshakes at once: a quarter of --max-connections, at least this many
 const MIN_HANDSHAKE_BUDGET = 16;
 const MS_PER_SECOND = 1000;
+const NO_EVICT = (): void => {};
 
 export interface GatewayStats {
   accepted: number;
@@ -56,7 +57,7 @@ class Conn {
   /** Which budget holds this connection. */
   private place: 'none' | 'handshake' | 'served' = 'none';
   /** Ends the connection to make room for a newer handshake. */
-  evict: () => void = () => {};
+  evict: () => void = NO_EVICT;
 
   constructor(
     private readonly gateway: Gateway,
@@ -97,6 +98,9 @@ class Conn {
     if (this.place === 'handshake') {
       gateway.handshakes.delete(this);
       gateway.stats.handshaking--;
+      // only a handshake is evicted; the closure holds the client socket and its session, which a
+      // tunnel the native relay took over must not keep alive (this Conn lives as long as it)
+      this.evict = NO_EVICT;
     } else if (this.place === 'served') gateway.stats.active--;
     this.place = 'none';
   }
@@ -593,8 +597,29 @@ class ClientConnection {
       // handlers call these from their own callbacks (a BIND peer arriving, a relay ending)
       fail: guard((error: DualsocksError) => this.run(s.fail(error))),
       reply: guard((rep: Rep, bound: HostPort) => this.run(s.reply(rep, bound))),
-      finish: guard(this.finish),
+      finish: this.finishForHandler(),
       guard,
+    };
+  }
+
+  /**
+   * The handler's finish(), in this connection's guard while the connection is there. A relay's
+   * end calls it, however long the tunnel lives: holding this object until then would keep the
+   * client socket, the session and the closures of every tunnel the native relay took over (a
+   * few KiB each); through a weak reference only the Conn and its log record stay. Once this
+   * object is gone, so is the socket the guard would end.
+   */
+  private finishForHandler(): (result: string, extra?: Partial<GatewayRecord>) => void {
+    const { conn } = this;
+    const self = new WeakRef(this);
+    return (result, extra) => {
+      try {
+        conn.finish(result, extra);
+      } catch (e) {
+        const c = self.deref();
+        if (c) c.internal(e);
+        else say(`dualsocks gateway: internal error finishing a relayed connection: ${e instanceof Error ? e.stack : String(e)}`);
+      }
     };
   }
 }

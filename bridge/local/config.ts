@@ -32,11 +32,20 @@ export const BRIDGE_LISTEN_OPTIONS: OptionSpec[] = [
   { key: 'transparent', kind: 'list', arg: 'HOST:PORT', help: 'port for connections redirected by nftables (see `dualsocks transparent nft`), repeatable; Linux only; beyond loopback needs --clients' },
 ];
 
+/**
+ * Greeted connections kept per gateway: enough for a browser's burst of new connections to start
+ * warm; a gateway counts each in its handshake budget (at least 16) until used or closed.
+ */
+const DEFAULT_WARM = 4;
+/** Well inside the gateway's default handshake timeout (10 s), so it is the bridge that closes them. */
+const WARM_IDLE_MS = 3000;
+
 export const BRIDGE_OPTIONS: OptionSpec[] = [
   ...BRIDGE_LISTEN_OPTIONS,
   { key: 'gateway', kind: 'list', arg: 'URL', help: 'socks5://user:pass@host:port, repeatable; hops of one chain joined by commas' },
   { key: 'balance', kind: 'string', arg: 'round-robin|sticky', choices: ['round-robin', 'sticky'], help: 'how new connections are spread over gateways (default round-robin)' },
   { key: 'healthInterval', kind: 'seconds', arg: 'SECONDS', help: 'gateway health check period (default 10)' },
+  { key: 'warm', kind: 'count', arg: 'N', help: `connections to each gateway opened and greeted ahead of requests, each closed after ${WARM_IDLE_MS / 1000} s unused; 0 for none (default ${DEFAULT_WARM})` },
   { key: 'quiet', kind: 'flag', help: 'do not print the per-connection log lines' },
 ];
 
@@ -58,6 +67,8 @@ export interface BridgeConfig {
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   healthIntervalMs: number;
+  /** Connections kept greeted at each gateway (bridge/upstream/warm.ts), and how long each waits unused. */
+  warm: { size: number; idleMs: number };
   /** No per-connection log lines. */
   quiet: boolean;
   /** A SOCKS handshake or an HTTP request head not complete within this closes the connection. */
@@ -134,6 +145,7 @@ export function bridgeConfig(o: OptionValues, gateways?: Hop[][]): BridgeConfig 
     connectTimeoutMs: millis(o, 'connectTimeout', 10),
     idleTimeoutMs: millis(o, 'idleTimeout', 3600),
     healthIntervalMs: Math.max(MIN_HEALTH_INTERVAL_MS, millis(o, 'healthInterval', 10)),
+    warm: { size: (o.warm as number | undefined) ?? DEFAULT_WARM, idleMs: WARM_IDLE_MS },
     quiet: o.quiet === true,
     handshakeTimeoutMs: millis(o, 'handshakeTimeout', 10),
     fake: {

@@ -100,11 +100,11 @@ export class PipeliningCache {
     this.answers.delete(key);
   }
 
-  /** dialChain, the first hop's handshake in one write once its probe said yes. */
-  async dial(hops: Hop[], req: { cmd?: number; host: string; port: number }, timeoutMs: number, signal?: AbortSignal): Promise<Socks5Dial> {
-    const pipelined = this.allows(hops[0]!);
+  /** dialChain, the first hop's handshake in one write once its probe said yes (or on `warm`, its greeting done). */
+  async dial(hops: Hop[], req: { cmd?: number; host: string; port: number }, timeoutMs: number, signal?: AbortSignal, warm?: Socket): Promise<Socks5Dial> {
+    const pipelined = warm === undefined && this.allows(hops[0]!);
     try {
-      return await dialChain(hops, req, timeoutMs, { pipelineFirst: pipelined, signal });
+      return await dialChain(hops, req, timeoutMs, { pipelineFirst: pipelined, signal, warm });
     } catch (e) {
       // no answer after pipelining: maybe another server listens there now; ask again
       if (pipelined && e instanceof DualsocksError && e.code === 'ERR_CONNECT_TIMEOUT') this.forget(hops[0]!);

@@ -12,6 +12,7 @@ import { hopLabel, redactedUrl, type Hop } from './hops.js';
 import { PipeliningCache } from './pipelining.js';
 import { clientGone, type Socks5Dial } from './socks5.js';
 import { openUdpChain, type UdpChain } from './udp-chain.js';
+import { WarmConnections } from './warm.js';
 import type { GatewayHealth } from '../../shared/status.js';
 
 export type Balance = 'round-robin' | 'sticky';
@@ -110,14 +111,17 @@ export class GatewayPool {
   private next = 0;
   private timer: NodeJS.Timeout | undefined;
   private readonly pipelining: PipeliningCache;
+  /** Connections to each first hop greeted ahead of need (warm.ts); none unless opts.warm. */
+  readonly warm: WarmConnections;
 
   constructor(
     gateways: Hop[][],
-    private readonly opts: { balance: Balance; connectTimeoutMs: number; healthIntervalMs: number },
+    private readonly opts: { balance: Balance; connectTimeoutMs: number; healthIntervalMs: number; warm?: { size: number; idleMs: number } | undefined },
   ) {
     if (gateways.length === 0) throw new ConfigError('gateway', 'at least one gateway is needed');
     this.upstreams = gateways.map((g) => new Upstream(g));
     this.pipelining = new PipeliningCache(opts.connectTimeoutMs);
+    this.warm = new WarmConnections({ size: opts.warm?.size ?? 0, idleMs: opts.warm?.idleMs ?? 0, timeoutMs: opts.connectTimeoutMs });
   }
 
   get health(): GatewayHealth[] {
@@ -137,6 +141,7 @@ export class GatewayPool {
 
   stop(): void {
     clearTimeout(this.timer);
+    this.warm.close();
   }
 
   async check(u: Upstream): Promise<void> {
@@ -207,7 +212,16 @@ export class GatewayPool {
   open(host: string, port: number, cmd: number = CMD.CONNECT, signal?: AbortSignal): Promise<Tunnel> {
     if (cmd === CMD.UDP_ASSOCIATE) return Promise.reject(new SocksProtocolError('ERR_SOCKS_COMMAND', 'UDP goes through associate()'));
     return this.failover(host, async (u, release) => {
-      const dial = await this.pipelining.dial(u.hops, { cmd, host, port }, this.opts.connectTimeoutMs, signal);
+      const req = { cmd, host, port };
+      const warm = this.warm.take(u.hops[0]!);
+      let dial: Socks5Dial;
+      try {
+        dial = await this.pipelining.dial(u.hops, req, this.opts.connectTimeoutMs, signal, warm);
+      } catch (e) {
+        if (!warm || signal?.aborted || e instanceof SocksReplyError) throw e;
+        // the gateway ended the warm connection as it was taken (its handshake timeout, eviction): once more, cold
+        dial = await this.pipelining.dial(u.hops, req, this.opts.connectTimeoutMs, signal);
+      }
       const { socket, reply } = dial;
       socket.once('close', () => {
         if (!releasedToNative(socket)) release();

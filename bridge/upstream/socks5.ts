@@ -22,11 +22,11 @@ export function socks5Handshake(
   socket: Socket,
   hop: Hop,
   req: { cmd?: number; host: string; port: number },
-  opts: { timeoutMs: number; pipeline?: boolean },
+  opts: { timeoutMs: number; pipeline?: boolean; greeted?: boolean },
 ): Promise<Socks5Dial> {
   return new Promise((resolve, reject) => {
     const auth = hop.username !== undefined ? { username: hop.username, password: hop.password ?? '' } : undefined;
-    const session = new Socks5ClientSession({ cmd: req.cmd ?? CMD.CONNECT, host: req.host, port: req.port, auth, pipeline: opts.pipeline, errorCodes: true }, hopLabel(hop));
+    const session = new Socks5ClientSession({ cmd: req.cmd ?? CMD.CONNECT, host: req.host, port: req.port, auth, pipeline: opts.pipeline, greeted: opts.greeted, errorCodes: true }, hopLabel(hop));
     const timer = setTimeout(() => done(new RequestError('ERR_CONNECT_TIMEOUT', `${hopLabel(hop)} did not answer`)), opts.timeoutMs);
     const done = (err: DualsocksError | null, ok?: Socks5Dial): void => {
       clearTimeout(timer);
@@ -130,24 +130,33 @@ export const clientGone = (): RequestError => new RequestError('ERR_CONNECT_FAIL
  * (the client went away) ends the dial at once: its socket is closed, so the gateway frees what
  * it held for the request.
  */
-export async function dialChain(hops: Hop[], req: { cmd?: number; host: string; port: number }, timeoutMs: number, opts: { pipelineFirst?: boolean; signal?: AbortSignal | undefined } = {}): Promise<Socks5Dial> {
-  const { signal } = opts;
-  if (signal?.aborted) throw clientGone();
-  const socket = await connectTcp(hops[0]!, timeoutMs);
+export async function dialChain(
+  hops: Hop[],
+  req: { cmd?: number; host: string; port: number },
+  timeoutMs: number,
+  opts: { pipelineFirst?: boolean; signal?: AbortSignal | undefined; warm?: Socket | undefined } = {},
+): Promise<Socks5Dial> {
+  const { signal, warm } = opts;
+  if (signal?.aborted) {
+    warm?.destroy();
+    throw clientGone();
+  }
+  // a warm connection (warm.ts) is the first hop's, its greeting answered
+  const socket = warm ?? (await connectTcp(hops[0]!, timeoutMs));
   const onAbort = (): void => void socket.destroy();
   if (signal?.aborted) onAbort();
   signal?.addEventListener('abort', onAbort);
   try {
     for (let i = 0; i < hops.length - 1; i++) {
       try {
-        await socks5Handshake(socket, hops[i]!, { cmd: CMD.CONNECT, host: hops[i + 1]!.host, port: hops[i + 1]!.port }, { timeoutMs, pipeline: i === 0 && opts.pipelineFirst });
+        await socks5Handshake(socket, hops[i]!, { cmd: CMD.CONNECT, host: hops[i + 1]!.host, port: hops[i + 1]!.port }, { timeoutMs, pipeline: i === 0 && opts.pipelineFirst, greeted: i === 0 && warm !== undefined });
       } catch (e) {
         if (signal?.aborted) throw clientGone();
         // a refusal on the way is a broken chain, not the destination's answer
         throw new RequestError('ERR_CONNECT_FAILED', `${hopLabel(hops[i]!)} → ${hopLabel(hops[i + 1]!)}: ${(e as Error).message}`);
       }
     }
-    return await socks5Handshake(socket, hops[hops.length - 1]!, req, { timeoutMs, pipeline: hops.length === 1 && opts.pipelineFirst }).catch((e: unknown) => {
+    return await socks5Handshake(socket, hops[hops.length - 1]!, req, { timeoutMs, pipeline: hops.length === 1 && opts.pipelineFirst, greeted: hops.length === 1 && warm !== undefined }).catch((e: unknown) => {
       throw signal?.aborted ? clientGone() : e;
     });
   } finally {

@@ -32,6 +32,11 @@ export interface ClientRequest {
    * (ERR_NAME_NOT_FOUND rather than REP 0x04 alone) in a failure reply. Others ignore the offer.
    */
   errorCodes?: boolean;
+  /**
+   * The greeting (and credentials) were answered already on this connection (one opened ahead
+   * of need): only the request goes, and only its reply is read.
+   */
+  greeted?: boolean;
 }
 
 export type ClientCommand =
@@ -61,6 +66,10 @@ export class Socks5ClientSession {
   ) {}
 
   start(): ClientCommand[] {
+    if (this.req.greeted) {
+      this.state = 'reply';
+      return [{ type: 'send', data: this.encodedRequest() }];
+    }
     const methods: number[] = this.req.auth ? [METHOD.USERPASS] : [METHOD.NO_AUTH];
     if (this.req.errorCodes) methods.push(METHOD.ERROR_CODES);
     const greeting = encodeGreeting({ methods });

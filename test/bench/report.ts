@@ -95,20 +95,30 @@ export function summaryTable(cases: CaseInfo[], targets: string[], direct: strin
   return table(['test', 'metric', 'target', 'median', `/ ${direct}`], rows, ['l', 'l', 'l', 'r', 'r']);
 }
 
-/** Our targets against each peer: ratios of medians (higher is better for rates, lower for latencies). */
+/** The median of the relay's CPU per unit of work (CaseInfo.cost) of one test on one target (NaN when not measured). */
+export function costMedian(samples: Samples, c: CaseInfo, target: string): number {
+  return median((samples[c.id]?.[target] ?? []).flatMap((s) => (s.cpu.relay === undefined ? [] : [(s.cpu.relay / s.values.rate!) * c.cost.scale])));
+}
+
+/**
+ * Our targets against each peer: ratios of medians (higher is better for rates, lower for
+ * latencies and for the relay's CPU per unit of work, the last row of each test).
+ */
 export function peerTable(cases: CaseInfo[], ours: string[], peers: string[], samples: Samples): string {
   const rows: string[][] = [];
-  for (const c of cases)
-    for (const m of c.metrics)
-      for (const o of ours) {
-        const v = med(samples, c.id, o, m.key);
-        if (!Number.isFinite(v)) continue;
-        const cells = peers.map((p) => {
-          const r = v / med(samples, c.id, p, m.key);
-          return Number.isFinite(r) ? `${r.toFixed(2)}×` : '—';
-        });
-        rows.push([c.label, m.label, o, ...cells]);
-      }
+  const ratios = (label: string, c: CaseInfo, o: string, of: (t: string) => number): void => {
+    const v = of(o);
+    if (!Number.isFinite(v)) return;
+    const cells = peers.map((p) => {
+      const r = v / of(p);
+      return Number.isFinite(r) ? `${r.toFixed(2)}×` : '—';
+    });
+    rows.push([c.label, label, o, ...cells]);
+  };
+  for (const c of cases) {
+    for (const m of c.metrics) for (const o of ours) ratios(m.label, c, o, (t) => med(samples, c.id, t, m.key));
+    for (const o of ours) ratios(`relay ${c.cost.unit}`, c, o, (t) => costMedian(samples, c, t));
+  }
   return table(['test', 'metric', 'ours', ...peers.map((p) => `/ ${p}`)], rows, ['l', 'l', 'l', ...peers.map(() => 'r' as const)]);
 }
 
@@ -175,8 +185,8 @@ export function relayCostTable(cases: CaseInfo[], relays: string[], samples: Sam
   const rows: string[][] = [];
   for (const c of cases)
     for (const t of relays) {
-      const v = (samples[c.id]?.[t] ?? []).flatMap((s) => (s.cpu.relay === undefined ? [] : [(s.cpu.relay / s.values.rate!) * c.cost.scale]));
-      if (v.length) rows.push([c.label, t, c.cost.unit, median(v).toFixed(c.cost.digits)]);
+      const v = costMedian(samples, c, t);
+      if (Number.isFinite(v)) rows.push([c.label, t, c.cost.unit, v.toFixed(c.cost.digits)]);
     }
   return table(['test', 'relay', 'unit', 'median'], rows, ['l', 'l', 'l', 'r']);
 }
@@ -212,6 +222,10 @@ export interface Document {
   peers: string[];
   method: string[];
   goals: string;
+  /** The connection-setup goals (issue 12) and what the profile shows (test/bench/connections.md). */
+  goals12: string;
+  profile: string;
+  scaling: string;
   summary: string;
   versus: string;
   idle: string;
@@ -243,6 +257,16 @@ ${d.method.map((l) => `- ${l}`).join('\n')}
 ## Goals (issue 6)
 
 ${d.goals}
+
+## Connection setup (issue 12)
+
+${d.goals12}
+
+${d.profile.trim()}
+
+## Workers
+
+${d.scaling}
 
 ## Results
 

@@ -4,13 +4,17 @@
 // machine (other load, thermal limits) spreads over all targets; the figures are medians.
 //   npm run bench                full run, writes BENCHMARKS.md
 //   npm run bench -- --quick     a few-second smoke run (also BENCH_QUICK=1), writes nothing
+//   npm run bench -- --scaling   the gateway with 1, 2 and N workers only (64-at-a-time connections,
+//                                8 streams), prints the scaling, writes nothing
 // Options: --rounds N, --size MIB, --conns N, --concurrency N, --streams N, --tunnels N, --out FILE, --no-write,
-// --no-install (a missing peer is otherwise installed with apt-get when run as root).
+// --cases ID,… (only these tests: download, upload, download8, conn-c1, conn-c64, iperf-up,
+// iperf-down; no idle tunnels; writes nothing), --no-install (a missing peer is otherwise
+// installed with apt-get when run as root).
 // Processes: this one is the client; the origin servers run in a child (origin.ts); each
 // SOCKS5 target is its own process. Only 127.0.0.1 is used, and every wait has a deadline.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { realpathSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +25,7 @@ import { patternBytes, periodFor, streamDigest } from './pattern.js';
 import { iperf, startIperfServer, type IperfServer } from './iperf.js';
 import { installMissingPeers, nofileOf, procCpuSeconds, raiseNofile } from './peers.js';
 import { transparentBench, transparentTable, type TransparentSamples } from './transparent.js';
-import { benchmarksMarkdown, cpuTable, machine, machineLines, med, peerTable, relayCostTable, roundsTable, summaryTable, table, throughputSvg, type CaseInfo, type Machine, type Sample, type Samples } from './report.js';
+import { benchmarksMarkdown, costMedian, cpuTable, machine, machineLines, med, peerTable, relayCostTable, roundsTable, summaryTable, table, throughputSvg, type CaseInfo, type Machine, type Sample, type Samples } from './report.js';
 import {
   BRIDGE_HTTP,
   BRIDGE_SOCKS,
@@ -33,8 +37,11 @@ import {
   directTarget,
   dualsocksGateway,
   dualsocksGatewayWorkers,
+  dualsocksGatewayWorkersN,
   GATEWAY,
   GATEWAY_W2,
+  GATEWAY_WN,
+  WORKERS_N,
   MICROSOCKS,
   microsocksTarget,
   PRIVOXY,
@@ -46,11 +53,13 @@ import {
 const MiB = 1024 * 1024;
 
 /** Direct first: the ratios are taken against it. */
-const TARGETS: Target[] = [directTarget, dualsocksGateway, dualsocksGatewayWorkers, bridgeSocks, bridgeHttp, danteTarget, microsocksTarget, privoxyTarget];
-const OURS = [GATEWAY, GATEWAY_W2, BRIDGE_SOCKS, BRIDGE_HTTP];
+const TARGETS: Target[] = [directTarget, dualsocksGateway, dualsocksGatewayWorkers, dualsocksGatewayWorkersN, bridgeSocks, bridgeHttp, danteTarget, microsocksTarget, privoxyTarget];
+const OURS = [GATEWAY, GATEWAY_W2, GATEWAY_WN, BRIDGE_SOCKS, BRIDGE_HTTP];
 const PEERS = [DANTE, MICROSOCKS, PRIVOXY];
-/** Targets that only take part in some tests (the multi-core gateway: parallel streams). */
-const ONLY: Record<string, string[]> = { [GATEWAY_W2]: ['download8', 'conn-c64'] };
+/** Targets that only take part in some tests (the multi-core gateway: parallel streams and connections). */
+const ONLY: Record<string, string[]> = { [GATEWAY_W2]: ['download8', 'conn-c64'], [GATEWAY_WN]: ['download8', 'conn-c64'] };
+/** --scaling: the gateway with 1, 2 and N workers, in the tests that spread over workers. */
+const SCALING = { targets: [DIRECT, GATEWAY, GATEWAY_W2, GATEWAY_WN], cases: ['download8', 'conn-c64'] };
 /** Descriptors asked for each process holding the idle tunnels (the relay needs two per tunnel). */
 const NOFILE = 65536;
 
@@ -76,6 +85,9 @@ export interface BenchConfig {
   stepTimeoutMs: number;
   /** Bound for the whole run. */
   totalTimeoutMs: number;
+  /** Only these tests (ids) and targets (names), and no idle tunnels; undefined: everything. */
+  cases?: string[] | undefined;
+  targets?: string[] | undefined;
 }
 
 export const FULL: BenchConfig = {
@@ -263,6 +275,7 @@ export async function bench(cfg: BenchConfig, progress: (line: string) => void):
     const routes: Route[] = [];
     const missing: string[] = [];
     for (const t of TARGETS) {
+      if (cfg.targets && !cfg.targets.includes(t.name)) continue;
       let r: Route | string;
       try {
         r = await t.start({ nofile });
@@ -278,8 +291,11 @@ export async function bench(cfg: BenchConfig, progress: (line: string) => void):
       routes.push(r);
     }
     let iperfServer: IperfServer | null = null;
-    const ip = await startIperfServer().catch((e: unknown) => (e instanceof Error ? e.message : String(e)));
-    if (typeof ip === 'string') {
+    const wantIperf = !cfg.cases || cfg.cases.some((id) => id.startsWith('iperf'));
+    const ip = wantIperf ? await startIperfServer().catch((e: unknown) => (e instanceof Error ? e.message : String(e))) : null;
+    if (ip === null) {
+      // not asked for (--cases)
+    } else if (typeof ip === 'string') {
       missing.push(`iperf3 through proxychains-ng: ${ip}`);
       progress(`!!! PEER MISSING: iperf3 through proxychains-ng: ${ip}; the run goes on without it`);
     } else {
@@ -288,7 +304,7 @@ export async function bench(cfg: BenchConfig, progress: (line: string) => void):
     }
     const hashers = Array.from({ length: Math.max(1, cfg.streams) }, () => new Sha256Worker());
     track(() => Promise.all(hashers.map((h) => h.close())).then(() => {}));
-    const cases = makeCases(cfg, origin, pattern, hashers, new Map(), iperfServer);
+    const cases = makeCases(cfg, origin, pattern, hashers, new Map(), iperfServer).filter((c) => !cfg.cases || cfg.cases.includes(c.id));
     const samples: Samples = {};
     const plan = [...(cfg.warmup ? [{ round: 0, scale: 0.25 }] : []), ...Array.from({ length: cfg.rounds }, (_, i) => ({ round: i + 1, scale: 1 }))];
     for (const { round, scale } of plan) {
@@ -309,7 +325,7 @@ export async function bench(cfg: BenchConfig, progress: (line: string) => void):
     const limit = Math.min(nofile, nofileOf(process.pid), nofileOf(origin.pid));
     const tunnels = Math.max(1, Math.min(cfg.idleTunnels, Math.floor((limit - 500) / 2)));
     for (const route of routes) {
-      if (route.name === DIRECT || ONLY[route.name]) continue;
+      if (route.name === DIRECT || ONLY[route.name] || cfg.cases) continue;
       const r = await idleTunnels(route, { host: origin.host, port: origin.echoPort }, tunnels, 128, cfg.quick ? 50 : 1500, cfg.stepTimeoutMs);
       idle.set(route.name, r);
       progress(`idle      ${String(r.tunnels).padStart(5)} tunnels ${route.name.padEnd(38)} RSS ${(r.rssPerTunnel / 1024).toFixed(2)} KiB, PSS ${(r.pssPerTunnel / 1024).toFixed(2)} KiB per tunnel (${r.processes} processes, opened in ${r.openSeconds.toFixed(1)} s)${r.error ? `; !!! stopped short of ${tunnels}: ${r.error}` : ''}`);
@@ -386,8 +402,61 @@ function goals(r: BenchResult): Goal[] {
   return out;
 }
 
-function goalsTable(r: BenchResult): string {
-  return table(['goal', 'target', 'measured', 'met'], goals(r).map((g) => [g.what, g.goal, g.measured, g.met === undefined ? '—' : g.met ? 'yes' : 'NO']), ['l', 'l', 'r', 'l']);
+/** The connection-setup targets of issue 12, each with the measured figure. */
+function goals12(r: BenchResult): Goal[] {
+  const s = r.samples;
+  const ratio = (id: string, a: string, b: string, key = 'rate'): number => med(s, id, a, key) / med(s, id, b, key);
+  const x = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(2)}×` : 'not measured');
+  const ms = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(3)} ms` : 'not measured');
+  const check = (v: number, ok: (v: number) => boolean): boolean | undefined => (Number.isFinite(v) ? ok(v) : undefined);
+  const added = (t: string): number => med(s, 'conn-c1', t, 'p50') - med(s, 'conn-c1', DIRECT, 'p50');
+  const c64m = ratio('conn-c64', GATEWAY, MICROSOCKS);
+  const c64d = ratio('conn-c64', GATEWAY, DANTE);
+  const c1m = ratio('conn-c1', GATEWAY, MICROSOCKS);
+  const gw = added(GATEWAY);
+  const brHttp = added(BRIDGE_HTTP);
+  const brSocks = added(BRIDGE_SOCKS);
+  const cost = (id: string): number => {
+    const c = r.cases.find((k) => k.id === id);
+    return c ? costMedian(s, c, GATEWAY) / costMedian(s, c, DANTE) : NaN;
+  };
+  const cpu1 = cost('conn-c1');
+  const cpu64 = cost('conn-c64');
+  return [
+    { what: 'gateway connections/s, 64 at a time / microsocks', goal: '≥ 1.0×', measured: x(c64m), met: check(c64m, (v) => v >= 1.0) },
+    { what: 'gateway connections/s, 64 at a time / Dante', goal: '≥ 1.5×', measured: x(c64d), met: check(c64d, (v) => v >= 1.5) },
+    { what: 'gateway connections/s, sequential / microsocks', goal: '≥ 1.0×', measured: x(c1m), met: check(c1m, (v) => v >= 1.0) },
+    { what: 'gateway p50 added over direct, sequential', goal: '≤ 0.30 ms', measured: ms(gw), met: check(gw, (v) => v <= 0.3) },
+    { what: 'bridge→gateway p50 added over direct, sequential (HTTP CONNECT; SOCKS5)', goal: '≤ 0.60 ms', measured: `${ms(brHttp)}; ${ms(brSocks)}`, met: check(brHttp, (v) => v <= 0.6) },
+    { what: 'gateway relay CPU per connection / Dante (sequential, 64 at a time)', goal: '≤ 1.0×', measured: `${x(cpu1)}, ${x(cpu64)}`, met: check(Math.max(cpu1, cpu64), (v) => v <= 1.0) },
+  ];
+}
+
+function goalsTable(r: BenchResult, of: (r: BenchResult) => Goal[] = goals): string {
+  return table(['goal', 'target', 'measured', 'met'], of(r).map((g) => [g.what, g.goal, g.measured, g.met === undefined ? '—' : g.met ? 'yes' : 'NO']), ['l', 'l', 'r', 'l']);
+}
+
+/** `--workers` 1, 2 and N: the connection rate and the 8-stream download, each against one worker. */
+function scalingTable(r: BenchResult): string {
+  const s = r.samples;
+  const c64 = r.cases.find((c) => c.id === 'conn-c64');
+  const rows: string[][] = [];
+  for (const [n, t] of [[1, GATEWAY], [2, GATEWAY_W2], [WORKERS_N, GATEWAY_WN]] as const) {
+    const rate = med(s, 'conn-c64', t, 'rate');
+    const mib = med(s, 'download8', t, 'rate');
+    if (!Number.isFinite(rate) && !Number.isFinite(mib)) continue;
+    const busy = median((s['conn-c64']?.[t] ?? []).flatMap((x) => (x.cpu.relay === undefined ? [] : [x.cpu.relay])));
+    const f = (v: number, d: number): string => (Number.isFinite(v) ? v.toFixed(d) : '—');
+    const x = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(2)}×` : '—');
+    rows.push([String(n), f(rate, 0), x(rate / med(s, 'conn-c64', GATEWAY, 'rate')), f(c64 ? costMedian(s, c64, t) : NaN, 0), f(busy, 2), f(mib, 0), x(mib / med(s, 'download8', GATEWAY, 'rate'))]);
+  }
+  return table(['workers', 'conn/s, 64 at a time', '/ 1 worker', 'relay CPU µs / conn', 'relay cores busy', '8 streams MiB/s', '/ 1 worker'], rows, ['r', 'r', 'r', 'r', 'r', 'r', 'r']);
+}
+
+/** The hand-written part of BENCHMARKS.md: where a connection's CPU goes (from profiles, not re-measured by the run). */
+function profileText(): string {
+  const p = fileURLToPath(new URL('../../../test/bench/connections.md', import.meta.url));
+  return existsSync(p) ? readFileSync(p, 'utf8') : '';
 }
 
 function idleTable(r: BenchResult): string {
@@ -421,8 +490,9 @@ function peerVersions(): string[] {
 
 function parseArgs(argv: string[]): { cfg: BenchConfig; out: string | null; install: boolean } {
   const quick = argv.includes('--quick') || process.env.BENCH_QUICK === '1';
-  const cfg = { ...(quick ? QUICK : FULL) };
-  let out: string | null = quick ? null : fileURLToPath(new URL('../../../BENCHMARKS.md', import.meta.url));
+  const cfg: BenchConfig = { ...(quick ? QUICK : FULL) };
+  // a partial run never replaces the full BENCHMARKS.md
+  let out: string | null = quick || argv.includes('--scaling') || argv.includes('--cases') ? null : fileURLToPath(new URL('../../../BENCHMARKS.md', import.meta.url));
   let install = true;
   const int = (flag: string, v: string | undefined, max: number): number => {
     const n = Number(v);
@@ -432,6 +502,8 @@ function parseArgs(argv: string[]): { cfg: BenchConfig; out: string | null; inst
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--quick') continue;
+    else if (a === '--scaling') Object.assign(cfg, SCALING);
+    else if (a === '--cases') cfg.cases = (argv[++i] ?? '').split(',').filter(Boolean);
     else if (a === '--rounds') cfg.rounds = int(a, argv[++i], 50);
     else if (a === '--size') cfg.bulkBytes = int(a, argv[++i], 4096) * MiB;
     else if (a === '--conns') cfg.conns = int(a, argv[++i], 20000);
@@ -442,7 +514,7 @@ function parseArgs(argv: string[]): { cfg: BenchConfig; out: string | null; inst
     else if (a === '--no-write') out = null;
     else if (a === '--no-install') install = false;
     else if (a === '--help') {
-      process.stdout.write('Usage: npm run bench [-- --quick] [--rounds N] [--size MIB] [--conns N] [--concurrency N] [--streams N] [--tunnels N] [--out FILE | --no-write] [--no-install]\n');
+      process.stdout.write('Usage: npm run bench [-- --quick | --scaling | --cases ID,…] [--rounds N] [--size MIB] [--conns N] [--concurrency N] [--streams N] [--tunnels N] [--out FILE | --no-write] [--no-install]\n');
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
   }
@@ -467,7 +539,7 @@ async function main(): Promise<void> {
   const cost = relayCostTable(r.cases, r.targets.filter((t) => t !== DIRECT), r.samples);
   const w = (t: string): boolean => process.stdout.write(t);
   const tTable = r.transparent ? transparentTable(r.transparent, cfg.concurrency) : 'Not measured (see Notes).';
-  w(`\nMedians of ${r.config.rounds} rounds (${r.seconds.toFixed(1)} s):\n\n${summary(r)}\n\nAgainst the peers (ours / theirs):\n\n${versus(r)}\n\nIdle tunnels:\n\n${idleTable(r)}\n\nTransparent port and fake-address DNS:\n\n${tTable}\n\nGoals of issue 6:\n\n${goalsTable(r)}\n\nCPU, cores busy:\n\n${cpuTable(r.cases, r.targets, r.samples)}\n\nRelay CPU per unit of work:\n\n${cost}\n`);
+  w(`\nMedians of ${r.config.rounds} rounds (${r.seconds.toFixed(1)} s):\n\n${summary(r)}\n\nAgainst the peers (ours / theirs):\n\n${versus(r)}\n\nIdle tunnels:\n\n${idleTable(r)}\n\nTransparent port and fake-address DNS:\n\n${tTable}\n\nGoals of issue 6:\n\n${goalsTable(r)}\n\nConnection setup, goals of issue 12:\n\n${goalsTable(r, goals12)}\n\nWorkers (--workers 1, 2, ${WORKERS_N}):\n\n${scalingTable(r)}\n\nCPU, cores busy:\n\n${cpuTable(r.cases, r.targets, r.samples)}\n\nRelay CPU per unit of work:\n\n${cost}\n`);
   for (const n of notes(r)) w(`\nnote: ${n}\n`);
   if (out) {
     const command = cfg.quick ? 'npm run bench -- --quick' : 'npm run bench';
@@ -482,6 +554,9 @@ async function main(): Promise<void> {
         peers: peerVersions(),
         method: method(r),
         goals: goalsTable(r),
+        goals12: goalsTable(r, goals12),
+        profile: profileText(),
+        scaling: scalingTable(r),
         summary: summary(r),
         versus: versus(r),
         idle: idleTable(r),

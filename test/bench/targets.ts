@@ -4,7 +4,7 @@
 // see peers.ts). SOCKS5 is spoken with the project's own client (bridge/upstream/socks5.ts).
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dialSocks5 } from '../../bridge/upstream/socks5.js';
 import { startCli, type Running } from '../helpers/process.js';
@@ -42,6 +42,9 @@ export interface Target {
 export const DIRECT = 'direct';
 export const GATEWAY = 'dualsocks gateway';
 export const GATEWAY_W2 = 'dualsocks gateway ×2 workers';
+/** The third point of the workers scaling: one worker per core, but at least 4 (on 2 cores: more workers than cores). */
+export const WORKERS_N = Math.max(4, cpus().length);
+export const GATEWAY_WN = `dualsocks gateway ×${WORKERS_N} workers`;
 export const DANTE = 'Dante';
 export const MICROSOCKS = 'microsocks';
 export const BRIDGE_SOCKS = 'dualsocks bridge→gateway, SOCKS5';
@@ -147,6 +150,7 @@ function gatewayTarget(name: string, workers: number): Target {
 /** `dualsocks gateway` as an operator runs it, on loopback, logging nothing per connection. */
 export const dualsocksGateway = gatewayTarget(GATEWAY, 1);
 export const dualsocksGatewayWorkers = gatewayTarget(GATEWAY_W2, 2);
+export const dualsocksGatewayWorkersN = gatewayTarget(GATEWAY_WN, WORKERS_N);
 
 /** `dualsocks bridge` in front of `dualsocks gateway`; every destination goes to the gateway. */
 function bridgeTarget(name: string, dial: 'socks5' | 'http'): Target {

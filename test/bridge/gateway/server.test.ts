@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SocksClient } from 'socks';
@@ -12,6 +14,9 @@ import { CMD, METHOD, REP } from '../../../shared/socks5/constants.js';
 import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
 import { gatewayConfig } from '../../../bridge/gateway/config.js';
 import { Gateway } from '../../../bridge/gateway/server.js';
+import { nativeRelayStatus, releasedToNative } from '../../../bridge/native/loader.js';
+import { requireCapability } from '../../helpers/env.js';
+import { eventually } from '../../helpers/settle.js';
 import { closedTcpPort, readAll, sha256, startOrigin, startTcp, type Origin } from '../../helpers/origin.js';
 import { run, startCli, type Running } from '../../helpers/process.js';
 
@@ -405,6 +410,51 @@ describe('gateway in process (what `dualsocks start` runs)', () => {
       assert.equal(records[0]!.result, 'ok');
       assert.equal(records[0]!.bytesUp, 1);
     } finally {
+      await gw.close();
+      await held.close();
+    }
+  });
+});
+
+describe('gateway: what a tunnel the native relay took over keeps alive', () => {
+  const status = nativeRelayStatus();
+  const skip = requireCapability('native splice relay', status.available, status.reason);
+  test('not the client socket nor the handshake: only the log line waits for the end', { skip, timeout: 30_000 }, async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    // idle until the client leaves, then it closes too
+    const held = await startTcp('127.0.0.1', (s) => s.resume().once('end', () => s.end()));
+    const records: Record<string, unknown>[] = [];
+    const gw = new Gateway(gatewayConfig(['--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']), (r) => records.push(r));
+    // the gateway's side of the client connection, watched without being held
+    const proto = Gateway.prototype as unknown as { accept(s: Socket): void };
+    const accept = proto.accept;
+    let accepted: WeakRef<Socket> | undefined;
+    proto.accept = function (this: Gateway, s: Socket) {
+      accepted = new WeakRef(s);
+      accept.call(this, s);
+    };
+    try {
+      const [bound] = await gw.listen();
+      const { socket } = await dialSocks5({ host: '127.0.0.1', port: bound!.port }, { host: 'web.test', port: held.port }, { timeoutMs: 5000 });
+      socket.write('x');
+      socket.resume();
+      await eventually(() => accepted?.deref()?.destroyed === true && releasedToNative(accepted.deref()!), 'the client socket handed to the native relay and released');
+      // the tunnel is still open (idle), so its end has not come: nothing may hold the socket now
+      await eventually(async () => {
+        gc();
+        await new Promise((r) => setImmediate(r));
+        return accepted!.deref() === undefined;
+      }, 'the released client socket collected while its tunnel is open');
+      assert.equal(gw.stats.active, 1);
+      assert.equal(records.length, 0);
+      // and the end is still logged, with its counts
+      socket.end();
+      await eventually(() => records.length === 1, 'the log line at the end');
+      assert.deepEqual([records[0]!.result, records[0]!.bytesUp], ['ok', 1]);
+      assert.equal(gw.stats.active, 0);
+    } finally {
+      proto.accept = accept;
       await gw.close();
       await held.close();
     }

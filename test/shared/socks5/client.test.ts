@@ -421,3 +421,27 @@ describe('client and server sessions wired together', () => {
     assert.ok(failed?.type === 'failed' && failed.error.code === 'ERR_SOCKS_NO_METHOD' && failed.error.rep === REP.NOT_ALLOWED);
   });
 });
+
+describe('client session on a connection greeted ahead (the bridge --warm)', () => {
+  test('only the request is sent, and only the reply is read', () => {
+    for (const auth of [undefined, { username: 'u', password: 'p' }]) {
+      const s = new Socks5ClientSession({ host: '192.0.2.7', port: 80, auth, greeted: true });
+      const start = s.start();
+      assert.deepEqual(start, [{ type: 'send', data: encodeRequest({ cmd: CMD.CONNECT, host: '192.0.2.7', port: 80 }) }]);
+      const out = s.feed(concatBytes(encodeReply({ rep: REP.SUCCEEDED, host: '198.51.100.1', port: 4321 }), bytes(1, 2)));
+      assert.equal(out.length, 1);
+      const r = out[0]!;
+      assert.ok(r.type === 'reply');
+      assert.equal(r.reply.port, 4321);
+      assert.deepEqual([...r.rest], [1, 2]);
+    }
+  });
+
+  test("a refusal is the gateway's reply code, as on a fresh connection", () => {
+    const s = new Socks5ClientSession({ host: 'example.com', port: 443, greeted: true });
+    s.start();
+    const [f] = s.feed(encodeReply({ rep: REP.HOST_UNREACHABLE }));
+    assert.ok(f?.type === 'failed');
+    assert.equal(f.error.rep, REP.HOST_UNREACHABLE);
+  });
+});
