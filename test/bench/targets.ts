@@ -51,7 +51,8 @@ export const BRIDGE_SOCKS = 'dualsocks bridge→gateway, SOCKS5';
 export const BRIDGE_HTTP = 'dualsocks bridge→gateway, HTTP CONNECT';
 export const PRIVOXY = 'Privoxy→Dante, HTTP CONNECT';
 
-function tcp(dst: HostPort, timeoutMs: number): Promise<Socket> {
+/** A TCP connection with Nagle off, paused, or an error after `timeoutMs`. */
+export function tcp(dst: HostPort, timeoutMs: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const s = connect({ host: dst.host, port: dst.port, noDelay: true, allowHalfOpen: true });
     const timer = setTimeout(() => {

@@ -11,7 +11,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createSocket } from 'node:dgram';
-import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -21,7 +20,7 @@ import { dialSocks5 } from '../../bridge/upstream/socks5.js';
 import { CLI, run, startCli } from '../helpers/process.js';
 import { connections, median, quantile } from './measure.js';
 import { startOrigin } from './origin.js';
-import type { HostPort, Route } from './targets.js';
+import { tcp, type HostPort, type Route } from './targets.js';
 
 export const VIA_SOCKS5 = 'bridge SOCKS5 port, CONNECT by name';
 export const VIA_TRANSPARENT = 'bridge transparent port, fake address via nftables redirect';
@@ -90,26 +89,6 @@ export async function transparentBench(cfg: TransparentConfig, progress: (line: 
     }
     await run('ip', ['netns', 'del', ns]);
   }
-}
-
-function tcp(dst: HostPort, timeoutMs: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ host: dst.host, port: dst.port, noDelay: true, allowHalfOpen: true });
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(new Error(`connect to ${dst.host}:${dst.port} timed out`));
-    }, timeoutMs);
-    s.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    s.once('connect', () => {
-      clearTimeout(timer);
-      s.removeAllListeners('error');
-      s.pause();
-      resolve(s);
-    });
-  });
 }
 
 /** `count` A queries for distinct names, `inFlight` outstanding, over one UDP socket; returns answers per second and the first answer. */
