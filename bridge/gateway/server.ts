@@ -2,16 +2,19 @@
 // hands granted requests to the command handlers. Protocol logic stays in shared/socks5.
 import type { Server, Socket } from 'node:net';
 import { DualsocksError, ProxyProtocolError, RequestError, SocksProtocolError } from '../../shared/errors.js';
-import { canonicalHost, joinHostPort, parseIp, type Ip } from '../../shared/net/address.js';
+import { canonicalHost, familyOf, formatIp, joinHostPort, parseIp, type Ip } from '../../shared/net/address.js';
 import { checkDestination, specialClass } from '../../shared/net/policy.js';
 import { decodeProxyHeader, startsLikeProxyHeader, type ProxyHeader } from '../../shared/proxy-protocol/codec.js';
-import { concatBytes, encodeMethodSelection, encodeReply, type Request } from '../../shared/socks5/codec.js';
+import { concatBytes, decodeRequest, encodeFailureReply, encodeMethodSelection, type Request } from '../../shared/socks5/codec.js';
 import { CMD, METHOD, REP, type Rep } from '../../shared/socks5/constants.js';
 import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/server.js';
 import { hostAddresses } from '../host-addresses.js';
 import { closeAll, listenAll } from '../listen.js';
-import { say, type GatewayHandshakeRecord, type GatewayLine, type GatewayRecord, type GatewayRequestRecord, type Logger } from '../log.js';
-import { releasedToNative } from '../native/loader.js';
+import { say, type GatewayConnectRecord, type GatewayHandshakeRecord, type GatewayLine, type GatewayRecord, type GatewayRequestRecord, type Logger } from '../log.js';
+import { adoptDescriptor, frontDial, frontListen, frontUnlisten, releasedToNative, type FrontAdopt, type FrontEnded, type FrontHandlers, type FrontRequest } from '../native/loader.js';
+import { errnoToError } from '../upstream/direct.js';
+import { goesUpstream } from './chain.js';
+import { ftpTranslates } from './ftp.js';
 import { PipeliningCache } from '../upstream/pipelining.js';
 import { RelayGroup } from '../relay.js';
 import type { GatewayConfig, HostPort } from './config.js';
@@ -146,6 +149,8 @@ export class Gateway implements GatewayServices {
   /** Its Prometheus metrics (served by --metrics; bridge/metrics.ts). */
   readonly metrics = new GatewayMetrics(() => this.stats);
   private readonly servers: Server[] = [];
+  /** Listening sockets the native front accepts on. */
+  private readonly frontLids: number[] = [];
   private readonly sockets = new Set<Socket>();
 
   constructor(
@@ -160,8 +165,118 @@ export class Gateway implements GatewayServices {
 
   async listen(): Promise<HostPort[]> {
     const { servers, bound } = await listenAll(this.config.listen, (s) => this.accept(s), { defaults: this.config.listenIsDefault });
-    this.servers.push(...servers);
+    const front = this.frontOptions();
+    for (const server of servers) {
+      const lid = front ? frontListen(server, this.front, front) : undefined;
+      if (lid === undefined) this.servers.push(server);
+      else {
+        // the addon accepts on its duplicate from now on
+        this.frontLids.push(lid);
+        server.close();
+      }
+    }
     return bound;
+  }
+
+  /**
+   * The native front (see splice_relay.c) takes the listening sockets where every handshake is
+   * the plain one it reads: no --users (the password check is here) and no --proxy-protocol.
+   */
+  private frontOptions(): { clients: Uint8Array | null; handshakeMs: number; budget: number } | undefined {
+    const { config } = this;
+    if (config.usersFile || config.proxyProtocol) return undefined;
+    let clients: Uint8Array | null = null;
+    if (config.clients) {
+      clients = new Uint8Array(config.clients.entries.length * 17);
+      config.clients.entries.forEach((c, i) => {
+        clients!.set(c.ip, i * 17);
+        clients![i * 17 + 16] = c.bits;
+      });
+    }
+    return { clients, handshakeMs: config.handshakeTimeoutMs, budget: this.handshakeBudget };
+  }
+
+  /** What the front hands over (guarded by the loader: a throw closes that connection only). */
+  private readonly front: FrontHandlers = {
+    request: (m) => this.frontRequest(m),
+    adopt: (m) => this.adopt(m, m.methodSent ? 2 : 0),
+    ended: (m) => this.frontEnded(m),
+    internal: (e) => say(`dualsocks gateway: internal error in a connection from the native front, connection closed: ${e instanceof Error ? e.stack : String(e)}`),
+  };
+
+  /**
+   * A CONNECT the front read whole. The plain case — an IP literal this gateway may reach
+   * directly, a place under --max-connections — is dialed and relayed by the front; anything else
+   * goes to the session as if Node had accepted it, so every refusal and error is the one code path.
+   */
+  private frontRequest(m: FrontRequest): void {
+    const { config } = this;
+    const d = decodeRequest(m.bytes.subarray(m.greetingLength, m.greetingLength + m.requestLength));
+    const request = d.status === 'ok' ? d.msg : undefined;
+    const ip = request ? parseIp(request.host) : null;
+    const client = canonicalHost(m.peer);
+    const plain =
+      request !== undefined &&
+      ip !== null &&
+      this.ftpSlots.size === 0 &&
+      !goesUpstream(config, request.host, request.port) &&
+      !ftpTranslates(config, { host: client, port: m.port }, ip, request.port) &&
+      checkDestination({ allow: config.allow, allowPrivate: config.allowPrivate, self: hostAddresses() }, ip) === null;
+    if (!plain) return this.adopt(m, 2);
+    const started = Date.now() - m.ms;
+    const record: GatewayConnectRecord = { client, clientPort: m.port, cmd: 'connect', host: request.host, port: request.port };
+    const conn = new Conn(this, record, started);
+    if (!conn.serve()) return this.adopt(m, 2);
+    this.stats.accepted++;
+    this.metrics.handshake(m.ms);
+    const requestAt = Date.now();
+    const target = joinHostPort(request.host, request.port);
+    frontDial(m.fd, 0, formatIp(ip), request.port, {
+      timeoutMs: config.connectTimeoutMs,
+      idleTimeoutMs: config.idleTimeoutMs,
+      early: m.bytes.subarray(m.greetingLength + m.requestLength),
+      eof: m.eof,
+      group: this.relays.native,
+      dialed: (r) => {
+        if (r.error === '') {
+          record.address = formatIp(ip);
+          record.family = familyOf(ip);
+          record.bound = joinHostPort(canonicalHost(r.bound.host), r.bound.port);
+          this.metrics.connected('connect', Date.now() - requestAt);
+          return;
+        }
+        if (r.fd < 0) return conn.finish('ERR_CLIENT_CLOSED');
+        const error = errnoToError(Object.assign(new Error(r.error), { code: r.error }), target);
+        conn.finish(error.code, { rep: error.rep, error: error.message });
+        const s = adoptDescriptor(r.fd);
+        s.on('error', () => s.destroy());
+        s.end(encodeFailureReply(error.rep, m.errorCodes ? error.code : undefined), () => s.destroy());
+      },
+      done: (r) => conn.finish('ok', { bytesUp: r.up, bytesDown: r.down, end: r.end }),
+    });
+  }
+
+  /** A handshake the front ended before any request: counted and logged as the session would. */
+  private frontEnded(m: FrontEnded): void {
+    this.stats.accepted++;
+    const conn = new Conn(this, { client: canonicalHost(m.peer), clientPort: m.port }, Date.now() - m.ms);
+    if (m.result === 'ERR_HANDSHAKE_TIMEOUT') conn.finish(m.result, { phase: m.phase });
+    else if (m.result === 'ERR_CONNECTION_CAP') {
+      this.stats.evicted++;
+      conn.finish(m.result, { phase: m.phase, error: `${this.handshakeBudget} handshakes at once: the oldest made room` });
+    } else if (m.result === 'ERR_CLIENT_CLOSED') conn.finish(m.result);
+    else conn.finish('ERR_CLIENT_CLOSED', { clientError: m.result });
+  }
+
+  /**
+   * A connection the front gives to the session: its bytes so far are fed again, and the method
+   * selection the front already sent (`skipSends` 2 bytes) is not sent twice.
+   */
+  private adopt(m: FrontAdopt | FrontRequest, skipSends: number): void {
+    const socket = adoptDescriptor(m.fd);
+    this.stats.accepted++;
+    this.sockets.add(socket);
+    new ClientConnection(this, socket, () => this.sockets.delete(socket), { bytes: m.bytes, answered: skipSends }).start();
   }
 
   /**
@@ -190,6 +305,7 @@ export class Gateway implements GatewayServices {
   }
 
   close(): Promise<void> {
+    for (const lid of this.frontLids.splice(0)) frontUnlisten(lid);
     this.relays.closeAll();
     return closeAll(this.servers, this.sockets);
   }
@@ -301,13 +417,18 @@ class ClientConnection {
   /** When it was accepted, and when its request came (for the latency metrics). */
   private readonly started: number;
   private requestAt = 0;
+  /** Bytes of the session's first replies the front already sent (replay). */
+  private answered: number;
 
   constructor(
     private readonly gateway: Gateway,
     private readonly client: Socket,
     /** Takes the socket off the gateway's list (at its close). */
     private readonly forget: () => void,
+    /** From the native front: the bytes it read, and how many bytes of replies it already sent. */
+    private readonly replay?: { bytes: Uint8Array; answered: number },
   ) {
+    this.answered = replay?.answered ?? 0;
     this.started = Date.now();
     this.clientHost = canonicalHost(client.remoteAddress ?? '');
     this.clientPort = client.remotePort ?? 0;
@@ -363,7 +484,7 @@ class ClientConnection {
         return;
       }
       if (this.behindBalancer) this.awaitProxyHeader();
-      else this.begin(undefined);
+      else this.begin(this.replay?.bytes);
     })();
   }
 
@@ -508,9 +629,13 @@ class ClientConnection {
     const s = this.session!;
     for (const c of cmds) {
       switch (c.type) {
-        case 'send':
-          this.client.write(c.data);
+        case 'send': {
+          // the same greeting fed again gets the same method selection: sent once
+          const skip = Math.min(this.answered, c.data.length);
+          this.answered -= skip;
+          if (skip < c.data.length) this.client.write(skip ? c.data.subarray(skip) : c.data);
           break;
+        }
         case 'data':
           this.early.push(c.data);
           break;

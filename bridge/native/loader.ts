@@ -3,9 +3,10 @@
 // connection's original destination for the transparent port. Anything that stops it — no
 // addon, not Linux, DUALSOCKS_NATIVE_RELAY=0, a socket that is not a plain connected TCP socket
 // or has a write still pending in Node — leaves the tunnel to the JavaScript relay in bridge/relay.ts.
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import type { Socket } from 'node:net';
+import { Socket as NetSocket, type Server, type Socket } from 'node:net';
+import { say } from '../log.js';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -22,7 +23,14 @@ interface Addon {
   cancel(id: number): void;
   /** The destination before nftables `redirect` (SO_ORIGINAL_DST); throws with the errno's name as code. */
   origDst(fd: number): OriginalDestination;
+  // the front (splice_relay.c): accept and handshake in the relay's thread
+  frontStart?(onFront: FrontCallback): void;
+  frontListen(fd: number, lid: number, clients: Uint8Array | null, handshakeMs: number, budget: number): void;
+  frontUnlisten(lid: number): void;
+  frontDial(fd: number, lid: number, address: string, port: number, timeoutMs: number, idleMs: number, early: Uint8Array | null, eof: boolean): number;
 }
+
+type FrontCallback = (kind: number, lid: number, fd: number, peer: string, port: number, bytes: Buffer | null, a: number, b: number, flags: number, ms: number, text: string, id: number) => void;
 
 export interface OriginalDestination {
   address: string;
@@ -286,4 +294,181 @@ export function nativeRelay(client: Socket, remote: Socket, idleTimeoutMs: numbe
       s.destroy = destroyWhileNative as Socket['destroy'];
     }
   });
+}
+
+// ---- the front: the gateway's listening sockets accepted and handshaken in the addon ----
+
+/** A client the front accepted, as JavaScript gets it: its descriptor (JavaScript's now) and what it sent. */
+export interface FrontClient {
+  fd: number;
+  peer: string;
+  port: number;
+  /** Every byte read from it so far. */
+  bytes: Uint8Array;
+  /** How long it has been connected. */
+  ms: number;
+}
+
+/** A greeting and CONNECT request read whole, the greeting answered with NO_AUTH. */
+export interface FrontRequest extends FrontClient {
+  greetingLength: number;
+  requestLength: number;
+  /** It offered METHOD.ERROR_CODES. */
+  errorCodes: boolean;
+  /** It sent its FIN behind the request. */
+  eof: boolean;
+}
+
+/** Not the plain case: the session takes it from `bytes` (the greeting already answered if `methodSent`). */
+export interface FrontAdopt extends FrontClient {
+  methodSent: boolean;
+}
+
+/** A handshake the front ended itself (descriptor closed): a result code or the read's errno name. */
+export interface FrontEnded {
+  peer: string;
+  port: number;
+  result: string;
+  phase: 'greeting' | 'request';
+  ms: number;
+}
+
+export interface FrontHandlers {
+  request(m: FrontRequest): void;
+  adopt(m: FrontAdopt): void;
+  ended(m: FrontEnded): void;
+  /** A handler threw: the front closes that connection and goes on. */
+  internal(e: unknown): void;
+}
+
+export interface FrontDialed {
+  /** '' when connected (the reply is sent, the relay runs), else an errno name or ERR_CLIENT_CLOSED. */
+  error: string;
+  /** The client's descriptor, given back for the failure reply; -1 when it is closed. */
+  fd: number;
+  /** The outbound socket's own address (BND). */
+  bound: { host: string; port: number };
+}
+
+const M_REQUEST = 1;
+const M_ADOPT = 2;
+const M_ENDED = 3;
+const M_DIALED = 4;
+
+const frontListeners = new Map<number, FrontHandlers>();
+const dials = new Map<number, { dialed: (d: FrontDialed) => void; group: NativeTunnels }>();
+let nextLid = 1;
+let frontOn: boolean | undefined;
+
+function closeFd(fd: number): void {
+  if (fd < 0) return;
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed: nothing holds it
+  }
+}
+
+// Called by the addon's queue: a throw here would end the process, so every handler runs guarded.
+function onFront(kind: number, lid: number, fd: number, peer: string, port: number, bytes: Buffer | null, a: number, b: number, flags: number, ms: number, text: string, id: number): void {
+  if (kind === M_DIALED) {
+    const d = dials.get(id);
+    dials.delete(id);
+    if (text !== '') {
+      // no DONE follows a failed dial
+      tunnels.delete(id);
+      d?.group.delete(id);
+      groups.delete(id);
+    }
+    if (!d) return closeFd(fd);
+    try {
+      d.dialed({ error: text, fd, bound: { host: peer, port } });
+    } catch (e) {
+      closeFd(fd);
+      say(`dualsocks: internal error after a native dial: ${e instanceof Error ? e.stack : String(e)}`);
+    }
+    return;
+  }
+  const h = frontListeners.get(lid);
+  if (!h) return closeFd(fd);
+  const client = { fd, peer, port, bytes: bytes ?? new Uint8Array(0), ms };
+  try {
+    if (kind === M_REQUEST) h.request({ ...client, greetingLength: a, requestLength: b & 0xffff, errorCodes: (b >>> 16) % 2 === 1, eof: (flags & 1) === 1 });
+    else if (kind === M_ADOPT) h.adopt({ ...client, methodSent: (flags & 2) === 2 });
+    else if (kind === M_ENDED) h.ended({ peer, port, result: text, phase: a ? 'request' : 'greeting', ms });
+  } catch (e) {
+    h.internal(e);
+  }
+}
+
+/** Whether the front can run here, and if not why. */
+export function nativeFrontStatus(): { available: boolean; reason: string } {
+  if (process.env.DUALSOCKS_NATIVE_FRONT === '0') return { available: false, reason: 'disabled by DUALSOCKS_NATIVE_FRONT=0' };
+  const a = load();
+  if (!a) return { available: false, reason: loadError };
+  if (typeof a.frontStart !== 'function') return { available: false, reason: 'the native addon is older than this version (npm run build:native)' };
+  if (frontOn === undefined) {
+    try {
+      a.frontStart(onFront);
+      frontOn = true;
+    } catch (e) {
+      frontOn = false;
+      loadError = `front failed to start: ${(e as Error).message}`;
+    }
+  }
+  return frontOn ? { available: true, reason: 'ok' } : { available: false, reason: loadError };
+}
+
+export interface FrontListenOptions {
+  /** --clients as 17 bytes per CIDR (16 of address, the prefix length), or null for everyone. */
+  clients: Uint8Array | null;
+  handshakeMs: number;
+  budget: number;
+}
+
+/**
+ * Hands a listening socket's accepting to the front; returns its id (for frontUnlisten), or
+ * undefined when the front cannot take it (then the caller keeps accepting in Node). The addon
+ * accepts on a duplicate: the caller closes its own server at once.
+ */
+export function frontListen(server: Server, handlers: FrontHandlers, opts: FrontListenOptions): number | undefined {
+  if (!nativeFrontStatus().available) return undefined;
+  // a cluster worker's server has no descriptor of its own: the primary accepts
+  const fd = (server as unknown as { _handle?: Handle | null })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) return undefined;
+  const lid = nextLid++;
+  addon!.frontListen(fd, lid, opts.clients, opts.handshakeMs, opts.budget);
+  frontListeners.set(lid, handlers);
+  return lid;
+}
+
+export function frontUnlisten(lid: number): void {
+  if (!frontListeners.delete(lid)) return;
+  addon?.frontUnlisten(lid);
+}
+
+export interface FrontDialOptions {
+  timeoutMs: number;
+  idleTimeoutMs: number;
+  /** Client bytes after the request, for the remote. */
+  early: Uint8Array;
+  eof: boolean;
+  group: NativeTunnels;
+  dialed: (d: FrontDialed) => void;
+  /** The tunnel's end, after a dial that succeeded. */
+  done: (r: NativeResult) => void;
+}
+
+/** The front dials `address` for a client from a FrontRequest (its descriptor is the addon's again). */
+export function frontDial(fd: number, lid: number, address: string, port: number, o: FrontDialOptions): void {
+  const id = addon!.frontDial(fd, lid, address, port, o.timeoutMs, o.idleTimeoutMs > 0 ? o.idleTimeoutMs : 0, o.early.length ? o.early : null, o.eof);
+  tunnels.set(id, { id, client: null, remote: null, up0: 0, down0: 0, cancelled: false, resolve: o.done });
+  dials.set(id, { dialed: o.dialed, group: o.group });
+  o.group.add(id);
+  groups.set(id, o.group);
+}
+
+/** A Node socket for a descriptor the front gave back. */
+export function adoptDescriptor(fd: number): Socket {
+  return new NetSocket({ fd, readable: true, writable: true, allowHalfOpen: true });
 }

@@ -14,6 +14,13 @@
 // Both directions done -> "closed"; a socket error -> its code; no byte either way for the
 // tunnel's idle timeout -> "idle"; a cancel from JavaScript -> "closed".
 //
+// The front (the gateway's fast path): the same thread also accepts on the gateway's listening
+// sockets, reads each client's SOCKS5 greeting and request, answers the greeting, and for a
+// CONNECT that JavaScript grants to one address, dials it, sends the reply and relays: no Node
+// socket is made for such a connection. Only framing is checked here; whatever is not the plain
+// case (another version, no NO_AUTH offered, another command, a client outside --clients, an
+// early end) is adopted by JavaScript with the bytes read so far, and its SOCKS5 session decides.
+//
 // Also origDst(fd) for the bridge's --transparent listener: the destination a connection had
 // before nftables `redirect` sent it here (SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST, conntrack).
 #define _GNU_SOURCE
@@ -21,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +36,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,18 +64,38 @@ typedef struct tunnel {
   struct tunnel *dnext;         // finished, to free at the end of the loop turn
 } tunnel_t;
 
-// epoll data: the tunnel pointer with the low bit telling which socket (a=0, b=1); NULL = wake fd
+// epoll data (NULL: the wake fd): a pointer with its kind in the low 3 bits (allocations are 16-byte aligned)
+#define TAG_TUN_A 0
+#define TAG_TUN_B 1
+#define TAG_HS 2      // a client in its handshake
+#define TAG_DIAL_C 3  // a dialing connection's client
+#define TAG_DIAL_R 4  // a dialing connection's remote
+#define TAG_LISTEN 5
+#define TAG_MASK ((uintptr_t)7)
 typedef struct ctl {
-  int kind;  // 0 add, 1 cancel
+  int kind;  // 0 add, 1 cancel, 2 dial, 3 listen, 4 unlisten
   tunnel_t *t;
+  void *p;     // dial: front_t, listen: listener_t
   uint32_t id;
   struct ctl *next;
 } ctl_t;
 
+// to JavaScript, in one queue so that a tunnel's DIALED always comes before its DONE
+enum { M_DONE = 0, M_REQUEST = 1, M_ADOPT = 2, M_ENDED = 3, M_DIALED = 4 };
 typedef struct done_msg {
+  uint8_t kind;
   uint32_t id;
   double up, down;
   const char *end;
+  // front messages
+  uint32_t lid;
+  int fd;
+  uint8_t *bytes;
+  size_t n;
+  uint32_t a, b, flags;
+  double ms;
+  char peer[INET6_ADDRSTRLEN];
+  uint16_t pport;
 } done_msg_t;
 
 static int g_ep = -1, g_wake = -1;
@@ -75,10 +104,12 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static ctl_t *g_ctl_head, *g_ctl_tail;
 static napi_threadsafe_function g_tsfn;
 static napi_env g_env;
+static napi_ref g_front_cb;  // the front's JavaScript callback, null until frontStart
 static int g_started;
 static size_t g_pipe_cap = 65536;
 // main thread only
-static uint32_t g_active;
+static uint32_t g_active;     // tunnels and dials whose end JavaScript still awaits
+static uint32_t g_listeners;  // front listeners open
 static uint32_t *g_free_ids;
 static size_t g_free_n, g_free_cap;
 static uint32_t g_next_id;
@@ -101,6 +132,13 @@ static uint64_t now_ms(void) {
 static const char *code_name(int e) {
   switch (e) {
     case ECONNRESET: return "ECONNRESET";
+    case ECONNREFUSED: return "ECONNREFUSED";
+    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
+    case EAFNOSUPPORT: return "EAFNOSUPPORT";
+    case EHOSTDOWN: return "EHOSTDOWN";
+    case ENETDOWN: return "ENETDOWN";
+    case EACCES: return "EACCES";
+    case EPERM: return "EPERM";
     case EPIPE: return "EPIPE";
     case ETIMEDOUT: return "ETIMEDOUT";
     case ECONNABORTED: return "ECONNABORTED";
@@ -161,8 +199,9 @@ static void finish(tunnel_t *t, const char *end) {
   t->prev->next = t->next;
   t->next->prev = t->prev;
   g_tab[t->id] = NULL;
-  done_msg_t *m = malloc(sizeof *m);
+  done_msg_t *m = calloc(1, sizeof *m);
   if (m) {
+    m->kind = M_DONE;
     m->id = t->id;
     m->up = (double)t->up.bytes;
     m->down = (double)t->down.bytes;
@@ -286,7 +325,7 @@ static void add_tunnel(tunnel_t *t) {
   t->last = now_ms();
   if (t->idle_ms && t->last + t->idle_ms < g_next_sweep) g_next_sweep = t->last + t->idle_ms;
   struct epoll_event ea = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = t};
-  struct epoll_event eb = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = (char *)t + 1};
+  struct epoll_event eb = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = (char *)t + TAG_TUN_B};
   if (epoll_ctl(g_ep, EPOLL_CTL_ADD, t->fa, &ea) < 0 || epoll_ctl(g_ep, EPOLL_CTL_ADD, t->fb, &eb) < 0) {
     int e = errno;
     finish(t, code_name(e));
@@ -294,6 +333,8 @@ static void add_tunnel(tunnel_t *t) {
   }
   run(t);
 }
+
+static uint64_t front_sweep(uint64_t now);
 
 static void sweep(uint64_t now) {
   uint64_t next = UINT64_MAX;
@@ -304,8 +345,528 @@ static void sweep(uint64_t now) {
     if (dl <= now) finish(t, "idle");
     else if (dl < next) next = dl;
   }
+  uint64_t fn = front_sweep(now);
+  if (fn < next) next = fn;
   // no sweep more often than every 20 ms, however the deadlines are spread
   g_next_sweep = next == UINT64_MAX ? next : (next < now + 20 ? now + 20 : next);
+}
+
+
+// ---- the front: accept, SOCKS5 handshake, dial (loop thread) ----
+
+#define FRONT_BUF 1024     // a greeting (<= 257) and a request (<= 262), and early data after them
+#define ACCEPT_BURST 64    // accepts per wake-up, so that tunnels get their turn
+#define ACCEPT_PAUSE_MS 100  // out of descriptors: accepting waits this long
+
+typedef struct cidr {
+  uint8_t ip[16];  // IPv4 as ::ffff:a.b.c.d, as shared/net/address.ts keeps it
+  uint8_t bits;
+} cidr_t;
+
+typedef struct listener {
+  uint32_t lid;
+  int fd;
+  uint64_t hs_ms;         // handshake timeout
+  uint32_t budget, n;     // handshakes at once: the most, and now
+  cidr_t *clients;        // NULL: everyone
+  size_t nclients;
+  uint64_t resume_at;     // accepting paused (out of descriptors) until then; 0: not paused
+  uint8_t dead;
+  struct listener *next;
+} listener_t;
+
+typedef struct front {
+  int fd, rfd;            // client; remote while dialing (-1 before)
+  listener_t *l;          // handshake only
+  uint32_t lid, id;       // id: the tunnel's, from the dial on
+  uint8_t dialing, method_sent, eof, dead;
+  uint16_t len;           // bytes in buf
+  uint64_t started, deadline, idle_ms;
+  struct sockaddr_storage to;  // dialing: the destination
+  socklen_t tolen;
+  uint8_t *early;         // dialing: client bytes for the remote
+  size_t early_n;
+  char peer[INET6_ADDRSTRLEN];
+  uint16_t pport;
+  struct front *prev, *next;  // g_hs (handshakes, oldest first) or g_dials
+  uint8_t buf[FRONT_BUF];
+} front_t;
+
+static listener_t *g_listen;
+static front_t g_hs = {.prev = &g_hs, .next = &g_hs};
+static front_t g_dials = {.prev = &g_dials, .next = &g_dials};
+
+// freed at the end of the loop turn: an event for it may still wait in this turn's batch
+static void **g_trash;
+static size_t g_trash_n, g_trash_cap;
+
+static void trash(void *p) {
+  if (g_trash_n == g_trash_cap) {
+    size_t cap = g_trash_cap ? g_trash_cap * 2 : 256;
+    void **t = realloc(g_trash, cap * sizeof *t);
+    if (!t) return;  // leaked rather than freed under a pending event
+    g_trash = t;
+    g_trash_cap = cap;
+  }
+  g_trash[g_trash_n++] = p;
+}
+
+static void empty_trash(void) {
+  for (size_t i = 0; i < g_trash_n; i++) free(g_trash[i]);
+  g_trash_n = 0;
+}
+
+static void bury(front_t *f) {
+  f->dead = 1;
+  free(f->early);
+  f->early = NULL;
+  trash(f);
+}
+
+static void *tag(void *p, uintptr_t t) { return (void *)((uintptr_t)p | t); }
+
+static void link_front(front_t *head, front_t *f) {  // at the tail: the list stays oldest first
+  f->next = head;
+  f->prev = head->prev;
+  head->prev->next = f;
+  head->prev = f;
+}
+
+static void unlink_front(front_t *f) {
+  f->prev->next = f->next;
+  f->next->prev = f->prev;
+  f->prev = f->next = f;
+}
+
+static void want_sweep(uint64_t at) {
+  if (at < g_next_sweep) g_next_sweep = at;
+}
+
+static void emit(done_msg_t *m) {
+  if (napi_call_threadsafe_function(g_tsfn, m, napi_tsfn_nonblocking) != napi_ok) {
+    if (m->fd >= 0) close(m->fd);
+    free(m->bytes);
+    free(m);
+  }
+}
+
+static done_msg_t *front_msg(int kind, front_t *f) {
+  done_msg_t *m = calloc(1, sizeof *m);
+  if (!m) return NULL;
+  m->kind = (uint8_t)kind;
+  m->lid = f->lid;
+  m->fd = -1;
+  memcpy(m->peer, f->peer, sizeof m->peer);
+  m->pport = f->pport;
+  m->ms = (double)(now_ms() - f->started);
+  return m;
+}
+
+// the end of a handshake that never reached JavaScript: the descriptor is closed here
+static void hs_drop(front_t *f, const char *result) {
+  epoll_ctl(g_ep, EPOLL_CTL_DEL, f->fd, NULL);
+  close(f->fd);
+  unlink_front(f);
+  f->l->n--;
+  done_msg_t *m = front_msg(M_ENDED, f);
+  if (m) {
+    m->end = result;
+    m->a = f->method_sent;  // the phase: 0 greeting, 1 request
+    emit(m);
+  }
+  bury(f);
+}
+
+// the connection goes to JavaScript (kind M_REQUEST or M_ADOPT) with the bytes read so far
+static void hs_handoff(front_t *f, int kind, uint32_t a, uint32_t b) {
+  epoll_ctl(g_ep, EPOLL_CTL_DEL, f->fd, NULL);
+  unlink_front(f);
+  f->l->n--;
+  done_msg_t *m = front_msg(kind, f);
+  uint8_t *bytes = f->len ? malloc(f->len) : NULL;
+  if (!m || (f->len && !bytes)) {
+    free(m);
+    free(bytes);
+    close(f->fd);
+    bury(f);
+    return;
+  }
+  if (bytes) memcpy(bytes, f->buf, f->len);
+  m->fd = f->fd;
+  m->bytes = bytes;
+  m->n = f->len;
+  m->a = a;
+  m->b = b;
+  m->flags = f->eof | (kind == M_ADOPT ? (uint32_t)f->method_sent << 1 : 0);
+  emit(m);
+  bury(f);
+}
+
+// Framing only. 0: more bytes needed; 1: greeting and CONNECT request whole (lengths out);
+// -1: not the plain case, JavaScript's session takes it
+static int hs_parse(front_t *f, uint32_t *glen, uint32_t *rlen, int *errcodes) {
+  const uint8_t *b = f->buf;
+  size_t n = f->len;
+  if (n < 1) return 0;
+  if (b[0] != 5) return -1;
+  if (n < 2) return 0;
+  size_t nm = b[1];
+  if (nm == 0) return -1;
+  if (n < 2 + nm) return 0;
+  int no_auth = 0;
+  *errcodes = 0;
+  for (size_t i = 0; i < nm; i++) {
+    if (b[2 + i] == 0x00) no_auth = 1;
+    if (b[2 + i] == 0xD5) *errcodes = 1;
+  }
+  if (!no_auth) return -1;
+  *glen = (uint32_t)(2 + nm);
+  const uint8_t *r = b + *glen;
+  size_t rn = n - *glen;
+  if (rn >= 1 && r[0] != 5) return -1;
+  if (rn >= 2 && r[1] != 1) return -1;  // CONNECT only
+  if (rn >= 3 && r[2] != 0) return -1;
+  if (rn < 4) return 0;
+  size_t need;
+  if (r[3] == 1) need = 10;
+  else if (r[3] == 4) need = 22;
+  else if (r[3] == 3) {
+    if (rn < 5) return 0;
+    if (r[4] == 0) return -1;
+    need = 7 + (size_t)r[4];
+  } else return -1;
+  if (rn < need) return 0;
+  *rlen = (uint32_t)need;
+  return 1;
+}
+
+static void hs_read(front_t *f) {
+  if (f->dead) return;
+  for (;;) {
+    if (f->len == FRONT_BUF) break;  // past any greeting and request: hs_parse has decided
+    ssize_t r = recv(f->fd, f->buf + f->len, FRONT_BUF - f->len, 0);
+    if (r > 0) {
+      f->len += (uint16_t)r;
+      continue;
+    }
+    if (r == 0) {
+      f->eof = 1;
+      break;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) break;
+    hs_drop(f, code_name(errno));
+    return;
+  }
+  uint32_t glen = 0, rlen = 0;
+  int errcodes = 0;
+  int p = hs_parse(f, &glen, &rlen, &errcodes);
+  if (p < 0) {
+    hs_handoff(f, M_ADOPT, 0, 0);
+    return;
+  }
+  if (glen && !f->method_sent) {
+    // RFC 1928 §3: NO_AUTH, the one method this gateway takes without --users
+    static const uint8_t sel[2] = {5, 0};
+    if (send(f->fd, sel, 2, MSG_NOSIGNAL) != 2) {
+      hs_drop(f, code_name(errno ? errno : EIO));
+      return;
+    }
+    f->method_sent = 1;
+  }
+  if (p == 1) {
+    hs_handoff(f, M_REQUEST, glen, rlen | (uint32_t)errcodes << 16);
+    return;
+  }
+  if (f->eof) {
+    // ended before its request: nothing said, nothing to judge; anything else, the session judges
+    if (f->len == 0) hs_drop(f, "ERR_CLIENT_CLOSED");
+    else hs_handoff(f, M_ADOPT, 0, 0);
+  }
+}
+
+static int cidr_has(const listener_t *l, const uint8_t ip[16]) {
+  for (size_t i = 0; i < l->nclients; i++) {
+    const cidr_t *c = &l->clients[i];
+    size_t full = c->bits / 8, rest = c->bits % 8;
+    if (memcmp(c->ip, ip, full) != 0) continue;
+    if (rest && ((c->ip[full] ^ ip[full]) & (uint8_t)(0xff << (8 - rest)))) continue;
+    return 1;
+  }
+  return 0;
+}
+
+static void on_accept(listener_t *l) {
+  if (l->dead) return;
+  for (int i = 0; i < ACCEPT_BURST; i++) {
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof sa;
+    int fd = accept4(l->fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // level-triggered: left alone it would spin; the backlog waits instead
+        struct epoll_event ev = {.events = 0, .data.ptr = tag(l, TAG_LISTEN)};
+        epoll_ctl(g_ep, EPOLL_CTL_MOD, l->fd, &ev);
+        l->resume_at = now_ms() + ACCEPT_PAUSE_MS;
+        want_sweep(l->resume_at);
+      }
+      return;
+    }
+    front_t *f = malloc(sizeof *f);
+    if (!f) {
+      close(fd);
+      continue;
+    }
+    memset(f, 0, offsetof(front_t, buf));
+    f->fd = fd;
+    f->rfd = -1;
+    f->l = l;
+    f->lid = l->lid;
+    f->started = now_ms();
+    f->deadline = f->started + l->hs_ms;
+    f->prev = f->next = f;
+    uint8_t ip[16] = {0};
+    if (sa.ss_family == AF_INET6) {
+      struct sockaddr_in6 *a = (struct sockaddr_in6 *)&sa;
+      memcpy(ip, &a->sin6_addr, 16);
+      f->pport = ntohs(a->sin6_port);
+    } else {
+      struct sockaddr_in *a = (struct sockaddr_in *)&sa;
+      ip[10] = ip[11] = 0xff;
+      memcpy(ip + 12, &a->sin_addr, 4);
+      f->pport = ntohs(a->sin_port);
+    }
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (memcmp(ip, mapped, 12) == 0) inet_ntop(AF_INET, ip + 12, f->peer, sizeof f->peer);
+    else inet_ntop(AF_INET6, ip, f->peer, sizeof f->peer);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    link_front(&g_hs, f);
+    l->n++;
+    if (l->clients && !cidr_has(l, ip)) {
+      // outside --clients: JavaScript refuses it, with its log line
+      hs_handoff(f, M_ADOPT, 0, 0);
+      continue;
+    }
+    if (l->n > l->budget) {
+      // the oldest handshake of this listener makes room (a slowloris only evicts itself)
+      for (front_t *o = g_hs.next; o != &g_hs; o = o->next)
+        if (o->l == l) {
+          hs_drop(o, "ERR_CONNECTION_CAP");
+          break;
+        }
+    }
+    want_sweep(f->deadline);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = tag(f, TAG_HS)};
+    if (epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+      hs_drop(f, code_name(errno));
+      continue;
+    }
+    hs_read(f);  // the greeting often came with the connection
+  }
+}
+
+// the dial's end for JavaScript: ok (fd -1, the tunnel is on), or a failure with the client's
+// descriptor handed back for the failure reply (fd -1 when the client is gone)
+static void dial_end(front_t *f, const char *err, int give_fd) {
+  if (f->rfd >= 0) {
+    epoll_ctl(g_ep, EPOLL_CTL_DEL, f->rfd, NULL);
+    close(f->rfd);
+    f->rfd = -1;
+  }
+  epoll_ctl(g_ep, EPOLL_CTL_DEL, f->fd, NULL);
+  unlink_front(f);
+  done_msg_t *m = front_msg(M_DIALED, f);
+  if (!give_fd) close(f->fd);
+  if (m) {
+    m->id = f->id;
+    m->end = err;
+    m->fd = give_fd ? f->fd : -1;
+    emit(m);
+  } else if (give_fd) {
+    close(f->fd);
+  }
+  bury(f);
+}
+
+static void dial_ok(front_t *f) {
+  struct sockaddr_storage local;
+  socklen_t len = sizeof local;
+  uint8_t reply[22] = {5, 0, 0};
+  size_t n;
+  if (getsockname(f->rfd, (struct sockaddr *)&local, &len) < 0) {
+    dial_end(f, code_name(errno), 1);
+    return;
+  }
+  done_msg_t *m = front_msg(M_DIALED, f);
+  if (!m) {
+    dial_end(f, "ENOMEM", 1);
+    return;
+  }
+  if (local.ss_family == AF_INET6) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&local;
+    reply[3] = 4;
+    memcpy(reply + 4, &a->sin6_addr, 16);
+    memcpy(reply + 20, &a->sin6_port, 2);
+    n = 22;
+    inet_ntop(AF_INET6, &a->sin6_addr, m->peer, sizeof m->peer);
+    m->pport = ntohs(a->sin6_port);
+  } else {
+    struct sockaddr_in *a = (struct sockaddr_in *)&local;
+    reply[3] = 1;
+    memcpy(reply + 4, &a->sin_addr, 4);
+    memcpy(reply + 8, &a->sin_port, 2);
+    n = 10;
+    inet_ntop(AF_INET, &a->sin_addr, m->peer, sizeof m->peer);
+    m->pport = ntohs(a->sin_port);
+  }
+  // both socket buffers are empty: a reply and at most FRONT_BUF early bytes go in whole
+  if (send(f->fd, reply, n, MSG_NOSIGNAL) != (ssize_t)n || (f->early_n && send(f->rfd, f->early, f->early_n, MSG_NOSIGNAL) != (ssize_t)f->early_n)) {
+    int e = errno ? errno : EIO;
+    free(m);
+    // the client may have its reply already: close, do not send it another
+    dial_end(f, code_name(e), 0);
+    return;
+  }
+  tunnel_t *t = calloc(1, sizeof *t);
+  if (!t) {
+    free(m);
+    dial_end(f, "ENOMEM", 0);
+    return;
+  }
+  epoll_ctl(g_ep, EPOLL_CTL_DEL, f->rfd, NULL);
+  epoll_ctl(g_ep, EPOLL_CTL_DEL, f->fd, NULL);
+  unlink_front(f);
+  m->id = f->id;
+  m->end = "";
+  emit(m);
+  t->id = f->id;
+  t->owned = 1;
+  t->fa = f->fd;
+  t->fb = f->rfd;
+  t->idle_ms = f->idle_ms;
+  dir_t *ds[2] = {&t->up, &t->down};
+  for (int i = 0; i < 2; i++) {
+    ds[i]->pr = ds[i]->pw = -1;
+    ds[i]->in_ready = ds[i]->out_ready = 1;
+  }
+  t->up.src = t->down.dst = f->fd;
+  t->up.dst = t->down.src = f->rfd;
+  t->up.eof = f->eof;
+  t->up.bytes = f->early_n;
+  bury(f);
+  add_tunnel(t);
+}
+
+static void dial_start(front_t *f) {
+  link_front(&g_dials, f);
+  f->rfd = socket(f->to.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (f->rfd < 0) {
+    dial_end(f, code_name(errno), 1);
+    return;
+  }
+  int one = 1;
+  setsockopt(f->rfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (connect(f->rfd, (struct sockaddr *)&f->to, f->tolen) == 0) {
+    dial_ok(f);
+    return;
+  }
+  if (errno != EINPROGRESS) {
+    dial_end(f, code_name(errno), 1);
+    return;
+  }
+  // the client is watched for a reset only: a FIN after its request still gets its reply
+  struct epoll_event er = {.events = EPOLLOUT | EPOLLET, .data.ptr = tag(f, TAG_DIAL_R)};
+  struct epoll_event ec = {.events = EPOLLET, .data.ptr = tag(f, TAG_DIAL_C)};
+  if (epoll_ctl(g_ep, EPOLL_CTL_ADD, f->rfd, &er) < 0 || epoll_ctl(g_ep, EPOLL_CTL_ADD, f->fd, &ec) < 0) {
+    dial_end(f, code_name(errno), 1);
+    return;
+  }
+  want_sweep(f->deadline);
+}
+
+static void on_dial_event(front_t *f, int remote, uint32_t ev) {
+  if (f->dead) return;
+  if (!remote) {
+    if (ev & (EPOLLHUP | EPOLLERR)) dial_end(f, "ERR_CLIENT_CLOSED", 0);
+    return;
+  }
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(f->rfd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+  if (err) dial_end(f, code_name(err), 1);
+  else if (ev & EPOLLOUT) dial_ok(f);
+}
+
+static void front_listen(listener_t *l) {
+  l->next = g_listen;
+  g_listen = l;
+  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = tag(l, TAG_LISTEN)};
+  if (epoll_ctl(g_ep, EPOLL_CTL_ADD, l->fd, &ev) < 0) {
+    // no connection is accepted: the caller saw the descriptor valid, so this is out of memory
+    l->resume_at = now_ms() + ACCEPT_PAUSE_MS;
+    want_sweep(l->resume_at);
+  }
+}
+
+// closes the listener and the handshakes it accepted (the gateway is closing: no messages)
+static void front_unlisten(uint32_t lid) {
+  for (listener_t **pp = &g_listen; *pp; pp = &(*pp)->next) {
+    listener_t *l = *pp;
+    if (l->lid != lid) continue;
+    *pp = l->next;
+    epoll_ctl(g_ep, EPOLL_CTL_DEL, l->fd, NULL);
+    close(l->fd);
+    for (front_t *f = g_hs.next, *nx; f != &g_hs; f = nx) {
+      nx = f->next;
+      if (f->l != l) continue;
+      epoll_ctl(g_ep, EPOLL_CTL_DEL, f->fd, NULL);
+      close(f->fd);
+      unlink_front(f);
+      bury(f);
+    }
+    free(l->clients);
+    l->clients = NULL;
+    l->dead = 1;
+    trash(l);
+    return;
+  }
+}
+
+// handshake and dial deadlines, paused listeners; returns the next deadline
+static uint64_t front_sweep(uint64_t now) {
+  uint64_t next = UINT64_MAX;
+  for (front_t *f = g_hs.next, *nx; f != &g_hs; f = nx) {
+    nx = f->next;
+    if (f->deadline <= now) hs_drop(f, "ERR_HANDSHAKE_TIMEOUT");
+    else if (f->deadline < next) next = f->deadline;
+  }
+  for (front_t *f = g_dials.next, *nx; f != &g_dials; f = nx) {
+    nx = f->next;
+    if (f->deadline <= now) dial_end(f, "ETIMEDOUT", 1);
+    else if (f->deadline < next) next = f->deadline;
+  }
+  for (listener_t *l = g_listen; l; l = l->next) {
+    if (!l->resume_at) continue;
+    if (l->resume_at <= now) {
+      l->resume_at = 0;
+      struct epoll_event ev = {.events = EPOLLIN, .data.ptr = tag(l, TAG_LISTEN)};
+      if (epoll_ctl(g_ep, EPOLL_CTL_MOD, l->fd, &ev) < 0 && epoll_ctl(g_ep, EPOLL_CTL_ADD, l->fd, &ev) < 0) {
+        l->resume_at = now + ACCEPT_PAUSE_MS;
+        if (l->resume_at < next) next = l->resume_at;
+      }
+    } else if (l->resume_at < next) next = l->resume_at;
+  }
+  return next;
+}
+
+static void front_cancel(uint32_t id) {
+  for (front_t *f = g_dials.next; f != &g_dials; f = f->next)
+    if (f->id == id) {
+      dial_end(f, "ERR_CLIENT_CLOSED", 0);
+      return;
+    }
 }
 
 static void *loop(void *arg) {
@@ -331,14 +892,34 @@ static void *loop(void *arg) {
         while (c) {
           ctl_t *nx = c->next;
           if (c->kind == 0) add_tunnel(c->t);
+          else if (c->kind == 2) dial_start(c->p);
+          else if (c->kind == 3) front_listen(c->p);
+          else if (c->kind == 4) front_unlisten(c->id);
           else if (c->id < g_tab_cap && g_tab[c->id]) finish(g_tab[c->id], "closed");
+          else front_cancel(c->id);
           free(c);
           c = nx;
         }
         continue;
       }
       uintptr_t u = (uintptr_t)p;
-      on_event((tunnel_t *)(u & ~(uintptr_t)1), (int)(u & 1), evs[i].events);
+      void *obj = (void *)(u & ~TAG_MASK);
+      switch (u & TAG_MASK) {
+        case TAG_TUN_A:
+        case TAG_TUN_B:
+          on_event(obj, (int)(u & 1), evs[i].events);
+          break;
+        case TAG_HS:
+          hs_read(obj);
+          break;
+        case TAG_DIAL_C:
+        case TAG_DIAL_R:
+          on_dial_event(obj, (u & TAG_MASK) == TAG_DIAL_R, evs[i].events);
+          break;
+        case TAG_LISTEN:
+          on_accept(obj);
+          break;
+      }
     }
     tunnel_t *r = g_ready;
     g_ready = NULL;
@@ -352,6 +933,7 @@ static void *loop(void *arg) {
       uint64_t now = now_ms();
       if (now >= g_next_sweep) sweep(now);
     }
+    empty_trash();
     while (g_dead) {
       tunnel_t *nx = g_dead->dnext;
       if (g_dead->queued) {  // still on the ready list: unlink it first
@@ -368,20 +950,62 @@ static void *loop(void *arg) {
 
 // ---- JavaScript side (main thread) ----
 
+// the thread's queue keeps the process alive while tunnels, dials or listeners are open
+static void hold_on(napi_env env, uint32_t *count, int delta) {
+  uint32_t before = g_active + g_listeners;
+  if (delta > 0) (*count)++;
+  else (*count)--;
+  uint32_t after = g_active + g_listeners;
+  if (before == 0 && after > 0) napi_ref_threadsafe_function(env, g_tsfn);
+  if (before > 0 && after == 0) napi_unref_threadsafe_function(env, g_tsfn);
+}
+
+static void hold(napi_env env, int delta) { hold_on(env, &g_active, delta); }
+
+static void free_id(uint32_t id) {
+  if (g_free_n == g_free_cap) {
+    size_t cap = g_free_cap ? g_free_cap * 2 : 1024;
+    uint32_t *f = realloc(g_free_ids, cap * sizeof *f);
+    if (f) {
+      g_free_ids = f;
+      g_free_cap = cap;
+    }
+  }
+  if (g_free_n < g_free_cap) g_free_ids[g_free_n++] = id;
+}
+
+// onFront(kind, lid, fd, peer, port, bytes, a, b, flags, ms, text, id)
+static void call_front(napi_env env, done_msg_t *m) {
+  napi_value cb, argv[12], undef;
+  if (!g_front_cb || napi_get_reference_value(env, g_front_cb, &cb) != napi_ok || !cb) {
+    if (m->fd >= 0) close(m->fd);
+    return;
+  }
+  napi_create_uint32(env, m->kind, &argv[0]);
+  napi_create_uint32(env, m->lid, &argv[1]);
+  napi_create_int32(env, m->fd, &argv[2]);
+  napi_create_string_utf8(env, m->peer, NAPI_AUTO_LENGTH, &argv[3]);
+  napi_create_uint32(env, m->pport, &argv[4]);
+  if (m->n) napi_create_buffer_copy(env, m->n, m->bytes, NULL, &argv[5]);
+  else napi_get_null(env, &argv[5]);
+  napi_create_uint32(env, m->a, &argv[6]);
+  napi_create_uint32(env, m->b, &argv[7]);
+  napi_create_uint32(env, m->flags, &argv[8]);
+  napi_create_double(env, m->ms, &argv[9]);
+  napi_create_string_utf8(env, m->end ? m->end : "", NAPI_AUTO_LENGTH, &argv[10]);
+  napi_create_uint32(env, m->id, &argv[11]);
+  napi_get_undefined(env, &undef);
+  napi_call_function(env, undef, cb, 12, argv, NULL);
+}
+
 static void call_js(napi_env env, napi_value cb, void *ctx, void *data) {
   done_msg_t *m = data;
-  if (env && cb) {
-    g_active--;
-    if (g_active == 0) napi_unref_threadsafe_function(env, g_tsfn);
-    if (g_free_n == g_free_cap) {
-      size_t cap = g_free_cap ? g_free_cap * 2 : 1024;
-      uint32_t *f = realloc(g_free_ids, cap * sizeof *f);
-      if (f) {
-        g_free_ids = f;
-        g_free_cap = cap;
-      }
-    }
-    if (g_free_n < g_free_cap) g_free_ids[g_free_n++] = m->id;
+  if (!env || !cb) {
+    // the environment is going away: nothing will adopt the descriptor
+    if (m->fd >= 0) close(m->fd);
+  } else if (m->kind == M_DONE) {
+    hold(env, -1);
+    free_id(m->id);
     napi_value argv[4], undef;
     napi_create_uint32(env, m->id, &argv[0]);
     napi_create_double(env, m->up, &argv[1]);
@@ -389,7 +1013,15 @@ static void call_js(napi_env env, napi_value cb, void *ctx, void *data) {
     napi_create_string_utf8(env, m->end, NAPI_AUTO_LENGTH, &argv[3]);
     napi_get_undefined(env, &undef);
     napi_call_function(env, undef, cb, 4, argv, NULL);
+  } else {
+    // a dial that failed has no DONE to follow
+    if (m->kind == M_DIALED && m->end && m->end[0]) {
+      hold(env, -1);
+      free_id(m->id);
+    }
+    call_front(env, m);
   }
+  free(m->bytes);
   free(m);
 }
 
@@ -491,7 +1123,7 @@ static napi_value js_add(napi_env env, napi_callback_info info) {
   t->up.dst = t->down.src = db;
   t->up.eof = (ended & 1) != 0;
   t->down.eof = (ended & 2) != 0;
-  if (g_active++ == 0) napi_ref_threadsafe_function(env, g_tsfn);
+  hold(env, 1);
   c->kind = 0;
   c->t = t;
   // read before post(): from then on the loop owns t, and a tunnel that ends at once (both
@@ -516,6 +1148,186 @@ static napi_value js_cancel(napi_env env, napi_callback_info info) {
   c->id = id;
   post(c);
   return NULL;
+}
+
+
+// frontStart(onFront): the callback for the front's messages (see call_front); once
+static napi_value js_front_start(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_valuetype t;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (!g_started) THROW("not started");
+  if (argc < 1 || napi_typeof(env, argv[0], &t) != napi_ok || t != napi_function) THROW("frontStart(onFront)");
+  if (g_front_cb) napi_delete_reference(env, g_front_cb);
+  napi_create_reference(env, argv[0], 1, &g_front_cb);
+  return NULL;
+}
+
+// frontListen(fd, lid, clients, handshakeMs, budget): accepts on a duplicate of the listening
+// socket fd (the caller closes its own); clients: null, or 17 bytes per CIDR (address as 16,
+// prefix length)
+static napi_value js_front_listen(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  int32_t fd;
+  uint32_t lid, budget;
+  double hs;
+  napi_valuetype vt;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (!g_started || !g_front_cb) THROW("front not started");
+  if (argc < 5 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_uint32(env, argv[1], &lid) != napi_ok ||
+      napi_get_value_double(env, argv[3], &hs) != napi_ok || napi_get_value_uint32(env, argv[4], &budget) != napi_ok || fd < 0 ||
+      napi_typeof(env, argv[2], &vt) != napi_ok)
+    THROW("frontListen(fd, lid, clients, handshakeMs, budget)");
+  cidr_t *clients = NULL;
+  size_t nclients = 0;
+  if (vt != napi_null && vt != napi_undefined) {
+    void *data;
+    size_t len;
+    bool isbuf = false;
+    napi_is_typedarray(env, argv[2], &isbuf);
+    napi_typedarray_type tt;
+    napi_value ab;
+    size_t off;
+    if (!isbuf || napi_get_typedarray_info(env, argv[2], &tt, &len, &data, &ab, &off) != napi_ok || tt != napi_uint8_array || len % 17)
+      THROW("frontListen: clients must be a Uint8Array of 17-byte entries");
+    nclients = len / 17;
+    clients = calloc(nclients ? nclients : 1, sizeof *clients);
+    if (!clients) THROW("out of memory");
+    for (size_t i = 0; i < nclients; i++) {
+      memcpy(clients[i].ip, (uint8_t *)data + i * 17, 16);
+      uint8_t bits = ((uint8_t *)data)[i * 17 + 16];
+      clients[i].bits = bits > 128 ? 128 : bits;
+    }
+  }
+  int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  listener_t *l = calloc(1, sizeof *l);
+  ctl_t *c = calloc(1, sizeof *c);
+  if (dfd < 0 || !l || !c) {
+    int e = errno;
+    if (dfd >= 0) close(dfd);
+    free(l);
+    free(c);
+    free(clients);
+    napi_throw_error(env, code_name(e), "cannot take the listening socket");
+    return NULL;
+  }
+  l->lid = lid;
+  l->fd = dfd;
+  l->hs_ms = hs > 0 ? (uint64_t)hs : 0;
+  l->budget = budget ? budget : 1;
+  l->clients = clients;
+  l->nclients = nclients;
+  hold_on(env, &g_listeners, 1);
+  c->kind = 3;
+  c->p = l;
+  post(c);
+  return NULL;
+}
+
+// frontUnlisten(lid): stops accepting there and closes its handshakes
+static napi_value js_front_unlisten(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  uint32_t lid;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_uint32(env, argv[0], &lid) != napi_ok) THROW("frontUnlisten(lid)");
+  ctl_t *c = calloc(1, sizeof *c);
+  if (!c) THROW("out of memory");
+  c->kind = 4;
+  c->id = lid;
+  if (g_listeners) hold_on(env, &g_listeners, -1);
+  post(c);
+  return NULL;
+}
+
+// frontDial(fd, lid, address, port, timeoutMs, idleMs, early, eof) -> id: the loop dials the
+// address for the client fd (from a REQUEST message: the loop owns it again), then M_DIALED,
+// and on success relays as tunnel id until M_DONE
+static napi_value js_front_dial(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  int32_t fd;
+  uint32_t lid, port;
+  double timeout, idle;
+  bool eof = false;
+  char addr[INET6_ADDRSTRLEN + 1];
+  size_t alen;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (!g_started) THROW("not started");
+  if (argc < 8 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_uint32(env, argv[1], &lid) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[2], addr, sizeof addr, &alen) != napi_ok || napi_get_value_uint32(env, argv[3], &port) != napi_ok ||
+      napi_get_value_double(env, argv[4], &timeout) != napi_ok || napi_get_value_double(env, argv[5], &idle) != napi_ok ||
+      napi_get_value_bool(env, argv[7], &eof) != napi_ok || fd < 0 || port == 0 || port > 65535)
+    THROW("frontDial(fd, lid, address, port, timeoutMs, idleMs, early, eof)");
+  front_t *f = malloc(sizeof *f);
+  ctl_t *c = calloc(1, sizeof *c);
+  if (!f || !c) {
+    free(f);
+    free(c);
+    THROW("out of memory");
+  }
+  memset(f, 0, offsetof(front_t, buf));
+  f->prev = f->next = f;
+  if (inet_pton(AF_INET, addr, &((struct sockaddr_in *)&f->to)->sin_addr) == 1) {
+    struct sockaddr_in *a = (struct sockaddr_in *)&f->to;
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)port);
+    f->tolen = sizeof *a;
+  } else if (inet_pton(AF_INET6, addr, &((struct sockaddr_in6 *)&f->to)->sin6_addr) == 1) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&f->to;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons((uint16_t)port);
+    f->tolen = sizeof *a;
+  } else {
+    free(f);
+    free(c);
+    THROW("frontDial: address must be an IP literal");
+  }
+  napi_valuetype vt;
+  napi_typeof(env, argv[6], &vt);
+  if (vt != napi_null && vt != napi_undefined) {
+    void *data;
+    size_t len;
+    napi_typedarray_type tt;
+    napi_value ab;
+    size_t off;
+    bool is = false;
+    napi_is_typedarray(env, argv[6], &is);
+    if (!is || napi_get_typedarray_info(env, argv[6], &tt, &len, &data, &ab, &off) != napi_ok || tt != napi_uint8_array) {
+      free(f);
+      free(c);
+      THROW("frontDial: early must be a Uint8Array");
+    }
+    if (len) {
+      f->early = malloc(len);
+      if (!f->early) {
+        free(f);
+        free(c);
+        THROW("out of memory");
+      }
+      memcpy(f->early, data, len);
+      f->early_n = len;
+    }
+  }
+  f->fd = fd;
+  f->rfd = -1;
+  f->lid = lid;
+  f->dialing = 1;
+  f->eof = eof;
+  f->started = now_ms();
+  f->deadline = f->started + (timeout > 0 ? (uint64_t)timeout : 10000);
+  f->idle_ms = idle > 0 ? (uint64_t)idle : 0;
+  f->id = g_free_n ? g_free_ids[--g_free_n] : g_next_id++;
+  hold(env, 1);
+  c->kind = 2;
+  c->p = f;
+  uint32_t id = f->id;
+  post(c);
+  napi_value r;
+  napi_create_uint32(env, id, &r);
+  return r;
 }
 
 // linux/netfilter_ipv4.h and linux/netfilter_ipv6/ip6_tables.h: both 80, at SOL_IP and SOL_IPV6
@@ -578,8 +1390,12 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"add", NULL, js_add, NULL, NULL, NULL, napi_default, NULL},
       {"cancel", NULL, js_cancel, NULL, NULL, NULL, napi_default, NULL},
       {"origDst", NULL, js_orig_dst, NULL, NULL, NULL, napi_default, NULL},
+      {"frontStart", NULL, js_front_start, NULL, NULL, NULL, napi_default, NULL},
+      {"frontListen", NULL, js_front_listen, NULL, NULL, NULL, napi_default, NULL},
+      {"frontUnlisten", NULL, js_front_unlisten, NULL, NULL, NULL, napi_default, NULL},
+      {"frontDial", NULL, js_front_dial, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 4, d);
+  napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
   return exports;
 }
 
