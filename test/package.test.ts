@@ -55,10 +55,11 @@ describe('npm pack, npm install -g of the tarball, systemd units', () => {
     files = (JSON.parse(out.slice(out.indexOf('[\n'))) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path);
     const tgz = readdirSync(dir).find((f) => /^dualsocks-.*\.tgz$/.test(f));
     assert.ok(tgz, readdirSync(dir).join(' '));
-    // offline: the dependencies come from npm's cache (npm ci filled it), the addon's headers from
+    // the dependencies' tarballs come from npm's cache (npm ci filled it; their metadata may need
+    // the registry, which an install step may reach), the addon's headers from
     // this machine. A tarball's install script is allowed by its file: spec (npm matches it exactly).
     const file = join(dir, tgz);
-    const inst = await npm(['install', '-g', '--offline', '--foreground-scripts', `--allow-scripts=file:${file}`, '--prefix', prefix, file]);
+    const inst = await npm(['install', '-g', '--prefer-offline', '--foreground-scripts', `--allow-scripts=file:${file}`, '--prefix', prefix, file]);
     installOutput = inst.stdout.toString() + inst.stderr;
     assert.equal(inst.code, 0, installOutput);
   });

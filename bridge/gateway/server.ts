@@ -11,7 +11,7 @@ import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/ser
 import { hostAddresses } from '../host-addresses.js';
 import { closeAll, listenAll } from '../listen.js';
 import { say, type GatewayConnectRecord, type GatewayHandshakeRecord, type GatewayLine, type GatewayRecord, type GatewayRequestRecord, type Logger } from '../log.js';
-import { adoptDescriptor, frontDial, frontListen, frontUnlisten, releasedToNative, type FrontAdopt, type FrontEnded, type FrontHandlers, type FrontRequest } from '../native/loader.js';
+import { adoptDescriptor, frontDial, frontHandshakes, frontListen, frontUnlisten, releasedToNative, type FrontAdopt, type FrontEnded, type FrontHandlers, type FrontRequest } from '../native/loader.js';
 import { errnoToError } from '../upstream/direct.js';
 import { goesUpstream } from './chain.js';
 import { ftpTranslates } from './ftp.js';
@@ -43,7 +43,7 @@ export interface GatewayStats {
   /** Connections past their request: what --max-connections counts. */
   active: number;
   /** Connections still in their handshake (their own budget, see Gateway.handshakeBudget). */
-  handshaking: number;
+  readonly handshaking: number;
   /** Handshakes ended to make room for a newer one. */
   evicted: number;
   succeeded: number;
@@ -82,7 +82,7 @@ class Conn {
     this.evict = evict;
     this.place = 'handshake';
     gateway.handshakes.add(this);
-    gateway.stats.handshaking++;
+    gateway.jsHandshakes++;
   }
 
   /** Leaves the handshake for a place under --max-connections; false when those are all taken. */
@@ -100,7 +100,7 @@ class Conn {
     const { gateway } = this;
     if (this.place === 'handshake') {
       gateway.handshakes.delete(this);
-      gateway.stats.handshaking--;
+      gateway.jsHandshakes--;
       // only a handshake is evicted; the closure holds the client socket and its session, which a
       // tunnel the native relay took over must not keep alive (this Conn lives as long as it)
       this.evict = NO_EVICT;
@@ -138,7 +138,9 @@ export class Gateway implements GatewayServices {
   readonly pipelining: PipeliningCache;
   /** FTP passive data connections a CONNECT may claim (ftp-slots.ts). */
   readonly ftpSlots = new FtpDataSlots<ConnectContext>();
-  readonly stats: GatewayStats = { accepted: 0, active: 0, handshaking: 0, evicted: 0, succeeded: 0, failed: 0 };
+  readonly stats: GatewayStats;
+  /** Handshakes in the session here; the native front's are counted by the addon. */
+  jsHandshakes = 0;
   /**
    * Connections in their handshake, oldest first. They have their own budget, apart from
    * --max-connections: idle or slow clients cannot take the places of served ones, and when the
@@ -161,6 +163,18 @@ export class Gateway implements GatewayServices {
     this.resolver = new NameResolver({ hostsFile: config.hostsFile, dns: config.dns, cacheSeconds: config.dnsCacheSeconds });
     this.pipelining = new PipeliningCache(config.connectTimeoutMs);
     this.handshakeBudget = Math.max(MIN_HANDSHAKE_BUDGET, Math.ceil(config.maxConnections / 4));
+    const frontLids = this.frontLids;
+    const self = this;
+    this.stats = {
+      accepted: 0,
+      active: 0,
+      get handshaking(): number {
+        return self.jsHandshakes + frontLids.reduce((n, lid) => n + frontHandshakes(lid), 0);
+      },
+      evicted: 0,
+      succeeded: 0,
+      failed: 0,
+    };
   }
 
   async listen(): Promise<HostPort[]> {
@@ -184,7 +198,7 @@ export class Gateway implements GatewayServices {
    */
   private frontOptions(): { clients: Uint8Array | null; handshakeMs: number; budget: number } | undefined {
     const { config } = this;
-    if (config.usersFile || config.proxyProtocol) return undefined;
+    if (this.users || config.usersFile || config.requireAuth || config.proxyProtocol) return undefined;
     let clients: Uint8Array | null = null;
     if (config.clients) {
       clients = new Uint8Array(config.clients.entries.length * 17);
@@ -218,6 +232,7 @@ export class Gateway implements GatewayServices {
     const plain =
       request !== undefined &&
       ip !== null &&
+      request.port !== 0 &&
       this.ftpSlots.size === 0 &&
       !goesUpstream(config, request.host, request.port) &&
       !ftpTranslates(config, { host: client, port: m.port }, ip, request.port) &&

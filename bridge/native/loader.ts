@@ -27,6 +27,7 @@ interface Addon {
   frontStart?(onFront: FrontCallback): void;
   frontListen(fd: number, lid: number, clients: Uint8Array | null, handshakeMs: number, budget: number): void;
   frontUnlisten(lid: number): void;
+  frontHandshakes(lid: number): number;
   frontDial(fd: number, lid: number, address: string, port: number, timeoutMs: number, idleMs: number, early: Uint8Array | null, eof: boolean): number;
 }
 
@@ -358,6 +359,8 @@ const M_DIALED = 4;
 const frontListeners = new Map<number, FrontHandlers>();
 const dials = new Map<number, { dialed: (d: FrontDialed) => void; group: NativeTunnels }>();
 let nextLid = 1;
+/** Set when a handler gave the descriptor an owner (a dial, a Node socket): a throw after that must not close it. */
+let claimed = false;
 let frontOn: boolean | undefined;
 
 function closeFd(fd: number): void {
@@ -392,11 +395,13 @@ function onFront(kind: number, lid: number, fd: number, peer: string, port: numb
   const h = frontListeners.get(lid);
   if (!h) return closeFd(fd);
   const client = { fd, peer, port, bytes: bytes ?? new Uint8Array(0), ms };
+  claimed = false;
   try {
     if (kind === M_REQUEST) h.request({ ...client, greetingLength: a, requestLength: b & 0xffff, errorCodes: (b >>> 16) % 2 === 1, eof: (flags & 1) === 1 });
     else if (kind === M_ADOPT) h.adopt({ ...client, methodSent: (flags & 2) === 2 });
     else if (kind === M_ENDED) h.ended({ peer, port, result: text, phase: a ? 'request' : 'greeting', ms });
   } catch (e) {
+    if (!claimed) closeFd(fd);
     h.internal(e);
   }
 }
@@ -442,6 +447,11 @@ export function frontListen(server: Server, handlers: FrontHandlers, opts: Front
   return lid;
 }
 
+/** Handshakes the front holds on that listener now. */
+export function frontHandshakes(lid: number): number {
+  return frontListeners.has(lid) ? addon!.frontHandshakes(lid) : 0;
+}
+
 export function frontUnlisten(lid: number): void {
   if (!frontListeners.delete(lid)) return;
   addon?.frontUnlisten(lid);
@@ -462,6 +472,7 @@ export interface FrontDialOptions {
 /** The front dials `address` for a client from a FrontRequest (its descriptor is the addon's again). */
 export function frontDial(fd: number, lid: number, address: string, port: number, o: FrontDialOptions): void {
   const id = addon!.frontDial(fd, lid, address, port, o.timeoutMs, o.idleTimeoutMs > 0 ? o.idleTimeoutMs : 0, o.early.length ? o.early : null, o.eof);
+  claimed = true;
   tunnels.set(id, { id, client: null, remote: null, up0: 0, down0: 0, cancelled: false, resolve: o.done });
   dials.set(id, { dialed: o.dialed, group: o.group });
   o.group.add(id);
@@ -470,5 +481,7 @@ export function frontDial(fd: number, lid: number, address: string, port: number
 
 /** A Node socket for a descriptor the front gave back. */
 export function adoptDescriptor(fd: number): Socket {
-  return new NetSocket({ fd, readable: true, writable: true, allowHalfOpen: true });
+  const s = new NetSocket({ fd, readable: true, writable: true, allowHalfOpen: true });
+  claimed = true;
+  return s;
 }

@@ -367,7 +367,7 @@ typedef struct listener {
   uint32_t lid;
   int fd;
   uint64_t hs_ms;         // handshake timeout
-  uint32_t budget, n;     // handshakes at once: the most, and now
+  uint32_t budget, n;     // handshakes at once: the most, and now (read by the main thread too)
   cidr_t *clients;        // NULL: everyone
   size_t nclients;
   uint64_t resume_at;     // accepting paused (out of descriptors) until then; 0: not paused
@@ -467,7 +467,7 @@ static void hs_drop(front_t *f, const char *result) {
   epoll_ctl(g_ep, EPOLL_CTL_DEL, f->fd, NULL);
   close(f->fd);
   unlink_front(f);
-  f->l->n--;
+  __atomic_fetch_sub(&f->l->n, 1, __ATOMIC_RELAXED);
   done_msg_t *m = front_msg(M_ENDED, f);
   if (m) {
     m->end = result;
@@ -481,7 +481,7 @@ static void hs_drop(front_t *f, const char *result) {
 static void hs_handoff(front_t *f, int kind, uint32_t a, uint32_t b) {
   epoll_ctl(g_ep, EPOLL_CTL_DEL, f->fd, NULL);
   unlink_front(f);
-  f->l->n--;
+  __atomic_fetch_sub(&f->l->n, 1, __ATOMIC_RELAXED);
   done_msg_t *m = front_msg(kind, f);
   uint8_t *bytes = f->len ? malloc(f->len) : NULL;
   if (!m || (f->len && !bytes)) {
@@ -643,7 +643,7 @@ static void on_accept(listener_t *l) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     link_front(&g_hs, f);
-    l->n++;
+    __atomic_fetch_add(&l->n, 1, __ATOMIC_RELAXED);
     if (l->clients && !cidr_has(l, ip)) {
       // outside --clients: JavaScript refuses it, with its log line
       hs_handoff(f, M_ADOPT, 0, 0);
@@ -1151,6 +1151,20 @@ static napi_value js_cancel(napi_env env, napi_callback_info info) {
 }
 
 
+// main thread: the open listeners, for frontHandshakes (the loop frees one only after frontUnlisten)
+static listener_t **g_open;
+static size_t g_open_n, g_open_cap;
+
+static listener_t *open_find(uint32_t lid, int remove) {
+  for (size_t i = 0; i < g_open_n; i++)
+    if (g_open[i]->lid == lid) {
+      listener_t *l = g_open[i];
+      if (remove) g_open[i] = g_open[--g_open_n];
+      return l;
+    }
+  return NULL;
+}
+
 // frontStart(onFront): the callback for the front's messages (see call_front); once
 static napi_value js_front_start(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -1219,11 +1233,37 @@ static napi_value js_front_listen(napi_env env, napi_callback_info info) {
   l->budget = budget ? budget : 1;
   l->clients = clients;
   l->nclients = nclients;
+  if (g_open_n == g_open_cap) {
+    size_t cap = g_open_cap ? g_open_cap * 2 : 8;
+    listener_t **o = realloc(g_open, cap * sizeof *o);
+    if (!o) {
+      close(dfd);
+      free(l);
+      free(c);
+      free(clients);
+      THROW("out of memory");
+    }
+    g_open = o;
+    g_open_cap = cap;
+  }
+  g_open[g_open_n++] = l;
   hold_on(env, &g_listeners, 1);
   c->kind = 3;
   c->p = l;
   post(c);
   return NULL;
+}
+
+// frontHandshakes(lid) -> handshakes the front holds there now
+static napi_value js_front_handshakes(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], r;
+  uint32_t lid;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_uint32(env, argv[0], &lid) != napi_ok) THROW("frontHandshakes(lid)");
+  listener_t *l = open_find(lid, 0);
+  napi_create_uint32(env, l ? __atomic_load_n(&l->n, __ATOMIC_RELAXED) : 0, &r);
+  return r;
 }
 
 // frontUnlisten(lid): stops accepting there and closes its handshakes
@@ -1237,7 +1277,7 @@ static napi_value js_front_unlisten(napi_env env, napi_callback_info info) {
   if (!c) THROW("out of memory");
   c->kind = 4;
   c->id = lid;
-  if (g_listeners) hold_on(env, &g_listeners, -1);
+  if (open_find(lid, 1)) hold_on(env, &g_listeners, -1);
   post(c);
   return NULL;
 }
@@ -1394,6 +1434,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"frontListen", NULL, js_front_listen, NULL, NULL, NULL, napi_default, NULL},
       {"frontUnlisten", NULL, js_front_unlisten, NULL, NULL, NULL, napi_default, NULL},
       {"frontDial", NULL, js_front_dial, NULL, NULL, NULL, napi_default, NULL},
+      {"frontHandshakes", NULL, js_front_handshakes, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
   return exports;

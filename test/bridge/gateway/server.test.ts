@@ -429,6 +429,9 @@ describe('gateway: what a tunnel the native relay took over keeps alive', () => 
     // the gateway's side of the client connection, watched without being held
     const proto = Gateway.prototype as unknown as { accept(s: Socket): void };
     const accept = proto.accept;
+    // the path where Node accepts (no addon front, or one that adopted the connection): the
+    // front itself makes no Node socket to keep
+    process.env.DUALSOCKS_NATIVE_FRONT = '0';
     let accepted: WeakRef<Socket> | undefined;
     proto.accept = function (this: Gateway, s: Socket) {
       accepted = new WeakRef(s);
@@ -454,6 +457,7 @@ describe('gateway: what a tunnel the native relay took over keeps alive', () => 
       assert.deepEqual([records[0]!.result, records[0]!.bytesUp], ['ok', 1]);
       assert.equal(gw.stats.active, 0);
     } finally {
+      delete process.env.DUALSOCKS_NATIVE_FRONT;
       proto.accept = accept;
       await gw.close();
       await held.close();
