@@ -188,7 +188,7 @@ export type BridgeUdpRecord = BridgeFields & UdpCountFields & {
   hops?: number;
   /** Every drop, whatever its reason. */
   dropped?: number;
-  /** closed: the client's control connection ended; gateway: the gateway's did. */
+  /** closed: the client's control connection ended; gateway: the gateway's did; idle: no datagram either way for --idle-timeout. */
   end?: string;
   lastError?: string;
 };

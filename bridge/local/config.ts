@@ -23,7 +23,7 @@ export const BRIDGE_LISTEN_OPTIONS: OptionSpec[] = [
   { key: 'pacProxy', kind: 'string', arg: 'HOST:PORT', help: "proxy address written into the PAC (default: the address the PAC was fetched from)" },
   { key: 'handshakeTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed for a SOCKS handshake or an HTTP request head (default 10)' },
   { key: 'connectTimeout', kind: 'seconds', arg: 'SECONDS', help: 'time allowed to reach a gateway and the destination (default 10)' },
-  { key: 'idleTimeout', kind: 'seconds', zero: 'never', arg: 'SECONDS', help: 'close a tunnel idle this long, 0 for never (default 3600)' },
+  { key: 'idleTimeout', kind: 'seconds', zero: 'never', arg: 'SECONDS', help: 'close a tunnel or UDP association idle this long, 0 for never (default 3600)' },
   { key: 'dnsListen', kind: 'list', arg: 'HOST:PORT', help: 'fake-address DNS server (UDP and TCP) for programs without proxy support, repeatable; beyond loopback needs --clients' },
   { key: 'dnsUpstream', kind: 'list', arg: 'SERVER[:PORT]', help: 'resolver for names the rules send DIRECT, repeatable (default: the nameservers in /etc/resolv.conf)' },
   { key: 'fakeRange', kind: 'string', arg: 'CIDR', help: `IPv4 addresses the DNS hands out for proxied names (default ${DEFAULT_FAKE_RANGE})` },

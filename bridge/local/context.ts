@@ -29,6 +29,8 @@ export interface BridgeContext {
    */
   relay(client: Socket, tunnel: Tunnel): Promise<RelayResult>;
   rules(): Settings;
+  /** --idle-timeout: a UDP association with no datagram either way for this long ends (0: never). */
+  idleTimeoutMs: number;
   /** The name a fake address stands for; null: a fake address mapped to nothing; undefined: not a fake address. */
   fakeName?(host: string): string | null | undefined;
   /** The port the bridge listens on (for PAC output when the Host header has none). */

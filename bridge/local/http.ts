@@ -179,6 +179,9 @@ function login(ctx: BridgeContext, via: Inbound, socket: Socket, header: string 
   }
   const c = basicCredentials(header);
   if (!c) {
+    // a line per request, as for any other: a browser sends only its first requests without
+    // credentials (Chromium: a handful at start), the later ones with the header the 407 made it ask for
+    ctx.state.refused(via, socket, { auth: 'none', result: 'ERR_SOCKS_AUTH_FAILED', error: header === undefined ? 'no Proxy-Authorization' : 'Proxy-Authorization not Basic' });
     then(challenge(header === undefined ? 'Proxy Authentication Required. This proxy serves only its users: send a username and password.' : 'Proxy Authentication Required. Only the Basic scheme is understood here: send a username and password.'));
     return undefined;
   }

@@ -78,6 +78,7 @@ export class Bridge {
         return relay(client, tunnel.socket, { idleTimeoutMs: config.idleTimeoutMs, group: this.relays }).finally(release);
       },
       rules: () => this.settings,
+      idleTimeoutMs: config.idleTimeoutMs,
       fakeName: (host) => this.fakeName(host),
       port: config.listen[0]?.port ?? 1080,
       pacProxy: config.pacProxy,

@@ -1,7 +1,8 @@
 // UDP ASSOCIATE for the bridge's SOCKS5 clients: one association at a gateway per local one (at
 // each hop, when the gateway is a chain), datagrams passed on with their SOCKS header untouched,
 // so a DOMAINNAME in it is resolved by the last gateway, never here. The client's TCP control
-// connection closing, or any of the gateway's, ends both sides.
+// connection closing, any of the gateway's, or --idle-timeout without a datagram either way, ends
+// both sides.
 //
 // The decisions are UdpRelaySession's (./udp-session.ts, I/O-free, unit-tested without sockets);
 // this file opens the association and the client-side socket and carries out its commands.
@@ -85,8 +86,9 @@ class UdpRelay {
       // RFC 1928: DST.ADDR/DST.PORT announce where the client will send from; 0 means "not known yet"
       announcedPort,
       family,
-      // no timer of our own: the gateway's association times out, and its end is this one's
-      idleTimeoutMs: 0,
+      // a timer of our own, as at the gateway: one with a longer timeout (or none) would otherwise keep
+      // this association's sockets and its place there open
+      idleTimeoutMs: ctx.idleTimeoutMs,
       upstreamRoom: assoc.chain.room,
       fakeName: (host) => ctx.fakeName?.(host),
     });

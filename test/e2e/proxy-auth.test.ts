@@ -59,6 +59,8 @@ test('a LAN bridge with --users: Chromium answers the 407 and loads the page; cu
       const refused = await drive(lan, { proxy, url });
       assert.notEqual(refused.status, 200, JSON.stringify(refused));
       assert.ok(!refused.text.includes(MARK));
+      // its requests without credentials are logged as refused logins
+      await bridge.waitRecord((r) => r.inbound === 'http' && r.client === LAN_ADDR.c && r.auth === 'none' && r.result === 'ERR_SOCKS_AUTH_FAILED');
       const ok = await drive(lan, { proxy, url, credentials: { username: USER, password: PASSWORD } });
       assert.equal(ok.status, 200, JSON.stringify(ok));
       assert.ok(ok.text.includes(MARK), ok.text);

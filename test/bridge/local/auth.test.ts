@@ -150,13 +150,19 @@ describe('dualsocks start --users', () => {
     assert.match(py.stdout.toString(), /hello from origin/);
   });
 
-  test('HTTP without credentials: 407 with Proxy-Authenticate and a body in words; wrong ones: 407 again', async () => {
-    const none = await run('curl', ['-sS', '-D', '-', '-x', `http://${proxy}`, url()]);
+  test('HTTP without credentials: 407 with Proxy-Authenticate and a body in words, and a line (auth none); wrong ones: 407 again', async () => {
+    const none = await run('curl', ['-sS', '-D', '-', '--interface', '127.0.0.26', '-x', `http://${proxy}`, url()]);
     const text = none.stdout.toString();
     assert.match(text, /^HTTP\/1\.1 407 Proxy Authentication Required\r\n/);
     assert.match(text, /\r\nProxy-Authenticate: Basic realm="dualsocks"\r\n/i);
     assert.match(text, /serves only its users: send a username and password/);
     assert.match(text, /curl takes --proxy-user/);
+    // logged as a refused login, as SOCKS4's are: no user, auth none
+    const challenged = await bridge.waitRecord((x) => x.client === '127.0.0.26');
+    assert.deepEqual(
+      [challenged.inbound, challenged.user, challenged.auth, challenged.result, challenged.error],
+      ['http', undefined, 'none', 'ERR_SOCKS_AUTH_FAILED', 'no Proxy-Authorization'],
+    );
     // each refusal from a source of its own: five failures from one source start its back-off
     const wrong = await run('curl', ['-sS', '-D', '-', '--interface', '127.0.0.21', '-x', `http://${proxy}`, '--proxy-user', 'alice:wrong password', url()]);
     assert.match(wrong.stdout.toString(), /^HTTP\/1\.1 407 /);
@@ -168,6 +174,8 @@ describe('dualsocks start --users', () => {
     // another scheme is no login
     const bearer = await run('curl', ['-sS', '-D', '-', '-x', `http://${proxy}`, '-H', 'Proxy-Authorization: Bearer abc', url()]);
     assert.match(bearer.stdout.toString(), /^HTTP\/1\.1 407 [^]*Only the Basic scheme/);
+    const other = await bridge.waitRecord((x) => x.error === 'Proxy-Authorization not Basic');
+    assert.deepEqual([other.inbound, other.auth, other.result], ['http', 'none', 'ERR_SOCKS_AUTH_FAILED']);
   });
 
   test('the login stays at the bridge: no Proxy-Authorization reaches the origin; after a 407 the same connection logs in', async () => {
@@ -202,12 +210,15 @@ describe('dualsocks start --users', () => {
     assert.equal(posted.stdout.toString(), 'hello from origin', posted.stderr);
   });
 
-  test('CONNECT without or with wrong credentials: 407, and the tunnel is never opened', async () => {
+  test('CONNECT without or with wrong credentials: 407, a line each, and the tunnel is never opened', async () => {
     for (const extra of [[], ['--proxy-user', 'bob:wrong password']]) {
       const r = await run('curl', ['-sS', '--interface', '127.0.0.22', '-p', '-x', `http://${proxy}`, ...extra, url()]);
       assert.equal(r.code, 56, r.stderr);
       assert.match(r.stderr, /CONNECT tunnel failed, response 407/);
     }
+    await bridge.waitRecord((x) => x.client === '127.0.0.22' && x.auth === 'fail');
+    const lines = bridge.records().filter((x) => x.client === '127.0.0.22');
+    assert.deepEqual(lines.map((x) => [x.inbound, x.auth, x.result]), [['connect', 'none', 'ERR_SOCKS_AUTH_FAILED'], ['connect', 'fail', 'ERR_SOCKS_AUTH_FAILED']]);
     assert.equal(bridge.records().filter((x) => x.inbound === 'connect' && x.result === 'ok' && x.user !== 'alice').length, 0);
   });
 

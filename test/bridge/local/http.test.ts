@@ -44,6 +44,7 @@ async function startBridge(gatewayPort: number): Promise<TestBridge> {
     open: (host, port) => pool.open(host, port),
     relay: (c, t) => relay(c, t.socket, { idleTimeoutMs: 0 }).finally(() => t.release()),
     rules: () => DEFAULT_SETTINGS,
+    idleTimeoutMs: 0,
     port: 0,
   };
   const http = createHttpFrontend(ctx);

@@ -71,6 +71,7 @@ describe('bridge pages', () => {
       open: (host, p) => pool.open(host, p),
       relay: (c, t) => relay(c, t.socket, { idleTimeoutMs: 0 }).finally(() => t.release()),
       rules: () => settings,
+      idleTimeoutMs: 0,
       port: 0,
     };
     const http = createHttpFrontend(ctx);

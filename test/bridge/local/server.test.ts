@@ -1,16 +1,28 @@
 // The bridge's one port as `dualsocks start` runs it: every inbound protocol on the same port,
-// the in-process gateway resolving names, and the PAC file it distributes.
+// the in-process gateway resolving names, and the PAC file it distributes; and what an idle tunnel
+// keeps alive in the bridge.
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { after, before, describe, test } from 'node:test';
 import { createPacResolver } from 'pac-resolver';
 import { QuickJS } from 'quickjs-wasi';
-import { readAll, sha256, startOrigin, type Origin } from '../../helpers/origin.js';
+import { readAll, sha256, startOrigin, startTcp, type Origin } from '../../helpers/origin.js';
 import { run, startCli, type Running } from '../../helpers/process.js';
-import { socks5Connect } from '../../helpers/socks5.js';
+import { socks5Connect, socks5Open } from '../../helpers/socks5.js';
+import { requireCapability } from '../../helpers/env.js';
+import { eventually } from '../../helpers/settle.js';
+import { gatewayConfig } from '../../../bridge/gateway/config.js';
+import { Gateway } from '../../../bridge/gateway/server.js';
+import { bridgeConfig } from '../../../bridge/local/config.js';
+import { Bridge } from '../../../bridge/local/server.js';
+import type { BridgeLine } from '../../../bridge/log.js';
+import { nativeRelayStatus, releasedToNative } from '../../../bridge/native/loader.js';
+import { GatewayPool } from '../../../bridge/upstream/pool.js';
 import { encodeSocks4Request } from '../../../shared/socks5/codec.js';
 import { CMD } from '../../../shared/socks5/constants.js';
 
@@ -175,3 +187,90 @@ describe('bridge handshake timeout (slow clients)', () => {
     }
   });
 });
+
+describe('bridge: what a tunnel the native relay took over keeps alive', () => {
+  const status = nativeRelayStatus();
+  const skip = requireCapability('native splice relay', status.available, status.reason);
+  test('not the client socket nor the tunnel\'s (SOCKS5, HTTP CONNECT): only the log line waits for the end', { skip, timeout: 60_000 }, async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    // idle until the client leaves, then it closes too
+    const held = await startTcp('127.0.0.1', (s) => s.resume().once('end', () => s.end()));
+    const gw = new Gateway(gatewayConfig(['--listen', '127.0.0.1:0', '--hosts', join(dir, 'hosts'), '--dns', 'none', '--allow', '127.0.0.1']), () => {});
+    const gwPort = (await gw.listen())[0]!.port;
+    const hops = [[{ host: '127.0.0.1', port: gwPort }]];
+    const pool = new GatewayPool(hops, { balance: 'round-robin', connectTimeoutMs: 5000, healthIntervalMs: 60_000 });
+    const bridge = new Bridge(bridgeConfig({ listen: ['127.0.0.1:0'] }, hops), pool, 'test');
+    const records: BridgeLine[] = [];
+    bridge.state.log = (r) => records.push(r);
+    // the socket of each tunnel through the gateway, and the bridge's side of each client
+    // connection, watched without being held
+    let upstream: WeakRef<Socket> | undefined;
+    const open = pool.open.bind(pool);
+    pool.open = async (...args) => {
+      const t = await open(...args);
+      upstream = new WeakRef(t.socket);
+      return t;
+    };
+    const proto = Bridge.prototype as unknown as { accept(s: Socket): void };
+    const accept = proto.accept;
+    let accepted: WeakRef<Socket> | undefined;
+    proto.accept = function (this: Bridge, s: Socket) {
+      accepted = new WeakRef(s);
+      accept.call(this, s);
+    };
+    try {
+      const port = (await bridge.listen())[0]!.port;
+      const dials: [string, () => Promise<Socket>][] = [
+        ['socks5', async () => (await socks5Open(port, { cmd: CMD.CONNECT, host: 'web.test', port: held.port })).socket],
+        ['connect', () => httpConnect(port, `web.test:${held.port}`)],
+      ];
+      for (const [inbound, dial] of dials) {
+        accepted = upstream = undefined;
+        const client = await dial();
+        client.write('x');
+        client.resume();
+        const released = (w: WeakRef<Socket> | undefined): boolean => w?.deref()?.destroyed === true && releasedToNative(w.deref()!);
+        await eventually(() => released(accepted) && released(upstream), `${inbound}: both sockets handed to the native relay and released`);
+        // the tunnel is still open (idle), so its end has not come: nothing may hold the sockets now
+        await eventually(async () => {
+          gc();
+          await new Promise((r) => setImmediate(r));
+          return accepted!.deref() === undefined && upstream!.deref() === undefined;
+        }, `${inbound}: the released sockets collected while their tunnel is open`, { describe: () => ({ client: accepted!.deref() !== undefined, upstream: upstream!.deref() !== undefined }) });
+        assert.equal(bridge.state.open, 1, inbound);
+        assert.equal(records.length, 0, inbound);
+        // and the end is still logged, with its counts
+        client.end();
+        await eventually(() => records.length === 1, `${inbound}: the log line at the end`);
+        const line = records.pop()! as Record<string, unknown>;
+        assert.deepEqual([line.inbound, line.result, line.bytesUp], [inbound, 'ok', 1]);
+        await eventually(() => bridge.state.open === 0 && pool.health[0]!.active === 0, `${inbound}: the open counts back to 0`);
+        client.destroy();
+      }
+    } finally {
+      proto.accept = accept;
+      await bridge.close();
+      await gw.close();
+      await held.close();
+    }
+  });
+});
+
+/** An HTTP CONNECT tunnel through the proxy at `port`: the socket, once the 200 is read. */
+function httpConnect(port: number, authority: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port }, () => s.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`));
+    let head = '';
+    const onData = (d: Buffer): void => {
+      head += d.toString('latin1');
+      if (!head.includes('\r\n\r\n')) return;
+      s.off('data', onData);
+      s.pause();
+      if (/^HTTP\/1\.1 200 /.test(head)) resolve(s);
+      else reject(new Error(`CONNECT refused: ${head}`));
+    };
+    s.on('data', onData);
+    s.once('error', reject);
+  });
+}

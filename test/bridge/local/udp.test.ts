@@ -5,13 +5,13 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { associate, closeAssociations, pysocksUdp, socksDatagram, startUdpEcho, udpBind, type UdpEcho } from '../../helpers/udp.js';
+import { associate, closeAssociations, pysocksUdp, socksDatagram, startUdpEcho, udpBind, type Association, type UdpEcho } from '../../helpers/udp.js';
 import { run, startCli, type Running } from '../../helpers/process.js';
 import { connect, type Socket } from 'node:net';
 import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
 import { CMD, REP } from '../../../shared/socks5/constants.js';
 import { startOrigin } from '../../helpers/origin.js';
-import { backToBaseline, startBridgeOverGateway } from '../../helpers/settle.js';
+import { backToBaseline, bridgeStatus, eventually, openFds, startBridgeOverGateway } from '../../helpers/settle.js';
 import { socks5Request } from '../../helpers/socks5.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dualsocks-bridge-udp-'));
@@ -161,6 +161,43 @@ describe('bridge UDP ASSOCIATE abandoned before its reply', () => {
     } finally {
       for (const s of clients) s.destroy();
       await Promise.all([bridge.stop(), gw.stop(), origin.close()]);
+    }
+  });
+});
+
+describe('bridge UDP ASSOCIATE idle', () => {
+  test("--idle-timeout without a datagram either way ends the bridge's association (end: idle): its UDP socket, the client's control connection and the gateway's association, whose own timeout is an hour", { timeout: 60_000 }, async () => {
+    const echo = await startUdpEcho('127.0.0.1');
+    // the gateway's --idle-timeout is the default hour: only the bridge's can end it here
+    const gw = await startCli(['gateway', '--listen', '127.0.0.1:0', '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']);
+    const bridge = await startCli(['bridge', '--listen', '127.0.0.1:0', '--gateway', `socks5://127.0.0.1:${gw.listening[0]!.port}`, '--health-interval', '3600', '--idle-timeout', '1']);
+    let a: Association | undefined;
+    try {
+      const proxy = bridge.listening[0]!;
+      await eventually(async () => (await bridgeStatus(proxy.port)).gateways[0]!.checkedAt !== null, 'the start-up health check done');
+      const base = { bridge: openFds(bridge), gw: openFds(gw) };
+      a = await associate(proxy);
+      let controlClosed = false;
+      a.control.once('close', () => (controlClosed = true));
+      a.send('echo4.test', echo.port, 'before the silence');
+      assert.equal((await a.receive()).data.toString(), 'before the silence');
+      // then nothing either way: the bridge ends it, the client sees its control connection close
+      await eventually(() => controlClosed, 'the control connection closed by the bridge');
+      const mine = await bridge.waitRecord((x) => x.cmd === 'udp');
+      assert.deepEqual([mine.result, mine.end, mine.datagramsUp, mine.datagramsDown], ['ok', 'idle', 1, 1]);
+      // the bridge closed its side of the gateway's association: the gateway saw its control connection go
+      const theirs = await gw.waitRecord((x) => x.cmd === 'udp');
+      assert.deepEqual([theirs.end, theirs.datagramsUp], ['closed', 1]);
+      a.close();
+      await eventually(async () => {
+        const st = await bridgeStatus(proxy.port);
+        return st.connections.open === 0 && st.gateways[0]!.active === 0;
+      }, "the bridge's open count and the gateway's active count back to 0", { describe: () => bridgeStatus(proxy.port) });
+      await eventually(() => openFds(bridge) <= base.bridge, `bridge descriptors back to ${base.bridge}`, { describe: () => openFds(bridge) });
+      await eventually(() => openFds(gw) <= base.gw, `gateway descriptors back to ${base.gw}`, { describe: () => openFds(gw) });
+    } finally {
+      a?.close();
+      await Promise.all([bridge.stop(), gw.stop(), echo.close()]);
     }
   });
 });
