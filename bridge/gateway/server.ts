@@ -244,7 +244,6 @@ export class Gateway implements GatewayServices {
     if (!conn.serve()) return this.adopt(m, 2);
     this.stats.accepted++;
     this.metrics.handshake(m.ms);
-    const requestAt = Date.now();
     const target = joinHostPort(request.host, request.port);
     frontDial(m.fd, 0, formatIp(ip), request.port, {
       timeoutMs: config.connectTimeoutMs,
@@ -252,14 +251,7 @@ export class Gateway implements GatewayServices {
       early: m.bytes.subarray(m.greetingLength + m.requestLength),
       eof: m.eof,
       group: this.relays.native,
-      dialed: (r) => {
-        if (r.error === '') {
-          record.address = formatIp(ip);
-          record.family = familyOf(ip);
-          record.bound = joinHostPort(canonicalHost(r.bound.host), r.bound.port);
-          this.metrics.connected('connect', Date.now() - requestAt);
-          return;
-        }
+      failed: (r) => {
         if (r.fd < 0) return conn.finish('ERR_CLIENT_CLOSED');
         const error = errnoToError(Object.assign(new Error(r.error), { code: r.error }), target);
         conn.finish(error.code, { rep: error.rep, error: error.message });
@@ -267,7 +259,16 @@ export class Gateway implements GatewayServices {
         s.on('error', () => s.destroy());
         s.end(encodeFailureReply(error.rep, m.errorCodes ? error.code : undefined), () => s.destroy());
       },
-      done: (r) => conn.finish('ok', { bytesUp: r.up, bytesDown: r.down, end: r.end }),
+      done: (r) => {
+        if (r.bound) {
+          record.address = formatIp(ip);
+          record.family = familyOf(ip);
+          record.bound = joinHostPort(canonicalHost(r.bound.host), r.bound.port);
+          // observed at the end: the front reports a dial once, with the tunnel's end
+          this.metrics.connected('connect', r.dialMs ?? 0);
+        }
+        conn.finish('ok', { bytesUp: r.up, bytesDown: r.down, end: r.end });
+      },
     });
   }
 

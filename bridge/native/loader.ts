@@ -14,10 +14,13 @@ export interface NativeResult {
   up: number;
   down: number;
   end: string;
+  /** A tunnel the front dialed: the outbound socket's own address (BND), and the dial's duration. */
+  bound?: { host: string; port: number };
+  dialMs?: number;
 }
 
 interface Addon {
-  init(onDone: (id: number, up: number, down: number, end: string) => void): number;
+  init(onDone: (id: number, up: number, down: number, end: string, bound: string, boundPort: number, dialMs: number) => void): number;
   /** ended: bit 0 the client, bit 1 the remote already sent its FIN. */
   add(fdClient: number, fdRemote: number, idleMs: number, release: boolean, ended: number): number;
   cancel(id: number): void;
@@ -173,13 +176,18 @@ function cancel(id: number): void {
   }
 }
 
-function onDone(id: number, up: number, down: number, end: string): void {
+function onDone(id: number, up: number, down: number, end: string, bound: string, boundPort: number, dialMs: number): void {
   const t = tunnels.get(id);
   if (!t) return;
   tunnels.delete(id);
+  dials.delete(id);
   groups.get(id)?.delete(id);
   groups.delete(id);
-  const result = { up: t.up0 + up, down: t.down0 + down, end };
+  const result: NativeResult = { up: t.up0 + up, down: t.down0 + down, end };
+  if (bound !== '') {
+    result.bound = { host: bound, port: boundPort };
+    result.dialMs = dialMs;
+  }
   if (!t.client || !t.remote) {
     t.resolve(result);
     return;
@@ -342,13 +350,12 @@ export interface FrontHandlers {
   internal(e: unknown): void;
 }
 
-export interface FrontDialed {
-  /** '' when connected (the reply is sent, the relay runs), else an errno name or ERR_CLIENT_CLOSED. */
+/** A dial that failed. */
+export interface FrontDialFailed {
+  /** An errno name, or ERR_CLIENT_CLOSED. */
   error: string;
   /** The client's descriptor, given back for the failure reply; -1 when it is closed. */
   fd: number;
-  /** The outbound socket's own address (BND). */
-  bound: { host: string; port: number };
 }
 
 const M_REQUEST = 1;
@@ -357,7 +364,7 @@ const M_ENDED = 3;
 const M_DIALED = 4;
 
 const frontListeners = new Map<number, FrontHandlers>();
-const dials = new Map<number, { dialed: (d: FrontDialed) => void; group: NativeTunnels }>();
+const dials = new Map<number, { failed: (d: FrontDialFailed) => void; group: NativeTunnels }>();
 let nextLid = 1;
 /** Set when a handler gave the descriptor an owner (a dial, a Node socket): a throw after that must not close it. */
 let claimed = false;
@@ -375,17 +382,15 @@ function closeFd(fd: number): void {
 // Called by the addon's queue: a throw here would end the process, so every handler runs guarded.
 function onFront(kind: number, lid: number, fd: number, peer: string, port: number, bytes: Buffer | null, a: number, b: number, flags: number, ms: number, text: string, id: number): void {
   if (kind === M_DIALED) {
+    // a failed dial: no DONE follows
     const d = dials.get(id);
     dials.delete(id);
-    if (text !== '') {
-      // no DONE follows a failed dial
-      tunnels.delete(id);
-      d?.group.delete(id);
-      groups.delete(id);
-    }
+    tunnels.delete(id);
+    d?.group.delete(id);
+    groups.delete(id);
     if (!d) return closeFd(fd);
     try {
-      d.dialed({ error: text, fd, bound: { host: peer, port } });
+      d.failed({ error: text, fd });
     } catch (e) {
       closeFd(fd);
       say(`dualsocks: internal error after a native dial: ${e instanceof Error ? e.stack : String(e)}`);
@@ -464,8 +469,8 @@ export interface FrontDialOptions {
   early: Uint8Array;
   eof: boolean;
   group: NativeTunnels;
-  dialed: (d: FrontDialed) => void;
-  /** The tunnel's end, after a dial that succeeded. */
+  failed: (d: FrontDialFailed) => void;
+  /** The tunnel's end, after a dial that succeeded (with its BND and the dial's duration). */
   done: (r: NativeResult) => void;
 }
 
@@ -474,7 +479,7 @@ export function frontDial(fd: number, lid: number, address: string, port: number
   const id = addon!.frontDial(fd, lid, address, port, o.timeoutMs, o.idleTimeoutMs > 0 ? o.idleTimeoutMs : 0, o.early.length ? o.early : null, o.eof);
   claimed = true;
   tunnels.set(id, { id, client: null, remote: null, up0: 0, down0: 0, cancelled: false, resolve: o.done });
-  dials.set(id, { dialed: o.dialed, group: o.group });
+  dials.set(id, { failed: o.failed, group: o.group });
   o.group.add(id);
   groups.set(id, o.group);
 }

@@ -59,6 +59,10 @@ typedef struct tunnel {
   dir_t up, down;       // up: a -> b, down: b -> a
   uint64_t idle_ms, last;
   uint8_t finished, queued, owned;  // owned: fa/fb are our duplicates, closed at the end
+  // a tunnel the front dialed: its BND and how long the dial took, for its DONE message
+  char *bound;
+  uint16_t bport;
+  double dial_ms;
   struct tunnel *prev, *next;   // all live tunnels (idle sweep)
   struct tunnel *rnext;         // ready list (burst limit hit)
   struct tunnel *dnext;         // finished, to free at the end of the loop turn
@@ -80,7 +84,7 @@ typedef struct ctl {
   struct ctl *next;
 } ctl_t;
 
-// to JavaScript, in one queue so that a tunnel's DIALED always comes before its DONE
+// to JavaScript, in the one queue of the threadsafe function
 enum { M_DONE = 0, M_REQUEST = 1, M_ADOPT = 2, M_ENDED = 3, M_DIALED = 4 };
 typedef struct done_msg {
   uint8_t kind;
@@ -206,6 +210,10 @@ static void finish(tunnel_t *t, const char *end) {
     m->up = (double)t->up.bytes;
     m->down = (double)t->down.bytes;
     m->end = end;
+    m->fd = -1;
+    if (t->bound) memcpy(m->peer, t->bound, strlen(t->bound) + 1);
+    m->pport = t->bport;
+    m->ms = t->dial_ms;
     napi_call_threadsafe_function(g_tsfn, m, napi_tsfn_nonblocking);
   }
   t->dnext = g_dead;
@@ -667,8 +675,8 @@ static void on_accept(listener_t *l) {
   }
 }
 
-// the dial's end for JavaScript: ok (fd -1, the tunnel is on), or a failure with the client's
-// descriptor handed back for the failure reply (fd -1 when the client is gone)
+// a failed dial's end for JavaScript, the client's descriptor handed back for the failure reply
+// (give_fd), or closed (fd -1)
 static void dial_end(front_t *f, const char *err, int give_fd) {
   if (f->rfd >= 0) {
     epoll_ctl(g_ep, EPOLL_CTL_DEL, f->rfd, NULL);
@@ -695,13 +703,10 @@ static void dial_ok(front_t *f) {
   socklen_t len = sizeof local;
   uint8_t reply[22] = {5, 0, 0};
   size_t n;
+  char text[INET6_ADDRSTRLEN];
+  uint16_t bport;
   if (getsockname(f->rfd, (struct sockaddr *)&local, &len) < 0) {
     dial_end(f, code_name(errno), 1);
-    return;
-  }
-  done_msg_t *m = front_msg(M_DIALED, f);
-  if (!m) {
-    dial_end(f, "ENOMEM", 1);
     return;
   }
   if (local.ss_family == AF_INET6) {
@@ -710,39 +715,43 @@ static void dial_ok(front_t *f) {
     memcpy(reply + 4, &a->sin6_addr, 16);
     memcpy(reply + 20, &a->sin6_port, 2);
     n = 22;
-    inet_ntop(AF_INET6, &a->sin6_addr, m->peer, sizeof m->peer);
-    m->pport = ntohs(a->sin6_port);
+    inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
+    bport = ntohs(a->sin6_port);
   } else {
     struct sockaddr_in *a = (struct sockaddr_in *)&local;
     reply[3] = 1;
     memcpy(reply + 4, &a->sin_addr, 4);
     memcpy(reply + 8, &a->sin_port, 2);
     n = 10;
-    inet_ntop(AF_INET, &a->sin_addr, m->peer, sizeof m->peer);
-    m->pport = ntohs(a->sin_port);
+    inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
+    bport = ntohs(a->sin_port);
+  }
+  tunnel_t *t = calloc(1, sizeof *t);
+  char *bound = strdup(text);
+  if (!t || !bound) {
+    free(t);
+    free(bound);
+    dial_end(f, "ENOMEM", 1);
+    return;
   }
   // both socket buffers are empty: a reply and at most FRONT_BUF early bytes go in whole
   if (send(f->fd, reply, n, MSG_NOSIGNAL) != (ssize_t)n || (f->early_n && send(f->rfd, f->early, f->early_n, MSG_NOSIGNAL) != (ssize_t)f->early_n)) {
     int e = errno ? errno : EIO;
-    free(m);
+    free(t);
+    free(bound);
     // the client may have its reply already: close, do not send it another
     dial_end(f, code_name(e), 0);
-    return;
-  }
-  tunnel_t *t = calloc(1, sizeof *t);
-  if (!t) {
-    free(m);
-    dial_end(f, "ENOMEM", 0);
     return;
   }
   epoll_ctl(g_ep, EPOLL_CTL_DEL, f->rfd, NULL);
   epoll_ctl(g_ep, EPOLL_CTL_DEL, f->fd, NULL);
   unlink_front(f);
-  m->id = f->id;
-  m->end = "";
-  emit(m);
+  // no message now: the tunnel's DONE carries what JavaScript logs (one wake-up, not two)
   t->id = f->id;
   t->owned = 1;
+  t->bound = bound;
+  t->bport = bport;
+  t->dial_ms = (double)(now_ms() - f->started);
   t->fa = f->fd;
   t->fb = f->rfd;
   t->idle_ms = f->idle_ms;
@@ -941,6 +950,7 @@ static void *loop(void *arg) {
         while (*pp && *pp != g_dead) pp = &(*pp)->rnext;
         if (*pp) *pp = g_dead->rnext;
       }
+      free(g_dead->bound);
       free(g_dead);
       g_dead = nx;
     }
@@ -1006,16 +1016,19 @@ static void call_js(napi_env env, napi_value cb, void *ctx, void *data) {
   } else if (m->kind == M_DONE) {
     hold(env, -1);
     free_id(m->id);
-    napi_value argv[4], undef;
+    napi_value argv[7], undef;
     napi_create_uint32(env, m->id, &argv[0]);
     napi_create_double(env, m->up, &argv[1]);
     napi_create_double(env, m->down, &argv[2]);
     napi_create_string_utf8(env, m->end, NAPI_AUTO_LENGTH, &argv[3]);
+    napi_create_string_utf8(env, m->peer, NAPI_AUTO_LENGTH, &argv[4]);
+    napi_create_uint32(env, m->pport, &argv[5]);
+    napi_create_double(env, m->ms, &argv[6]);
     napi_get_undefined(env, &undef);
-    napi_call_function(env, undef, cb, 4, argv, NULL);
+    napi_call_function(env, undef, cb, 7, argv, NULL);
   } else {
-    // a dial that failed has no DONE to follow
-    if (m->kind == M_DIALED && m->end && m->end[0]) {
+    // a dial that failed has no DONE to follow (one that succeeded sends no DIALED)
+    if (m->kind == M_DIALED) {
       hold(env, -1);
       free_id(m->id);
     }
@@ -1283,8 +1296,9 @@ static napi_value js_front_unlisten(napi_env env, napi_callback_info info) {
 }
 
 // frontDial(fd, lid, address, port, timeoutMs, idleMs, early, eof) -> id: the loop dials the
-// address for the client fd (from a REQUEST message: the loop owns it again), then M_DIALED,
-// and on success relays as tunnel id until M_DONE
+// address for the client fd (from a REQUEST message: the loop owns it again); a failure ends in
+// M_DIALED (the client's fd given back for the failure reply, or closed), a success relays as
+// tunnel id until its M_DONE, which carries BND and the dial's duration
 static napi_value js_front_dial(napi_env env, napi_callback_info info) {
   size_t argc = 8;
   napi_value argv[8];
