@@ -1,5 +1,6 @@
 // The gateway's I/O layer: accepts sockets, drives the sans-IO SOCKS5 session with them, and
 // hands granted requests to the command handlers. Protocol logic stays in shared/socks5.
+import { closeSync } from 'node:fs';
 import type { Server, Socket } from 'node:net';
 import { DualsocksError, ProxyProtocolError, RequestError, SocksProtocolError } from '../../shared/errors.js';
 import { canonicalHost, familyOf, formatIp, joinHostPort, parseIp, type Ip } from '../../shared/net/address.js';
@@ -12,9 +13,8 @@ import { hostAddresses } from '../host-addresses.js';
 import { closeAll, listenAll } from '../listen.js';
 import { say, type GatewayConnectRecord, type GatewayHandshakeRecord, type GatewayLine, type GatewayRecord, type GatewayRequestRecord, type Logger } from '../log.js';
 import { adoptDescriptor, frontDial, frontHandshakes, frontListen, frontUnlisten, releasedToNative, type FrontAdopt, type FrontEnded, type FrontHandlers, type FrontRequest } from '../native/loader.js';
-import { errnoToError } from '../upstream/direct.js';
+import { errnoToError, interleave } from '../upstream/direct.js';
 import { goesUpstream } from './chain.js';
-import { ftpTranslates } from './ftp.js';
 import { PipeliningCache } from '../upstream/pipelining.js';
 import { RelayGroup } from '../relay.js';
 import type { GatewayConfig, HostPort } from './config.js';
@@ -153,6 +153,8 @@ export class Gateway implements GatewayServices {
   private readonly servers: Server[] = [];
   /** Listening sockets the native front accepts on. */
   private readonly frontLids: number[] = [];
+  /** Descriptors of front clients whose destination name is being resolved. */
+  private readonly frontWaiting = new Map<number, Conn>();
   private readonly sockets = new Set<Socket>();
 
   constructor(
@@ -219,33 +221,55 @@ export class Gateway implements GatewayServices {
   };
 
   /**
-   * A CONNECT the front read whole. The plain case — an IP literal this gateway may reach
-   * directly, a place under --max-connections — is dialed and relayed by the front; anything else
-   * goes to the session as if Node had accepted it, so every refusal and error is the one code path.
+   * A CONNECT the front read whole. The plain case — a direct destination (an IP literal, or a
+   * name resolved here) on a port without FTP translation, a place under --max-connections — is
+   * dialed and relayed by the front, policy checked here on every address; anything else goes to
+   * the session as if Node had accepted it, so every other refusal and error is the one code path.
    */
   private frontRequest(m: FrontRequest): void {
     const { config } = this;
     const d = decodeRequest(m.bytes.subarray(m.greetingLength, m.greetingLength + m.requestLength));
-    const request = d.status === 'ok' ? d.msg : undefined;
-    const ip = request ? parseIp(request.host) : null;
-    const client = canonicalHost(m.peer);
-    const plain =
-      request !== undefined &&
-      ip !== null &&
-      request.port !== 0 &&
-      this.ftpSlots.size === 0 &&
-      !goesUpstream(config, request.host, request.port) &&
-      !ftpTranslates(config, { host: client, port: m.port }, ip, request.port) &&
-      checkDestination({ allow: config.allow, allowPrivate: config.allowPrivate, self: hostAddresses() }, ip) === null;
+    if (d.status !== 'ok') return this.adopt(m, 2);
+    const request = d.msg;
+    const plain = request.port !== 0 && this.ftpSlots.size === 0 && !config.ftpPorts.includes(request.port) && !goesUpstream(config, request.host, request.port);
     if (!plain) return this.adopt(m, 2);
-    const started = Date.now() - m.ms;
-    const record: GatewayConnectRecord = { client, clientPort: m.port, cmd: 'connect', host: request.host, port: request.port };
-    const conn = new Conn(this, record, started);
+    const record: GatewayConnectRecord = { client: canonicalHost(m.peer), clientPort: m.port, cmd: 'connect', host: request.host, port: request.port };
+    const conn = new Conn(this, record, Date.now() - m.ms);
     if (!conn.serve()) return this.adopt(m, 2);
     this.stats.accepted++;
     this.metrics.handshake(m.ms);
-    const target = joinHostPort(request.host, request.port);
-    frontDial(m.fd, 0, formatIp(ip), request.port, {
+    const ip = parseIp(request.host);
+    if (ip) return this.frontDial(m, conn, record, [ip]);
+    // a name: the client waits unread while it is resolved (a --hosts or cache hit at once);
+    // close() ends the wait
+    this.frontWaiting.set(m.fd, conn);
+    this.addressesFor(request.host).then(
+      (ips) => {
+        if (this.frontWaiting.delete(m.fd)) this.frontDial(m, conn, record, ips);
+      },
+      (e: unknown) => {
+        if (!this.frontWaiting.delete(m.fd)) return;
+        if (e instanceof DualsocksError) this.frontReject(m, conn, e);
+        else {
+          say(`dualsocks gateway: internal error resolving ${request.host}, connection closed: ${e instanceof Error ? e.stack : String(e)}`);
+          this.frontReject(m, conn, new RequestError('ERR_INTERNAL', 'internal error'));
+        }
+      },
+    );
+  }
+
+  /** Policy on every address (RFC 8305 order), then the front's dial; its outcome is logged here. */
+  private frontDial(m: FrontRequest, conn: Conn, record: GatewayConnectRecord, ips: Ip[]): void {
+    const { config } = this;
+    const allowed: Ip[] = [];
+    let refused: RequestError | undefined;
+    for (const ip of interleave(ips, config.prefer)) {
+      const why = this.denyDestination(ip);
+      if (why) refused ??= new RequestError('ERR_POLICY_DESTINATION', `${formatIp(ip)}: ${why}`);
+      else allowed.push(ip);
+    }
+    if (allowed.length === 0) return this.frontReject(m, conn, refused ?? new RequestError('ERR_NO_ADDRESS'));
+    frontDial(m.fd, 0, allowed.map(formatIp), record.port, {
       timeoutMs: config.connectTimeoutMs,
       idleTimeoutMs: config.idleTimeoutMs,
       early: m.bytes.subarray(m.greetingLength + m.requestLength),
@@ -253,14 +277,16 @@ export class Gateway implements GatewayServices {
       group: this.relays.native,
       failed: (r) => {
         if (r.fd < 0) return conn.finish('ERR_CLIENT_CLOSED');
-        const error = errnoToError(Object.assign(new Error(r.error), { code: r.error }), target);
-        conn.finish(error.code, { rep: error.rep, error: error.message });
-        const s = adoptDescriptor(r.fd);
-        s.on('error', () => s.destroy());
-        s.end(encodeFailureReply(error.rep, m.errorCodes ? error.code : undefined), () => s.destroy());
+        const ip = allowed[r.address];
+        const error =
+          ip === undefined
+            ? new RequestError('ERR_CONNECT_TIMEOUT', `no answer within ${config.connectTimeoutMs} ms`)
+            : errnoToError(Object.assign(new Error(r.error), { code: r.error }), formatIp(ip));
+        this.frontReject({ ...m, fd: r.fd }, conn, error);
       },
       done: (r) => {
-        if (r.bound) {
+        const ip = r.address === undefined ? undefined : allowed[r.address];
+        if (r.bound && ip) {
           record.address = formatIp(ip);
           record.family = familyOf(ip);
           record.bound = joinHostPort(canonicalHost(r.bound.host), r.bound.port);
@@ -270,6 +296,14 @@ export class Gateway implements GatewayServices {
         conn.finish('ok', { bytesUp: r.up, bytesDown: r.down, end: r.end });
       },
     });
+  }
+
+  /** The failure reply (with its code if the client offered 0xD5) and the log line. */
+  private frontReject(m: FrontRequest, conn: Conn, error: DualsocksError): void {
+    conn.finish(error.code, { rep: error.rep, error: error.message });
+    const s = adoptDescriptor(m.fd);
+    s.on('error', () => s.destroy());
+    s.end(encodeFailureReply(error.rep, m.errorCodes ? error.code : undefined), () => s.destroy());
   }
 
   /** A handshake the front ended before any request: counted and logged as the session would. */
@@ -322,6 +356,11 @@ export class Gateway implements GatewayServices {
 
   close(): Promise<void> {
     for (const lid of this.frontLids.splice(0)) frontUnlisten(lid);
+    for (const [fd, conn] of this.frontWaiting) {
+      closeSync(fd);
+      conn.finish('ERR_CLIENT_CLOSED');
+    }
+    this.frontWaiting.clear();
     this.relays.closeAll();
     return closeAll(this.servers, this.sockets);
   }

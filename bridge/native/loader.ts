@@ -14,13 +14,14 @@ export interface NativeResult {
   up: number;
   down: number;
   end: string;
-  /** A tunnel the front dialed: the outbound socket's own address (BND), and the dial's duration. */
+  /** A tunnel the front dialed: the outbound socket's own address (BND), the dial's duration, and which of its addresses answered. */
   bound?: { host: string; port: number };
   dialMs?: number;
+  address?: number;
 }
 
 interface Addon {
-  init(onDone: (id: number, up: number, down: number, end: string, bound: string, boundPort: number, dialMs: number) => void): number;
+  init(onDone: (id: number, up: number, down: number, end: string, bound: string, boundPort: number, dialMs: number, address: number) => void): number;
   /** ended: bit 0 the client, bit 1 the remote already sent its FIN. */
   add(fdClient: number, fdRemote: number, idleMs: number, release: boolean, ended: number): number;
   cancel(id: number): void;
@@ -31,7 +32,7 @@ interface Addon {
   frontListen(fd: number, lid: number, clients: Uint8Array | null, handshakeMs: number, budget: number): void;
   frontUnlisten(lid: number): void;
   frontHandshakes(lid: number): number;
-  frontDial(fd: number, lid: number, address: string, port: number, timeoutMs: number, idleMs: number, early: Uint8Array | null, eof: boolean): number;
+  frontDial(fd: number, lid: number, addresses: string[], port: number, timeoutMs: number, idleMs: number, early: Uint8Array | null, eof: boolean): number;
 }
 
 type FrontCallback = (kind: number, lid: number, fd: number, peer: string, port: number, bytes: Buffer | null, a: number, b: number, flags: number, ms: number, text: string, id: number) => void;
@@ -176,7 +177,7 @@ function cancel(id: number): void {
   }
 }
 
-function onDone(id: number, up: number, down: number, end: string, bound: string, boundPort: number, dialMs: number): void {
+function onDone(id: number, up: number, down: number, end: string, bound: string, boundPort: number, dialMs: number, address: number): void {
   const t = tunnels.get(id);
   if (!t) return;
   tunnels.delete(id);
@@ -187,6 +188,7 @@ function onDone(id: number, up: number, down: number, end: string, bound: string
   if (bound !== '') {
     result.bound = { host: bound, port: boundPort };
     result.dialMs = dialMs;
+    result.address = address;
   }
   if (!t.client || !t.remote) {
     t.resolve(result);
@@ -354,10 +356,14 @@ export interface FrontHandlers {
 export interface FrontDialFailed {
   /** An errno name, or ERR_CLIENT_CLOSED. */
   error: string;
+  /** Which address the error is from; FRONT_DEADLINE: the dial's deadline passed. */
+  address: number;
   /** The client's descriptor, given back for the failure reply; -1 when it is closed. */
   fd: number;
 }
 
+/** FrontDialFailed.address when the deadline ended the dial (IDX_DEADLINE in the addon). */
+export const FRONT_DEADLINE = 0xffff;
 const M_REQUEST = 1;
 const M_ADOPT = 2;
 const M_ENDED = 3;
@@ -390,7 +396,7 @@ function onFront(kind: number, lid: number, fd: number, peer: string, port: numb
     groups.delete(id);
     if (!d) return closeFd(fd);
     try {
-      d.failed({ error: text, fd });
+      d.failed({ error: text, fd, address: a });
     } catch (e) {
       closeFd(fd);
       say(`dualsocks: internal error after a native dial: ${e instanceof Error ? e.stack : String(e)}`);
@@ -474,9 +480,12 @@ export interface FrontDialOptions {
   done: (r: NativeResult) => void;
 }
 
-/** The front dials `address` for a client from a FrontRequest (its descriptor is the addon's again). */
-export function frontDial(fd: number, lid: number, address: string, port: number, o: FrontDialOptions): void {
-  const id = addon!.frontDial(fd, lid, address, port, o.timeoutMs, o.idleTimeoutMs > 0 ? o.idleTimeoutMs : 0, o.early.length ? o.early : null, o.eof);
+/**
+ * The front dials `addresses` (IP literals, in the order to try them; RFC 8305 attempts) for a
+ * client from a FrontRequest: its descriptor is the addon's again.
+ */
+export function frontDial(fd: number, lid: number, addresses: string[], port: number, o: FrontDialOptions): void {
+  const id = addon!.frontDial(fd, lid, addresses, port, o.timeoutMs, o.idleTimeoutMs > 0 ? o.idleTimeoutMs : 0, o.early.length ? o.early : null, o.eof);
   claimed = true;
   tunnels.set(id, { id, client: null, remote: null, up0: 0, down0: 0, cancelled: false, resolve: o.done });
   dials.set(id, { failed: o.failed, group: o.group });

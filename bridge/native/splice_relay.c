@@ -61,7 +61,7 @@ typedef struct tunnel {
   uint8_t finished, queued, owned;  // owned: fa/fb are our duplicates, closed at the end
   // a tunnel the front dialed: its BND and how long the dial took, for its DONE message
   char *bound;
-  uint16_t bport;
+  uint16_t bport, win;  // win: which of the dial's addresses
   double dial_ms;
   struct tunnel *prev, *next;   // all live tunnels (idle sweep)
   struct tunnel *rnext;         // ready list (burst limit hit)
@@ -213,6 +213,7 @@ static void finish(tunnel_t *t, const char *end) {
     m->fd = -1;
     if (t->bound) memcpy(m->peer, t->bound, strlen(t->bound) + 1);
     m->pport = t->bport;
+    m->a = t->win;
     m->ms = t->dial_ms;
     napi_call_threadsafe_function(g_tsfn, m, napi_tsfn_nonblocking);
   }
@@ -383,6 +384,22 @@ typedef struct listener {
   struct listener *next;
 } listener_t;
 
+#define DIAL_MAX 16          // addresses a dial tries at most
+#define ATTEMPT_DELAY_MS 250 // RFC 8305 §5: the next attempt starts after this, or when one fails
+#define IDX_DEADLINE 0xffff  // a dial's failure index: its deadline passed
+
+typedef union {
+  struct sockaddr sa;
+  struct sockaddr_in v4;
+  struct sockaddr_in6 v6;
+} sockaddr_any_t;
+
+typedef struct attempt {
+  struct front *f;
+  int fd;
+  uint16_t idx;
+} attempt_t;
+
 typedef struct front {
   int fd, rfd;            // client; remote while dialing (-1 before)
   listener_t *l;          // handshake only
@@ -390,8 +407,14 @@ typedef struct front {
   uint8_t dialing, method_sent, eof, dead;
   uint16_t len;           // bytes in buf
   uint64_t started, deadline, idle_ms;
-  struct sockaddr_storage to;  // dialing: the destination
-  socklen_t tolen;
+  // dialing: the addresses in the order to try them, the attempts in flight (RFC 8305), the
+  // most telling failure so far
+  sockaddr_any_t *to;
+  uint16_t naddr, tried, win, best_idx;  // tried: addresses started
+  uint8_t active;
+  int best_err, best_rank;
+  uint64_t next_at;
+  struct attempt *att[DIAL_MAX];
   uint8_t *early;         // dialing: client bytes for the remote
   size_t early_n;
   char peer[INET6_ADDRSTRLEN];
@@ -428,6 +451,8 @@ static void bury(front_t *f) {
   f->dead = 1;
   free(f->early);
   f->early = NULL;
+  free(f->to);
+  f->to = NULL;
   trash(f);
 }
 
@@ -675,11 +700,25 @@ static void on_accept(listener_t *l) {
   }
 }
 
+// the attempts still in flight, closed (all, or all but the winner)
+static void attempts_close(front_t *f, attempt_t *keep) {
+  for (int i = 0; i < DIAL_MAX; i++) {
+    attempt_t *a = f->att[i];
+    if (!a || a == keep) continue;
+    epoll_ctl(g_ep, EPOLL_CTL_DEL, a->fd, NULL);
+    close(a->fd);
+    a->fd = -1;
+    f->att[i] = NULL;
+    trash(a);
+  }
+  f->active = keep ? 1 : 0;
+}
+
 // a failed dial's end for JavaScript, the client's descriptor handed back for the failure reply
-// (give_fd), or closed (fd -1)
-static void dial_end(front_t *f, const char *err, int give_fd) {
-  if (f->rfd >= 0) {
-    epoll_ctl(g_ep, EPOLL_CTL_DEL, f->rfd, NULL);
+// (give_fd), or closed (fd -1); idx: the address whose failure is reported
+static void dial_end(front_t *f, const char *err, uint16_t idx, int give_fd) {
+  attempts_close(f, NULL);
+  if (f->rfd >= 0) {  // a winner whose reply could not be sent
     close(f->rfd);
     f->rfd = -1;
   }
@@ -690,6 +729,7 @@ static void dial_end(front_t *f, const char *err, int give_fd) {
   if (m) {
     m->id = f->id;
     m->end = err;
+    m->a = idx;
     m->fd = give_fd ? f->fd : -1;
     emit(m);
   } else if (give_fd) {
@@ -698,15 +738,36 @@ static void dial_end(front_t *f, const char *err, int give_fd) {
   bury(f);
 }
 
-static void dial_ok(front_t *f) {
+// RFC 8305 §5 leaves the choice to the client; this reports what dialDirect in JavaScript does
+static int err_rank(int e) {
+  switch (e) {
+    case ECONNREFUSED:
+    case ECONNRESET: return 0;
+    case ETIMEDOUT: return 1;
+    case EHOSTUNREACH:
+    case EHOSTDOWN: return 2;
+    case ENETUNREACH:
+    case EADDRNOTAVAIL:
+    case EAFNOSUPPORT: return 3;
+    default: return 4;
+  }
+}
+
+static void dial_fail_all(front_t *f) {
+  if (f->best_err) dial_end(f, code_name(f->best_err), f->best_idx, 1);
+  else dial_end(f, "ETIMEDOUT", IDX_DEADLINE, 1);
+}
+
+static void dial_ok(front_t *f, int rfd) {
   struct sockaddr_storage local;
   socklen_t len = sizeof local;
   uint8_t reply[22] = {5, 0, 0};
   size_t n;
   char text[INET6_ADDRSTRLEN];
   uint16_t bport;
-  if (getsockname(f->rfd, (struct sockaddr *)&local, &len) < 0) {
-    dial_end(f, code_name(errno), 1);
+  f->rfd = rfd;
+  if (getsockname(rfd, (struct sockaddr *)&local, &len) < 0) {
+    dial_end(f, code_name(errno), f->win, 1);
     return;
   }
   if (local.ss_family == AF_INET6) {
@@ -731,19 +792,19 @@ static void dial_ok(front_t *f) {
   if (!t || !bound) {
     free(t);
     free(bound);
-    dial_end(f, "ENOMEM", 1);
+    dial_end(f, "ENOMEM", f->win, 1);
     return;
   }
   // both socket buffers are empty: a reply and at most FRONT_BUF early bytes go in whole
-  if (send(f->fd, reply, n, MSG_NOSIGNAL) != (ssize_t)n || (f->early_n && send(f->rfd, f->early, f->early_n, MSG_NOSIGNAL) != (ssize_t)f->early_n)) {
+  if (send(f->fd, reply, n, MSG_NOSIGNAL) != (ssize_t)n || (f->early_n && send(rfd, f->early, f->early_n, MSG_NOSIGNAL) != (ssize_t)f->early_n)) {
     int e = errno ? errno : EIO;
     free(t);
     free(bound);
     // the client may have its reply already: close, do not send it another
-    dial_end(f, code_name(e), 0);
+    dial_end(f, code_name(e), f->win, 0);
     return;
   }
-  epoll_ctl(g_ep, EPOLL_CTL_DEL, f->rfd, NULL);
+  attempts_close(f, NULL);  // the winner's descriptor is the tunnel's now (epoll entry removed)
   epoll_ctl(g_ep, EPOLL_CTL_DEL, f->fd, NULL);
   unlink_front(f);
   // no message now: the tunnel's DONE carries what JavaScript logs (one wake-up, not two)
@@ -751,9 +812,10 @@ static void dial_ok(front_t *f) {
   t->owned = 1;
   t->bound = bound;
   t->bport = bport;
+  t->win = f->win;
   t->dial_ms = (double)(now_ms() - f->started);
   t->fa = f->fd;
-  t->fb = f->rfd;
+  t->fb = rfd;
   t->idle_ms = f->idle_ms;
   dir_t *ds[2] = {&t->up, &t->down};
   for (int i = 0; i < 2; i++) {
@@ -761,51 +823,123 @@ static void dial_ok(front_t *f) {
     ds[i]->in_ready = ds[i]->out_ready = 1;
   }
   t->up.src = t->down.dst = f->fd;
-  t->up.dst = t->down.src = f->rfd;
+  t->up.dst = t->down.src = rfd;
   t->up.eof = f->eof;
   t->up.bytes = f->early_n;
   bury(f);
   add_tunnel(t);
 }
 
-static void dial_start(front_t *f) {
-  link_front(&g_dials, f);
-  f->rfd = socket(f->to.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (f->rfd < 0) {
-    dial_end(f, code_name(errno), 1);
+static void attempt_next(front_t *f);
+
+// one address failed: the next starts at once (RFC 8305 §5); none left and none in flight: the end
+static void attempt_failed(front_t *f, attempt_t *a, uint16_t idx, int err) {
+  int rank = err_rank(err);
+  if (!f->best_err || rank < f->best_rank) {
+    f->best_err = err;
+    f->best_rank = rank;
+    f->best_idx = idx;
+  }
+  if (a) {
+    epoll_ctl(g_ep, EPOLL_CTL_DEL, a->fd, NULL);
+    close(a->fd);
+    a->fd = -1;
+    for (int i = 0; i < DIAL_MAX; i++)
+      if (f->att[i] == a) f->att[i] = NULL;
+    trash(a);
+    f->active--;
+  }
+  if (f->tried < f->naddr) attempt_next(f);
+  else if (f->active == 0) dial_fail_all(f);
+}
+
+static void attempt_won(front_t *f, attempt_t *a) {
+  int fd = a->fd;
+  f->win = a->idx;
+  epoll_ctl(g_ep, EPOLL_CTL_DEL, fd, NULL);
+  for (int i = 0; i < DIAL_MAX; i++)
+    if (f->att[i] == a) f->att[i] = NULL;
+  a->fd = -1;
+  trash(a);
+  f->active--;
+  dial_ok(f, fd);
+}
+
+static void attempt_next(front_t *f) {
+  uint16_t idx = f->tried++;
+  const sockaddr_any_t *to = &f->to[idx];
+  f->next_at = f->tried < f->naddr ? now_ms() + ATTEMPT_DELAY_MS : UINT64_MAX;
+  if (f->next_at != UINT64_MAX) want_sweep(f->next_at);
+  int fd = socket(to->sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    attempt_failed(f, NULL, idx, errno);
     return;
   }
   int one = 1;
-  setsockopt(f->rfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (connect(f->rfd, (struct sockaddr *)&f->to, f->tolen) == 0) {
-    dial_ok(f);
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  socklen_t len = to->sa.sa_family == AF_INET6 ? sizeof to->v6 : sizeof to->v4;
+  int r = connect(fd, &to->sa, len);
+  int e = r == 0 ? 0 : errno;
+  if (r < 0 && e != EINPROGRESS) {
+    close(fd);
+    attempt_failed(f, NULL, idx, e);
     return;
   }
-  if (errno != EINPROGRESS) {
-    dial_end(f, code_name(errno), 1);
+  attempt_t *a = malloc(sizeof *a);
+  if (!a) {
+    close(fd);
+    attempt_failed(f, NULL, idx, ENOMEM);
     return;
   }
+  a->f = f;
+  a->fd = fd;
+  a->idx = idx;
+  if (r == 0) {
+    f->win = idx;
+    free(a);
+    dial_ok(f, fd);
+    return;
+  }
+  struct epoll_event ev = {.events = EPOLLOUT | EPOLLET, .data.ptr = tag(a, TAG_DIAL_R)};
+  if (epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    e = errno;
+    close(fd);
+    free(a);
+    attempt_failed(f, NULL, idx, e);
+    return;
+  }
+  for (int i = 0; i < DIAL_MAX; i++)
+    if (!f->att[i]) {
+      f->att[i] = a;
+      break;
+    }
+  f->active++;
+}
+
+static void dial_start(front_t *f) {
+  link_front(&g_dials, f);
   // the client is watched for a reset only: a FIN after its request still gets its reply
-  struct epoll_event er = {.events = EPOLLOUT | EPOLLET, .data.ptr = tag(f, TAG_DIAL_R)};
   struct epoll_event ec = {.events = EPOLLET, .data.ptr = tag(f, TAG_DIAL_C)};
-  if (epoll_ctl(g_ep, EPOLL_CTL_ADD, f->rfd, &er) < 0 || epoll_ctl(g_ep, EPOLL_CTL_ADD, f->fd, &ec) < 0) {
-    dial_end(f, code_name(errno), 1);
+  if (epoll_ctl(g_ep, EPOLL_CTL_ADD, f->fd, &ec) < 0) {
+    dial_end(f, code_name(errno), 0, 1);
     return;
   }
   want_sweep(f->deadline);
+  attempt_next(f);
 }
 
-static void on_dial_event(front_t *f, int remote, uint32_t ev) {
+static void on_dial_client(front_t *f, uint32_t ev) {
   if (f->dead) return;
-  if (!remote) {
-    if (ev & (EPOLLHUP | EPOLLERR)) dial_end(f, "ERR_CLIENT_CLOSED", 0);
-    return;
-  }
+  if (ev & (EPOLLHUP | EPOLLERR)) dial_end(f, "ERR_CLIENT_CLOSED", 0, 0);
+}
+
+static void on_attempt(attempt_t *a, uint32_t ev) {
+  if (a->fd < 0 || a->f->dead) return;
   int err = 0;
   socklen_t len = sizeof err;
-  if (getsockopt(f->rfd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
-  if (err) dial_end(f, code_name(err), 1);
-  else if (ev & EPOLLOUT) dial_ok(f);
+  if (getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+  if (err) attempt_failed(a->f, a, a->idx, err);
+  else if (ev & EPOLLOUT) attempt_won(a->f, a);
 }
 
 static void front_listen(listener_t *l) {
@@ -853,8 +987,18 @@ static uint64_t front_sweep(uint64_t now) {
   }
   for (front_t *f = g_dials.next, *nx; f != &g_dials; f = nx) {
     nx = f->next;
-    if (f->deadline <= now) dial_end(f, "ETIMEDOUT", 1);
-    else if (f->deadline < next) next = f->deadline;
+    if (f->deadline <= now) {
+      // RANK in direct.ts: a refusal still says more than the deadline
+      if (f->best_err && f->best_rank == 0) dial_fail_all(f);
+      else dial_end(f, "ETIMEDOUT", IDX_DEADLINE, 1);
+      continue;
+    }
+    if (f->tried < f->naddr && f->next_at <= now) {
+      attempt_next(f);
+      if (f->dead) continue;
+    }
+    if (f->deadline < next) next = f->deadline;
+    if (f->tried < f->naddr && f->next_at < next) next = f->next_at;
   }
   for (listener_t *l = g_listen; l; l = l->next) {
     if (!l->resume_at) continue;
@@ -873,7 +1017,7 @@ static uint64_t front_sweep(uint64_t now) {
 static void front_cancel(uint32_t id) {
   for (front_t *f = g_dials.next; f != &g_dials; f = f->next)
     if (f->id == id) {
-      dial_end(f, "ERR_CLIENT_CLOSED", 0);
+      dial_end(f, "ERR_CLIENT_CLOSED", 0, 0);
       return;
     }
 }
@@ -922,8 +1066,10 @@ static void *loop(void *arg) {
           hs_read(obj);
           break;
         case TAG_DIAL_C:
+          on_dial_client(obj, evs[i].events);
+          break;
         case TAG_DIAL_R:
-          on_dial_event(obj, (u & TAG_MASK) == TAG_DIAL_R, evs[i].events);
+          on_attempt(obj, evs[i].events);
           break;
         case TAG_LISTEN:
           on_accept(obj);
@@ -1016,7 +1162,7 @@ static void call_js(napi_env env, napi_value cb, void *ctx, void *data) {
   } else if (m->kind == M_DONE) {
     hold(env, -1);
     free_id(m->id);
-    napi_value argv[7], undef;
+    napi_value argv[8], undef;
     napi_create_uint32(env, m->id, &argv[0]);
     napi_create_double(env, m->up, &argv[1]);
     napi_create_double(env, m->down, &argv[2]);
@@ -1024,8 +1170,9 @@ static void call_js(napi_env env, napi_value cb, void *ctx, void *data) {
     napi_create_string_utf8(env, m->peer, NAPI_AUTO_LENGTH, &argv[4]);
     napi_create_uint32(env, m->pport, &argv[5]);
     napi_create_double(env, m->ms, &argv[6]);
+    napi_create_uint32(env, m->a, &argv[7]);
     napi_get_undefined(env, &undef);
-    napi_call_function(env, undef, cb, 7, argv, NULL);
+    napi_call_function(env, undef, cb, 8, argv, NULL);
   } else {
     // a dial that failed has no DONE to follow (one that succeeded sends no DIALED)
     if (m->kind == M_DIALED) {
@@ -1295,49 +1442,56 @@ static napi_value js_front_unlisten(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// frontDial(fd, lid, address, port, timeoutMs, idleMs, early, eof) -> id: the loop dials the
-// address for the client fd (from a REQUEST message: the loop owns it again); a failure ends in
-// M_DIALED (the client's fd given back for the failure reply, or closed), a success relays as
-// tunnel id until its M_DONE, which carries BND and the dial's duration
+// frontDial(fd, lid, addresses, port, timeoutMs, idleMs, early, eof) -> id: the loop dials the
+// addresses (IP literals, in the order to try them, RFC 8305 attempts 250 ms apart) for the client
+// fd (from a REQUEST message: the loop owns it again). A failure ends in M_DIALED (the client's fd
+// given back for the failure reply, or closed; a = the address whose error it is, or
+// IDX_DEADLINE); a success relays as tunnel id until its M_DONE, which carries BND, the address
+// that answered and the dial's duration.
 static napi_value js_front_dial(napi_env env, napi_callback_info info) {
   size_t argc = 8;
   napi_value argv[8];
   int32_t fd;
-  uint32_t lid, port;
+  uint32_t lid, port, naddr = 0;
   double timeout, idle;
-  bool eof = false;
-  char addr[INET6_ADDRSTRLEN + 1];
-  size_t alen;
+  bool eof = false, isarr = false;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (!g_started) THROW("not started");
   if (argc < 8 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_uint32(env, argv[1], &lid) != napi_ok ||
-      napi_get_value_string_utf8(env, argv[2], addr, sizeof addr, &alen) != napi_ok || napi_get_value_uint32(env, argv[3], &port) != napi_ok ||
-      napi_get_value_double(env, argv[4], &timeout) != napi_ok || napi_get_value_double(env, argv[5], &idle) != napi_ok ||
-      napi_get_value_bool(env, argv[7], &eof) != napi_ok || fd < 0 || port == 0 || port > 65535)
-    THROW("frontDial(fd, lid, address, port, timeoutMs, idleMs, early, eof)");
+      napi_is_array(env, argv[2], &isarr) != napi_ok || !isarr || napi_get_array_length(env, argv[2], &naddr) != napi_ok ||
+      napi_get_value_uint32(env, argv[3], &port) != napi_ok || napi_get_value_double(env, argv[4], &timeout) != napi_ok ||
+      napi_get_value_double(env, argv[5], &idle) != napi_ok || napi_get_value_bool(env, argv[7], &eof) != napi_ok || fd < 0 || port == 0 ||
+      port > 65535 || naddr == 0)
+    THROW("frontDial(fd, lid, addresses, port, timeoutMs, idleMs, early, eof)");
+  if (naddr > DIAL_MAX) naddr = DIAL_MAX;
   front_t *f = malloc(sizeof *f);
   ctl_t *c = calloc(1, sizeof *c);
-  if (!f || !c) {
+  sockaddr_any_t *to = calloc(naddr, sizeof *to);
+  if (!f || !c || !to) {
     free(f);
     free(c);
+    free(to);
     THROW("out of memory");
   }
   memset(f, 0, offsetof(front_t, buf));
   f->prev = f->next = f;
-  if (inet_pton(AF_INET, addr, &((struct sockaddr_in *)&f->to)->sin_addr) == 1) {
-    struct sockaddr_in *a = (struct sockaddr_in *)&f->to;
-    a->sin_family = AF_INET;
-    a->sin_port = htons((uint16_t)port);
-    f->tolen = sizeof *a;
-  } else if (inet_pton(AF_INET6, addr, &((struct sockaddr_in6 *)&f->to)->sin6_addr) == 1) {
-    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&f->to;
-    a->sin6_family = AF_INET6;
-    a->sin6_port = htons((uint16_t)port);
-    f->tolen = sizeof *a;
-  } else {
-    free(f);
-    free(c);
-    THROW("frontDial: address must be an IP literal");
+  for (uint32_t i = 0; i < naddr; i++) {
+    napi_value v;
+    char addr[INET6_ADDRSTRLEN + 1];
+    size_t alen = 0;
+    int ok = napi_get_element(env, argv[2], i, &v) == napi_ok && napi_get_value_string_utf8(env, v, addr, sizeof addr, &alen) == napi_ok;
+    if (ok && inet_pton(AF_INET, addr, &to[i].v4.sin_addr) == 1) {
+      to[i].v4.sin_family = AF_INET;
+      to[i].v4.sin_port = htons((uint16_t)port);
+    } else if (ok && inet_pton(AF_INET6, addr, &to[i].v6.sin6_addr) == 1) {
+      to[i].v6.sin6_family = AF_INET6;
+      to[i].v6.sin6_port = htons((uint16_t)port);
+    } else {
+      free(f);
+      free(c);
+      free(to);
+      THROW("frontDial: addresses must be IP literals");
+    }
   }
   napi_valuetype vt;
   napi_typeof(env, argv[6], &vt);
@@ -1352,6 +1506,7 @@ static napi_value js_front_dial(napi_env env, napi_callback_info info) {
     if (!is || napi_get_typedarray_info(env, argv[6], &tt, &len, &data, &ab, &off) != napi_ok || tt != napi_uint8_array) {
       free(f);
       free(c);
+      free(to);
       THROW("frontDial: early must be a Uint8Array");
     }
     if (len) {
@@ -1359,12 +1514,15 @@ static napi_value js_front_dial(napi_env env, napi_callback_info info) {
       if (!f->early) {
         free(f);
         free(c);
+        free(to);
         THROW("out of memory");
       }
       memcpy(f->early, data, len);
       f->early_n = len;
     }
   }
+  f->to = to;
+  f->naddr = (uint16_t)naddr;
   f->fd = fd;
   f->rfd = -1;
   f->lid = lid;
