@@ -6,13 +6,14 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { setFlagsFromString } from 'node:v8';
 import { ConfigError } from '../shared/errors.js';
-import { joinHostPort } from '../shared/net/address.js';
+import { joinHostPort, parseIp } from '../shared/net/address.js';
 import { GATEWAY_OPTIONS, gatewayConfig, gatewayConfigFrom } from './gateway/config.js';
 import { BRIDGE_LISTEN_OPTIONS, BRIDGE_OPTIONS, bridgeConfig, type BridgeConfig } from './local/config.js';
 import { Bridge } from './local/server.js';
 import { GatewayPool } from './upstream/pool.js';
-import { Gateway } from './gateway/server.js';
-import { startWorkers } from './gateway/workers.js';
+import { frontFits, Gateway } from './gateway/server.js';
+import { nativeFrontBuilt } from './native/loader.js';
+import { reservePorts, startWorkers } from './gateway/workers.js';
 import { hashPassword, PasswordChecks, Users } from './gateway/users.js';
 import { policyCommand } from './policy.js';
 import { pacCommand } from './pac.js';
@@ -60,7 +61,9 @@ async function gateway(argv: string[]): Promise<void> {
     return;
   }
   const cfg = gatewayConfig(argv);
-  if (startWorkers(cfg.workers, say)) {
+  // workers that run the native front listen themselves on the ports reserved here
+  const own = cfg.workers > 1 && cluster.isPrimary && frontFits(cfg) && nativeFrontBuilt() && cfg.listen.every((a) => parseIp(a.host) !== null);
+  if (startWorkers(cfg.workers, say, own ? { listen: reservePorts(cfg.listen, cfg.listenIsDefault) } : {})) {
     // the primary serves the workers' metrics, summed
     if (cfg.metrics) say(`dualsocks gateway: ${metricsLine((await serveMetrics(cfg.metrics, cfg.metricsClients, clusterMetrics())).bound)}`);
     return;

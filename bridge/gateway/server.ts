@@ -1,5 +1,6 @@
 // The gateway's I/O layer: accepts sockets, drives the sans-IO SOCKS5 session with them, and
 // hands granted requests to the command handlers. Protocol logic stays in shared/socks5.
+import cluster from 'node:cluster';
 import { closeSync } from 'node:fs';
 import type { Server, Socket } from 'node:net';
 import { DualsocksError, ProxyProtocolError, RequestError, SocksProtocolError } from '../../shared/errors.js';
@@ -12,9 +13,10 @@ import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/ser
 import { hostAddresses } from '../host-addresses.js';
 import { closeAll, listenAll } from '../listen.js';
 import { say, type GatewayConnectRecord, type GatewayHandshakeRecord, type GatewayLine, type GatewayRecord, type GatewayRequestRecord, type Logger } from '../log.js';
-import { adoptDescriptor, frontDial, frontHandshakes, frontListen, frontUnlisten, releasedToNative, type FrontAdopt, type FrontEnded, type FrontHandlers, type FrontRequest } from '../native/loader.js';
+import { adoptDescriptor, bindListen, frontDial, frontHandshakes, frontListen, frontListenFd, nativeFrontStatus, frontUnlisten, releasedToNative, type FrontAdopt, type FrontEnded, type FrontHandlers, type FrontRequest } from '../native/loader.js';
 import { errnoToError, interleave } from '../upstream/direct.js';
 import { goesUpstream } from './chain.js';
+import { WORKER_LISTEN_ENV, WORKER_LISTENING } from './workers.js';
 import { PipeliningCache } from '../upstream/pipelining.js';
 import { RelayGroup } from '../relay.js';
 import type { GatewayConfig, HostPort } from './config.js';
@@ -180,6 +182,8 @@ export class Gateway implements GatewayServices {
   }
 
   async listen(): Promise<HostPort[]> {
+    const own = process.env[WORKER_LISTEN_ENV];
+    if (own !== undefined && cluster.isWorker) return this.listenShared(JSON.parse(own) as HostPort[]);
     const { servers, bound } = await listenAll(this.config.listen, (s) => this.accept(s), { defaults: this.config.listenIsDefault });
     const front = this.frontOptions();
     for (const server of servers) {
@@ -194,13 +198,31 @@ export class Gateway implements GatewayServices {
     return bound;
   }
 
+  /** A --workers worker with the front: its own socket on each port its primary holds (SO_REUSEPORT). */
+  private listenShared(addrs: HostPort[]): HostPort[] {
+    const front = this.frontOptions();
+    if (!front) throw new Error(`${WORKER_LISTEN_ENV} without the native front`);
+    for (const a of addrs) {
+      const { fd } = bindListen(a.host, a.port, true, true);
+      try {
+        const lid = frontListenFd(fd, this.front, front);
+        if (lid === undefined) throw new Error(`the native front did not start: ${nativeFrontStatus().reason}`);
+        this.frontLids.push(lid);
+      } finally {
+        closeSync(fd);
+      }
+    }
+    process.send?.(WORKER_LISTENING);
+    return addrs;
+  }
+
   /**
    * The native front (see splice_relay.c) takes the listening sockets where every handshake is
    * the plain one it reads: no --users (the password check is here) and no --proxy-protocol.
    */
   private frontOptions(): { clients: Uint8Array | null; handshakeMs: number; budget: number } | undefined {
     const { config } = this;
-    if (this.users || config.usersFile || config.requireAuth || config.proxyProtocol) return undefined;
+    if (this.users || !frontFits(config)) return undefined;
     let clients: Uint8Array | null = null;
     if (config.clients) {
       clients = new Uint8Array(config.clients.entries.length * 17);
@@ -405,6 +427,14 @@ export class Gateway implements GatewayServices {
       clearTimeout(timer);
     }
   }
+}
+
+/**
+ * Whether every handshake this configuration takes is one the native front reads: none with a
+ * password (checked here) or behind a PROXY header.
+ */
+export function frontFits(config: GatewayConfig): boolean {
+  return !config.usersFile && !config.requireAuth && !config.proxyProtocol;
 }
 
 /** A request's context before its record is typed by its command. */

@@ -32,6 +32,7 @@ interface Addon {
   frontListen(fd: number, lid: number, clients: Uint8Array | null, handshakeMs: number, budget: number): void;
   frontUnlisten(lid: number): void;
   frontHandshakes(lid: number): number;
+  bindListen?(address: string, port: number, reusePort: boolean, listen: boolean): { fd: number; port: number };
   frontDial(fd: number, lid: number, addresses: string[], port: number, timeoutMs: number, idleMs: number, early: Uint8Array | null, eof: boolean): number;
 }
 
@@ -417,6 +418,13 @@ function onFront(kind: number, lid: number, fd: number, peer: string, port: numb
   }
 }
 
+/** Whether this process could run the front, without starting the relay (for a --workers primary). */
+export function nativeFrontBuilt(): boolean {
+  if (process.env.DUALSOCKS_NATIVE_FRONT === '0' || process.env.DUALSOCKS_NATIVE_RELAY === '0') return false;
+  const a = loadModule();
+  return typeof a?.frontStart === 'function' && typeof a.bindListen === 'function';
+}
+
 /** Whether the front can run here, and if not why. */
 export function nativeFrontStatus(): { available: boolean; reason: string } {
   if (process.env.DUALSOCKS_NATIVE_FRONT === '0') return { available: false, reason: 'disabled by DUALSOCKS_NATIVE_FRONT=0' };
@@ -448,14 +456,29 @@ export interface FrontListenOptions {
  * accepts on a duplicate: the caller closes its own server at once.
  */
 export function frontListen(server: Server, handlers: FrontHandlers, opts: FrontListenOptions): number | undefined {
-  if (!nativeFrontStatus().available) return undefined;
   // a cluster worker's server has no descriptor of its own: the primary accepts
   const fd = (server as unknown as { _handle?: Handle | null })._handle?.fd;
   if (typeof fd !== 'number' || fd < 0) return undefined;
+  return frontListenFd(fd, handlers, opts);
+}
+
+/** frontListen() for a listening descriptor (the addon takes a duplicate; the caller closes its own). */
+export function frontListenFd(fd: number, handlers: FrontHandlers, opts: FrontListenOptions): number | undefined {
+  if (!nativeFrontStatus().available) return undefined;
   const lid = nextLid++;
   addon!.frontListen(fd, lid, opts.clients, opts.handshakeMs, opts.budget);
   frontListeners.set(lid, handlers);
   return lid;
+}
+
+/**
+ * A TCP socket bound to an IP literal's port, listening if asked; with `reusePort` several
+ * processes share the port (SO_REUSEPORT). Throws with the errno's name as code.
+ */
+export function bindListen(host: string, port: number, reusePort: boolean, listen: boolean): { fd: number; port: number } {
+  const a = loadModule();
+  if (typeof a?.bindListen !== 'function') throw Object.assign(new Error('the native addon cannot bind'), { code: 'ENOTSUP' });
+  return a.bindListen(host, port, reusePort, listen);
 }
 
 /** Handshakes the front holds on that listener now. */

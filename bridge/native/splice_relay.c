@@ -59,6 +59,7 @@ typedef struct tunnel {
   dir_t up, down;       // up: a -> b, down: b -> a
   uint64_t idle_ms, last;
   uint8_t finished, queued, owned;  // owned: fa/fb are our duplicates, closed at the end
+  uint8_t sole;  // fa/fb are the only descriptors of their sockets: close() takes them out of epoll
   // a tunnel the front dialed: its BND and how long the dial took, for its DONE message
   char *bound;
   uint16_t bport, win;  // win: which of the dial's addresses
@@ -100,6 +101,7 @@ typedef struct done_msg {
   double ms;
   char peer[INET6_ADDRSTRLEN];
   uint16_t pport;
+  struct done_msg *next;  // messages go to JavaScript in batches, one per loop turn
 } done_msg_t;
 
 static int g_ep = -1, g_wake = -1;
@@ -143,6 +145,8 @@ static const char *code_name(int e) {
     case ENETDOWN: return "ENETDOWN";
     case EACCES: return "EACCES";
     case EPERM: return "EPERM";
+    case EADDRINUSE: return "EADDRINUSE";
+    case EINVAL: return "EINVAL";
     case EPIPE: return "EPIPE";
     case ETIMEDOUT: return "ETIMEDOUT";
     case ECONNABORTED: return "ECONNABORTED";
@@ -189,11 +193,39 @@ static void pipe_put(dir_t *d) {
   d->n = 0;
 }
 
+// loop thread: this turn's messages, sent as one call at its end (one lock, one wake-up)
+static done_msg_t *g_out_head, *g_out_tail;
+
+static void emit(done_msg_t *m) {
+  m->next = NULL;
+  if (g_out_tail) g_out_tail->next = m;
+  else g_out_head = m;
+  g_out_tail = m;
+}
+
+static void free_msgs(done_msg_t *m) {
+  while (m) {
+    done_msg_t *nx = m->next;
+    if (m->fd >= 0) close(m->fd);
+    free(m->bytes);
+    free(m);
+    m = nx;
+  }
+}
+
+static void flush_out(void) {
+  done_msg_t *m = g_out_head;
+  g_out_head = g_out_tail = NULL;
+  if (m && napi_call_threadsafe_function(g_tsfn, m, napi_tsfn_nonblocking) != napi_ok) free_msgs(m);
+}
+
 static void finish(tunnel_t *t, const char *end) {
   if (t->finished) return;
   t->finished = 1;
-  epoll_ctl(g_ep, EPOLL_CTL_DEL, t->fa, NULL);
-  epoll_ctl(g_ep, EPOLL_CTL_DEL, t->fb, NULL);
+  if (!t->sole) {
+    epoll_ctl(g_ep, EPOLL_CTL_DEL, t->fa, NULL);
+    epoll_ctl(g_ep, EPOLL_CTL_DEL, t->fb, NULL);
+  }
   pipe_put(&t->up);
   pipe_put(&t->down);
   if (t->owned) {
@@ -215,7 +247,7 @@ static void finish(tunnel_t *t, const char *end) {
     m->pport = t->bport;
     m->a = t->win;
     m->ms = t->dial_ms;
-    napi_call_threadsafe_function(g_tsfn, m, napi_tsfn_nonblocking);
+    emit(m);
   }
   t->dnext = g_dead;
   g_dead = t;
@@ -335,7 +367,12 @@ static void add_tunnel(tunnel_t *t) {
   if (t->idle_ms && t->last + t->idle_ms < g_next_sweep) g_next_sweep = t->last + t->idle_ms;
   struct epoll_event ea = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = t};
   struct epoll_event eb = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = (char *)t + TAG_TUN_B};
-  if (epoll_ctl(g_ep, EPOLL_CTL_ADD, t->fa, &ea) < 0 || epoll_ctl(g_ep, EPOLL_CTL_ADD, t->fb, &eb) < 0) {
+  // the front's sockets are registered already (the dial's entries): repointed, not re-added
+  int op = t->sole ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+  int ok = epoll_ctl(g_ep, op, t->fa, &ea) == 0;
+  // a dial that connected at once never registered its socket
+  if (ok) ok = epoll_ctl(g_ep, op, t->fb, &eb) == 0 || (op == EPOLL_CTL_MOD && errno == ENOENT && epoll_ctl(g_ep, EPOLL_CTL_ADD, t->fb, &eb) == 0);
+  if (!ok) {
     int e = errno;
     finish(t, code_name(e));
     return;
@@ -475,13 +512,6 @@ static void want_sweep(uint64_t at) {
   if (at < g_next_sweep) g_next_sweep = at;
 }
 
-static void emit(done_msg_t *m) {
-  if (napi_call_threadsafe_function(g_tsfn, m, napi_tsfn_nonblocking) != napi_ok) {
-    if (m->fd >= 0) close(m->fd);
-    free(m->bytes);
-    free(m);
-  }
-}
 
 static done_msg_t *front_msg(int kind, front_t *f) {
   done_msg_t *m = calloc(1, sizeof *m);
@@ -638,9 +668,9 @@ static void on_accept(listener_t *l) {
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-        // level-triggered: left alone it would spin; the backlog waits instead
-        struct epoll_event ev = {.events = 0, .data.ptr = tag(l, TAG_LISTEN)};
-        epoll_ctl(g_ep, EPOLL_CTL_MOD, l->fd, &ev);
+        // level-triggered: left alone it would spin; the backlog waits instead (DEL, not MOD:
+        // an EPOLLEXCLUSIVE entry cannot be modified)
+        epoll_ctl(g_ep, EPOLL_CTL_DEL, l->fd, NULL);
         l->resume_at = now_ms() + ACCEPT_PAUSE_MS;
         want_sweep(l->resume_at);
       }
@@ -804,12 +834,12 @@ static void dial_ok(front_t *f, int rfd) {
     dial_end(f, code_name(e), f->win, 0);
     return;
   }
-  attempts_close(f, NULL);  // the winner's descriptor is the tunnel's now (epoll entry removed)
-  epoll_ctl(g_ep, EPOLL_CTL_DEL, f->fd, NULL);
+  attempts_close(f, NULL);  // the winner's descriptor is the tunnel's now
   unlink_front(f);
   // no message now: the tunnel's DONE carries what JavaScript logs (one wake-up, not two)
   t->id = f->id;
   t->owned = 1;
+  t->sole = 1;
   t->bound = bound;
   t->bport = bport;
   t->win = f->win;
@@ -854,9 +884,8 @@ static void attempt_failed(front_t *f, attempt_t *a, uint16_t idx, int err) {
 }
 
 static void attempt_won(front_t *f, attempt_t *a) {
-  int fd = a->fd;
+  int fd = a->fd;  // stays registered: the tunnel repoints its entry
   f->win = a->idx;
-  epoll_ctl(g_ep, EPOLL_CTL_DEL, fd, NULL);
   for (int i = 0; i < DIAL_MAX; i++)
     if (f->att[i] == a) f->att[i] = NULL;
   a->fd = -1;
@@ -945,7 +974,8 @@ static void on_attempt(attempt_t *a, uint32_t ev) {
 static void front_listen(listener_t *l) {
   l->next = g_listen;
   g_listen = l;
-  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = tag(l, TAG_LISTEN)};
+  // several processes may accept on this socket (--workers): one is woken per connection
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = tag(l, TAG_LISTEN)};
   if (epoll_ctl(g_ep, EPOLL_CTL_ADD, l->fd, &ev) < 0) {
     // no connection is accepted: the caller saw the descriptor valid, so this is out of memory
     l->resume_at = now_ms() + ACCEPT_PAUSE_MS;
@@ -1004,8 +1034,8 @@ static uint64_t front_sweep(uint64_t now) {
     if (!l->resume_at) continue;
     if (l->resume_at <= now) {
       l->resume_at = 0;
-      struct epoll_event ev = {.events = EPOLLIN, .data.ptr = tag(l, TAG_LISTEN)};
-      if (epoll_ctl(g_ep, EPOLL_CTL_MOD, l->fd, &ev) < 0 && epoll_ctl(g_ep, EPOLL_CTL_ADD, l->fd, &ev) < 0) {
+      struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = tag(l, TAG_LISTEN)};
+      if (epoll_ctl(g_ep, EPOLL_CTL_ADD, l->fd, &ev) < 0 && errno != EEXIST) {
         l->resume_at = now + ACCEPT_PAUSE_MS;
         if (l->resume_at < next) next = l->resume_at;
       }
@@ -1088,6 +1118,7 @@ static void *loop(void *arg) {
       uint64_t now = now_ms();
       if (now >= g_next_sweep) sweep(now);
     }
+    flush_out();
     empty_trash();
     while (g_dead) {
       tunnel_t *nx = g_dead->dnext;
@@ -1131,11 +1162,11 @@ static void free_id(uint32_t id) {
 }
 
 // onFront(kind, lid, fd, peer, port, bytes, a, b, flags, ms, text, id)
-static void call_front(napi_env env, done_msg_t *m) {
+static napi_status call_front(napi_env env, done_msg_t *m) {
   napi_value cb, argv[12], undef;
   if (!g_front_cb || napi_get_reference_value(env, g_front_cb, &cb) != napi_ok || !cb) {
     if (m->fd >= 0) close(m->fd);
-    return;
+    return napi_ok;
   }
   napi_create_uint32(env, m->kind, &argv[0]);
   napi_create_uint32(env, m->lid, &argv[1]);
@@ -1151,38 +1182,62 @@ static void call_front(napi_env env, done_msg_t *m) {
   napi_create_string_utf8(env, m->end ? m->end : "", NAPI_AUTO_LENGTH, &argv[10]);
   napi_create_uint32(env, m->id, &argv[11]);
   napi_get_undefined(env, &undef);
-  napi_call_function(env, undef, cb, 12, argv, NULL);
+  return napi_call_function(env, undef, cb, 12, argv, NULL);
 }
 
+// one loop turn's messages, in order; a callback that throws does not stop the rest (their
+// descriptors would leak), its exception is raised after them
 static void call_js(napi_env env, napi_value cb, void *ctx, void *data) {
-  done_msg_t *m = data;
-  if (!env || !cb) {
-    // the environment is going away: nothing will adopt the descriptor
-    if (m->fd >= 0) close(m->fd);
-  } else if (m->kind == M_DONE) {
-    hold(env, -1);
-    free_id(m->id);
-    napi_value argv[8], undef;
-    napi_create_uint32(env, m->id, &argv[0]);
-    napi_create_double(env, m->up, &argv[1]);
-    napi_create_double(env, m->down, &argv[2]);
-    napi_create_string_utf8(env, m->end, NAPI_AUTO_LENGTH, &argv[3]);
-    napi_create_string_utf8(env, m->peer, NAPI_AUTO_LENGTH, &argv[4]);
-    napi_create_uint32(env, m->pport, &argv[5]);
-    napi_create_double(env, m->ms, &argv[6]);
-    napi_create_uint32(env, m->a, &argv[7]);
-    napi_get_undefined(env, &undef);
-    napi_call_function(env, undef, cb, 8, argv, NULL);
-  } else {
-    // a dial that failed has no DONE to follow (one that succeeded sends no DIALED)
-    if (m->kind == M_DIALED) {
-      hold(env, -1);
-      free_id(m->id);
+  napi_ref thrown = NULL;
+  for (done_msg_t *m = data, *nx; m; m = nx) {
+    nx = m->next;
+    napi_handle_scope scope = NULL;
+    if (!env || !cb) {
+      // the environment is going away: nothing will adopt the descriptor
+      if (m->fd >= 0) close(m->fd);
+    } else {
+      napi_open_handle_scope(env, &scope);
+      napi_status st = napi_ok;
+      if (m->kind == M_DONE) {
+        hold(env, -1);
+        free_id(m->id);
+        napi_value argv[8], undef;
+        napi_create_uint32(env, m->id, &argv[0]);
+        napi_create_double(env, m->up, &argv[1]);
+        napi_create_double(env, m->down, &argv[2]);
+        napi_create_string_utf8(env, m->end, NAPI_AUTO_LENGTH, &argv[3]);
+        napi_create_string_utf8(env, m->peer, NAPI_AUTO_LENGTH, &argv[4]);
+        napi_create_uint32(env, m->pport, &argv[5]);
+        napi_create_double(env, m->ms, &argv[6]);
+        napi_create_uint32(env, m->a, &argv[7]);
+        napi_get_undefined(env, &undef);
+        st = napi_call_function(env, undef, cb, 8, argv, NULL);
+      } else {
+        // a dial that failed has no DONE to follow (one that succeeded sends no DIALED)
+        if (m->kind == M_DIALED) {
+          hold(env, -1);
+          free_id(m->id);
+        }
+        st = call_front(env, m);
+      }
+      bool pending = false;
+      if (st == napi_pending_exception || (napi_is_exception_pending(env, &pending) == napi_ok && pending)) {
+        napi_value e;
+        if (napi_get_and_clear_last_exception(env, &e) == napi_ok && !thrown) {
+          // kept past this message's scope
+          napi_create_reference(env, e, 1, &thrown);
+        }
+      }
+      napi_close_handle_scope(env, scope);
     }
-    call_front(env, m);
+    free(m->bytes);
+    free(m);
   }
-  free(m->bytes);
-  free(m);
+  if (thrown) {
+    napi_value e;
+    if (napi_get_reference_value(env, thrown, &e) == napi_ok) napi_throw(env, e);
+    napi_delete_reference(env, thrown);
+  }
 }
 
 static void post(ctl_t *c) {
@@ -1426,6 +1481,61 @@ static napi_value js_front_handshakes(napi_env env, napi_callback_info info) {
   return r;
 }
 
+// bindListen(address, port, reusePort, listen) -> {fd, port}: a TCP socket bound there (IPv6 ones
+// v6-only, as bridge/listen.ts makes them), listening if asked. With reusePort several processes
+// (--workers) listen on one port, the kernel spreading connections over them; a socket only bound
+// keeps the port (port 0: the one the kernel chose) without taking connections. Throws with the
+// errno's name as code.
+static napi_value js_bind_listen(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  char addr[INET6_ADDRSTRLEN + 1];
+  size_t alen;
+  uint32_t port;
+  bool reuse = false, listening = false;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 4 || napi_get_value_string_utf8(env, argv[0], addr, sizeof addr, &alen) != napi_ok || napi_get_value_uint32(env, argv[1], &port) != napi_ok ||
+      napi_get_value_bool(env, argv[2], &reuse) != napi_ok || napi_get_value_bool(env, argv[3], &listening) != napi_ok || port > 65535)
+    THROW("bindListen(address, port, reusePort, listen)");
+  sockaddr_any_t sa;
+  memset(&sa, 0, sizeof sa);
+  socklen_t len;
+  if (inet_pton(AF_INET, addr, &sa.v4.sin_addr) == 1) {
+    sa.v4.sin_family = AF_INET;
+    sa.v4.sin_port = htons((uint16_t)port);
+    len = sizeof sa.v4;
+  } else if (inet_pton(AF_INET6, addr, &sa.v6.sin6_addr) == 1) {
+    sa.v6.sin6_family = AF_INET6;
+    sa.v6.sin6_port = htons((uint16_t)port);
+    len = sizeof sa.v6;
+  } else {
+    THROW("bindListen: address must be an IP literal");
+  }
+  int fd = socket(sa.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int one = 1, e = 0;
+  if (fd < 0) e = errno;
+  else if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) e = errno;
+  else if (reuse && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) e = errno;
+  else if (sa.sa.sa_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0) e = errno;
+  else if (bind(fd, &sa.sa, len) < 0) e = errno;
+  else if (listening && listen(fd, 511) < 0) e = errno;
+  if (e) {
+    if (fd >= 0) close(fd);
+    napi_throw_error(env, code_name(e), "cannot listen");
+    return NULL;
+  }
+  sockaddr_any_t got;
+  socklen_t glen = sizeof got;
+  getsockname(fd, &got.sa, &glen);
+  napi_value out, v;
+  napi_create_object(env, &out);
+  napi_create_int32(env, fd, &v);
+  napi_set_named_property(env, out, "fd", v);
+  napi_create_uint32(env, ntohs(got.sa.sa_family == AF_INET6 ? got.v6.sin6_port : got.v4.sin_port), &v);
+  napi_set_named_property(env, out, "port", v);
+  return out;
+}
+
 // frontUnlisten(lid): stops accepting there and closes its handshakes
 static napi_value js_front_unlisten(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -1607,6 +1717,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"frontUnlisten", NULL, js_front_unlisten, NULL, NULL, NULL, napi_default, NULL},
       {"frontDial", NULL, js_front_dial, NULL, NULL, NULL, napi_default, NULL},
       {"frontHandshakes", NULL, js_front_handshakes, NULL, NULL, NULL, napi_default, NULL},
+      {"bindListen", NULL, js_bind_listen, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
   return exports;
