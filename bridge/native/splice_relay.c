@@ -32,6 +32,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -44,6 +45,8 @@
 #define PIPE_WANT (1024 * 1024)  // asked with F_SETPIPE_SZ; the kernel may give less
 #define POOL_MAX 64              // idle pipes kept for reuse
 #define BURST 32                 // splice rounds per direction before other tunnels get a turn
+#define COPY_BELOW 65536         // bytes a direction copies (recv/send) before it splices
+#define COPY_CHUNK 16384
 
 typedef struct dir {
   int src, dst;
@@ -273,6 +276,37 @@ static int pump(tunnel_t *t, dir_t *d) {
       }
     }
     if (d->n == 0 && d->pr >= 0) pipe_put(d);
+    if (d->n == 0 && !d->eof && d->in_ready && d->out_ready && d->bytes < COPY_BELOW) {
+      // a tunnel's first bytes (a request, a reply, often all a short connection carries) are
+      // copied: recv and send cost less than two splices through a pipe
+      uint8_t buf[COPY_CHUNK];
+      ssize_t r = recv(d->src, buf, sizeof buf, MSG_DONTWAIT);
+      if (r > 0) {
+        ssize_t w = send(d->dst, buf, (size_t)r, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w < 0 && errno != EAGAIN && errno != EINTR) return -errno;
+        if (w < 0) w = 0;
+        d->bytes += (uint64_t)w;
+        if (w < r) {
+          // the rest waits in the pipe, the one buffer (an empty pipe takes COPY_CHUNK whole)
+          d->out_ready = 0;
+          int e = pipe_get(d);
+          if (e < 0) return e;
+          ssize_t q = write(d->pw, buf + w, (size_t)(r - w));
+          if (q != r - w) return -EIO;
+          d->n = (size_t)q;
+        }
+        t->last = 0;
+        continue;
+      }
+      if (r == 0) {
+        d->eof = 1;
+        progress = 1;
+      } else if (errno == EAGAIN) {
+        d->in_ready = 0;
+      } else if (errno != EINTR) {
+        return -errno;
+      }
+    }
     if (!d->eof && d->in_ready && d->n < g_pipe_cap) {
       if (d->pr < 0) {
         int e = pipe_get(d);
@@ -927,6 +961,24 @@ static void attempt_next(front_t *f) {
     f->win = idx;
     free(a);
     dial_ok(f, fd);
+    return;
+  }
+  struct pollfd pf = {.fd = fd, .events = POLLOUT};
+  int err = 0;
+  socklen_t elen = sizeof err;
+  if (poll(&pf, 1, 0) == 1 && pf.revents) {
+    // on loopback the handshake (or the refusal) is often done before connect() returns; reading
+    // SO_ERROR clears it, so the answer is taken here either way
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0) err = errno;
+    if (!err && !(pf.revents & (POLLERR | POLLHUP))) {
+      f->win = idx;
+      free(a);
+      dial_ok(f, fd);
+      return;
+    }
+    close(fd);
+    free(a);
+    attempt_failed(f, NULL, idx, err ? err : ECONNREFUSED);
     return;
   }
   struct epoll_event ev = {.events = EPOLLOUT | EPOLLET, .data.ptr = tag(a, TAG_DIAL_R)};
