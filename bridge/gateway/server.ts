@@ -27,7 +27,7 @@ import { GatewayMetrics, type LookupSource } from './metrics.js';
 import { serveConnect } from './connect.js';
 import { serveUdp } from './udp.js';
 import { NameResolver } from './resolver.js';
-import { PasswordChecks, sourceKey, Users, type CheckResult } from './users.js';
+import { checkRemembered, PassedLogins, PasswordChecks, sourceKey, Users, type CheckResult } from './users.js';
 
 const CMD_NAMES: Record<number, GatewayRequestRecord['cmd']> = { [CMD.CONNECT]: 'connect', [CMD.BIND]: 'bind', [CMD.UDP_ASSOCIATE]: 'udp' };
 // abort() without a reason builds a DOMException (with a stack) on every client close
@@ -136,6 +136,8 @@ export class Gateway implements GatewayServices {
   users: Users | undefined;
   /** Password checks: concurrency cap, per-source turns and failure back-off (see users.ts). */
   passwordChecks = new PasswordChecks();
+  /** Logins that passed lately: a bridge's many connections cost one scrypt (see users.ts). */
+  readonly logins = new PassedLogins();
   /** Which --upstream first hops take a pipelined handshake. */
   readonly pipelining: PipeliningCache;
   /** FTP passive data connections a CONNECT may claim (ftp-slots.ts). */
@@ -362,6 +364,7 @@ export class Gateway implements GatewayServices {
     if (config.usersFile) {
       try {
         this.users = Users.fromFile(config.usersFile);
+        this.logins.clear();
         said.push(`users reloaded from ${config.usersFile} (${this.users.size})`);
       } catch (e) {
         said.push(`--users not reloaded, the previous users stay: ${(e as Error).message}`);
@@ -745,7 +748,7 @@ class ClientConnection {
     const users = gateway.users;
     if (!users) throw new Error('authenticate without users');
     const source = sourceKey(this.clientHost);
-    this.cancelCheck = gateway.passwordChecks.check(users, source, username, password, this.guard((r: CheckResult) => {
+    this.cancelCheck = checkRemembered(gateway.passwordChecks, gateway.logins, users, source, username, password, this.guard((r: CheckResult) => {
       this.cancelCheck = undefined;
       if (r.result === 'error') throw r.error;
       record.auth = r.result;

@@ -2,7 +2,7 @@
 // base64) and compared in constant time; an unknown user costs the same scrypt as a known one.
 // Usernames and passwords are bytes (RFC 1929): the file's text stands for its UTF-8 bytes, and
 // what a client sends is hashed and looked up as sent, never decoded.
-import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { createHmac, randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { ConfigError } from '../../shared/errors.js';
 import { formatIp, isV4, parseIp } from '../../shared/net/address.js';
 import { readConfigFile } from '../config-common.js';
@@ -303,4 +303,73 @@ export class PasswordChecks {
     this.failures.set(source, f);
     if (this.failures.size > this.limits.sources) this.failures.delete(this.failures.keys().next().value!);
   }
+}
+
+/** How long a passed login is taken again without scrypt, and how many are kept. */
+const REMEMBER_MS = 5 * 60_000;
+const REMEMBER_MAX = 4096;
+
+/**
+ * Logins that passed, remembered for a while under a keyed hash of their bytes (the key is
+ * random per process, nothing is written anywhere): a client that opens many connections with
+ * the same credentials — a bridge, a browser — costs one scrypt, not one per connection. Each
+ * entry belongs to the Users it was checked against; a reload starts afresh.
+ */
+export class PassedLogins {
+  private readonly key = randomBytes(32);
+  /** Keyed hash of user and password → when it stops counting; the oldest first. */
+  private readonly passed = new Map<string, number>();
+  private users: Users | undefined;
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  private digest(username: Uint8Array, password: Uint8Array): string {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(username.length);
+    return createHmac('sha256', this.key).update(len).update(username).update(password).digest('base64');
+  }
+
+  /** Whether these credentials passed against `users` lately. */
+  has(users: Users, username: Uint8Array, password: Uint8Array): boolean {
+    if (users !== this.users) return false;
+    const until = this.passed.get(this.digest(username, password));
+    return until !== undefined && until > this.now();
+  }
+
+  /** Remembers credentials that just passed against `users` (forgetting those of other users). */
+  add(users: Users, username: Uint8Array, password: Uint8Array): void {
+    if (users !== this.users) {
+      this.passed.clear();
+      this.users = users;
+    }
+    const key = this.digest(username, password);
+    this.passed.delete(key);
+    this.passed.set(key, this.now() + REMEMBER_MS);
+    if (this.passed.size > REMEMBER_MAX) this.passed.delete(this.passed.keys().next().value!);
+  }
+
+  clear(): void {
+    this.passed.clear();
+    this.users = undefined;
+  }
+}
+
+/**
+ * A check of `username`/`password` from `source`: a login that passed lately is taken again
+ * without scrypt (unless the source is in back-off), else `checks` runs it and a pass is
+ * remembered. Same contract as PasswordChecks.check.
+ */
+export function checkRemembered(checks: PasswordChecks, logins: PassedLogins, users: Users, source: string, username: Uint8Array, password: Uint8Array, done: (r: CheckResult) => void): () => boolean {
+  if (logins.has(users, username, password) && checks.backoff(source) === 0) {
+    let cancelled = false;
+    queueMicrotask(() => cancelled || done({ result: 'ok' }));
+    return () => {
+      cancelled = true;
+      return true;
+    };
+  }
+  return checks.check(users, source, username, password, (r) => {
+    if (r.result === 'ok') logins.add(users, username, password);
+    done(r);
+  });
 }

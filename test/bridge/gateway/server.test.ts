@@ -14,6 +14,7 @@ import { CMD, METHOD, REP } from '../../../shared/socks5/constants.js';
 import { dialSocks5 } from '../../../bridge/upstream/socks5.js';
 import { gatewayConfig } from '../../../bridge/gateway/config.js';
 import { Gateway } from '../../../bridge/gateway/server.js';
+import { hashPassword } from '../../../bridge/gateway/users.js';
 import { nativeRelayStatus, releasedToNative } from '../../../bridge/native/loader.js';
 import { requireCapability } from '../../helpers/env.js';
 import { eventually } from '../../helpers/settle.js';
@@ -256,6 +257,29 @@ describe('gateway with username/password', () => {
     assert.ok(recs.some((r) => r.user === 'alice' && r.result === 'ok'));
     assert.ok(recs.some((r) => r.user === 'alice' && r.result === 'ERR_SOCKS_AUTH_FAILED'));
     assert.ok(recs.some((r) => r.user === 'mallory' && r.result === 'ERR_SOCKS_AUTH_FAILED'));
+  });
+});
+
+describe('gateway --users: a login that passed is remembered', () => {
+  test('many connections with the same credentials cost one scrypt; a wrong password is hashed every time; a reload forgets', async () => {
+    const origin = await startOrigin('127.0.0.1', 16);
+    const file = join(dir, 'users-remembered');
+    writeFileSync(file, `alice:${await hashPassword('s3cret pass')}\n`);
+    const gw = new Gateway(gatewayConfig(['--listen', '127.0.0.1:0', '--users', file, '--hosts', hostsFile, '--dns', 'none', '--allow', '127.0.0.1']), () => {});
+    try {
+      const [bound] = await gw.listen();
+      const get = (password: string): Promise<{ code: number | null }> => curl(['--proxy', `socks5h://alice:${encodeURIComponent(password)}@127.0.0.1:${bound!.port}`, `http://web.test:${origin.port}/`]);
+      for (let i = 0; i < 5; i++) assert.equal((await get('s3cret pass')).code, 0);
+      assert.equal(gw.passwordChecks.stats.started, 1, 'one scrypt for five logins');
+      for (let i = 0; i < 2; i++) assert.notEqual((await get('wrong')).code, 0);
+      assert.equal(gw.passwordChecks.stats.started, 3, 'a wrong password is never taken from memory');
+      gw.reload();
+      assert.equal((await get('s3cret pass')).code, 0);
+      assert.equal(gw.passwordChecks.stats.started, 4, 'after a reload the file is asked again');
+    } finally {
+      await gw.close();
+      await origin.close();
+    }
   });
 });
 
