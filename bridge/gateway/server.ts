@@ -300,7 +300,8 @@ export class Gateway implements GatewayServices {
       eof: m.eof,
       group: this.relays.native,
       failed: (r) => {
-        if (r.fd < 0) return conn.finish('ERR_CLIENT_CLOSED');
+        // the client gone: with the errno of its reset, as the session logs it
+        if (r.fd < 0) return conn.finish('ERR_CLIENT_CLOSED', r.error === 'ERR_CLIENT_CLOSED' ? {} : { clientError: r.error });
         const ip = allowed[r.address];
         const error =
           ip === undefined
@@ -350,7 +351,7 @@ export class Gateway implements GatewayServices {
     const socket = adoptDescriptor(m.fd);
     this.stats.accepted++;
     this.sockets.add(socket);
-    new ClientConnection(this, socket, () => this.sockets.delete(socket), { bytes: m.bytes, answered: skipSends }).start();
+    new ClientConnection(this, socket, () => this.sockets.delete(socket), { bytes: m.bytes, answered: skipSends, ms: m.ms }).start();
   }
 
   /**
@@ -513,11 +514,13 @@ class ClientConnection {
     private readonly client: Socket,
     /** Takes the socket off the gateway's list (at its close). */
     private readonly forget: () => void,
-    /** From the native front: the bytes it read, and how many bytes of replies it already sent. */
-    private readonly replay?: { bytes: Uint8Array; answered: number },
+    /** From the native front: the bytes it read, how many bytes of replies it already sent, and how long ago it accepted. */
+    private readonly replay?: { bytes: Uint8Array; answered: number; ms: number },
   ) {
     this.answered = replay?.answered ?? 0;
-    this.started = Date.now();
+    // a connection from the front started at its accept there: the log, the metrics and the
+    // handshake timer count from then (else a client could hold a handshake twice as long)
+    this.started = Date.now() - (replay?.ms ?? 0);
     this.clientHost = canonicalHost(client.remoteAddress ?? '');
     this.clientPort = client.remotePort ?? 0;
     this.record = { client: this.clientHost, clientPort: client.remotePort };
@@ -704,7 +707,7 @@ class ClientConnection {
       this.dropCheck();
       this.finish('ERR_HANDSHAKE_TIMEOUT', { phase: phase() });
       client.destroy();
-    }), gateway.config.handshakeTimeoutMs);
+    }), Math.max(0, gateway.config.handshakeTimeoutMs - (Date.now() - this.started)));
     this.conn.enterHandshake(this.guard(() => {
       this.dropCheck();
       this.finish('ERR_CONNECTION_CAP', { phase: phase(), error: `${gateway.handshakeBudget} handshakes at once: the oldest made room` });

@@ -1010,8 +1010,12 @@ static void dial_start(front_t *f) {
 }
 
 static void on_dial_client(front_t *f, uint32_t ev) {
-  if (f->dead) return;
-  if (ev & (EPOLLHUP | EPOLLERR)) dial_end(f, "ERR_CLIENT_CLOSED", 0, 0);
+  if (f->dead || !(ev & (EPOLLHUP | EPOLLERR))) return;
+  // its error (a reset) is logged as the session logs it (clientError)
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(f->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = 0;
+  dial_end(f, err ? code_name(err) : "ERR_CLIENT_CLOSED", 0, 0);
 }
 
 static void on_attempt(attempt_t *a, uint32_t ev) {
