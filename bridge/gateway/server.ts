@@ -13,7 +13,7 @@ import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/ser
 import { hostAddresses } from '../host-addresses.js';
 import { closeAll, listenAll } from '../listen.js';
 import { say, type GatewayConnectRecord, type GatewayHandshakeRecord, type GatewayLine, type GatewayRecord, type GatewayRequestRecord, type Logger } from '../log.js';
-import { adoptDescriptor, bindListen, frontDial, frontHandshakes, frontListen, frontListenFd, nativeFrontStatus, frontUnlisten, releasedToNative, type FrontAdopt, type FrontEnded, type FrontHandlers, type FrontRequest } from '../native/loader.js';
+import { adoptDescriptor, bindListen, frontDial, frontHandshakes, frontStats, frontListen, frontListenFd, nativeFrontStatus, frontUnlisten, releasedToNative, type FrontAdopt, type FrontEnded, type FrontHandlers, type FrontRequest } from '../native/loader.js';
 import { errnoToError, interleave } from '../upstream/direct.js';
 import { goesUpstream } from './chain.js';
 import { WORKER_LISTEN_ENV, WORKER_LISTENING } from './workers.js';
@@ -349,6 +349,7 @@ export class Gateway implements GatewayServices {
    */
   private adopt(m: FrontAdopt | FrontRequest, skipSends: number): void {
     const socket = adoptDescriptor(m.fd);
+    frontStats.adopted++;
     this.stats.accepted++;
     this.sockets.add(socket);
     new ClientConnection(this, socket, () => this.sockets.delete(socket), { bytes: m.bytes, answered: skipSends, ms: m.ms }).start();

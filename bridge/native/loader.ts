@@ -377,6 +377,13 @@ let nextLid = 1;
 let claimed = false;
 let frontOn: boolean | undefined;
 
+/**
+ * What the front did with the connections it accepted, since the process started: dialed itself,
+ * given to the session (counted by the gateway when it adopts one), ended in their handshake. For
+ * tests and diagnostics.
+ */
+export const frontStats = { dialed: 0, adopted: 0, ended: 0 };
+
 function closeFd(fd: number): void {
   if (fd < 0) return;
   try {
@@ -411,7 +418,10 @@ function onFront(kind: number, lid: number, fd: number, peer: string, port: numb
   try {
     if (kind === M_REQUEST) h.request({ ...client, greetingLength: a, requestLength: b & 0xffff, errorCodes: (b >>> 16) % 2 === 1, eof: (flags & 1) === 1 });
     else if (kind === M_ADOPT) h.adopt({ ...client, methodSent: (flags & 2) === 2 });
-    else if (kind === M_ENDED) h.ended({ peer, port, result: text, phase: a ? 'request' : 'greeting', ms });
+    else if (kind === M_ENDED) {
+      frontStats.ended++;
+      h.ended({ peer, port, result: text, phase: a ? 'request' : 'greeting', ms });
+    }
   } catch (e) {
     if (!claimed) closeFd(fd);
     h.internal(e);
@@ -510,6 +520,7 @@ export interface FrontDialOptions {
 export function frontDial(fd: number, lid: number, addresses: string[], port: number, o: FrontDialOptions): void {
   const id = addon!.frontDial(fd, lid, addresses, port, o.timeoutMs, o.idleTimeoutMs > 0 ? o.idleTimeoutMs : 0, o.early.length ? o.early : null, o.eof);
   claimed = true;
+  frontStats.dialed++;
   tunnels.set(id, { id, client: null, remote: null, up0: 0, down0: 0, cancelled: false, resolve: o.done });
   dials.set(id, { failed: o.failed, group: o.group });
   o.group.add(id);
