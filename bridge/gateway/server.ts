@@ -13,7 +13,7 @@ import { Socks5ServerSession, type ServerCommand } from '../../shared/socks5/ser
 import { hostAddresses } from '../host-addresses.js';
 import { closeAll, listenAll } from '../listen.js';
 import { say, type GatewayConnectRecord, type GatewayHandshakeRecord, type GatewayLine, type GatewayRecord, type GatewayRequestRecord, type Logger } from '../log.js';
-import { adoptDescriptor, bindListen, frontDial, frontHandshakes, frontStats, frontListen, frontListenFd, nativeFrontStatus, frontUnlisten, releasedToNative, type FrontAdopt, type FrontEnded, type FrontHandlers, type FrontRequest } from '../native/loader.js';
+import { adoptDescriptor, bindListen, frontDial, frontHandshakes, frontStats, frontListen, frontListenFd, frontStep, nativeFrontStatus, frontUnlisten, releasedToNative, type FrontAdopt, type FrontEnded, type FrontHandlers, type FrontRequest } from '../native/loader.js';
 import { errnoToError, interleave } from '../upstream/direct.js';
 import { goesUpstream } from './chain.js';
 import { WORKER_LISTEN_ENV, WORKER_LISTENING } from './workers.js';
@@ -263,23 +263,36 @@ export class Gateway implements GatewayServices {
     this.stats.accepted++;
     this.metrics.handshake(m.ms);
     const ip = parseIp(request.host);
-    if (ip) return this.frontDial(m, conn, record, [ip]);
+    if (ip) return this.frontGuard(m, conn, () => this.frontDial(m, conn, record, [ip]));
     // a name: the client waits unread while it is resolved (a --hosts or cache hit at once);
     // close() ends the wait
     this.frontWaiting.set(m.fd, conn);
     this.addressesFor(request.host).then(
       (ips) => {
-        if (this.frontWaiting.delete(m.fd)) this.frontDial(m, conn, record, ips);
+        if (this.frontWaiting.delete(m.fd)) this.frontGuard(m, conn, () => this.frontDial(m, conn, record, ips));
       },
       (e: unknown) => {
         if (!this.frontWaiting.delete(m.fd)) return;
-        if (e instanceof DualsocksError) this.frontReject(m, conn, e);
-        else {
-          say(`dualsocks gateway: internal error resolving ${request.host}, connection closed: ${e instanceof Error ? e.stack : String(e)}`);
-          this.frontReject(m, conn, new RequestError('ERR_INTERNAL', 'internal error'));
-        }
+        this.frontGuard(m, conn, () => {
+          if (e instanceof DualsocksError) return this.frontReject(m, conn, e);
+          // a defect in the lookup: this client is told "general failure" (ERR_INTERNAL)
+          say(`dualsocks gateway: internal error serving ${joinHostPort(canonicalHost(m.peer), m.port)}, connection closed: ${e instanceof Error ? e.stack : String(e)}`);
+          this.frontReject(m, conn, new RequestError('ERR_INTERNAL', e instanceof Error ? e.message : String(e)));
+        });
       },
     );
+  }
+
+  /**
+   * Runs a step of a front connection outside the loader's guard (after a lookup): a defect ends
+   * this connection (ERR_INTERNAL, its place given back, the descriptor closed if nothing took it).
+   */
+  private frontGuard(m: FrontRequest, conn: Conn, step: () => void): void {
+    const failed = frontStep(m.fd, step);
+    if (!failed) return;
+    const e = failed.error;
+    say(`dualsocks gateway: internal error serving ${joinHostPort(canonicalHost(m.peer), m.port)}, connection closed: ${e instanceof Error ? e.stack : String(e)}`);
+    conn.finish('ERR_INTERNAL', { rep: REP.GENERAL_FAILURE, error: e instanceof Error ? e.message : String(e) });
   }
 
   /** Policy on every address (RFC 8305 order), then the front's dial; its outcome is logged here. */

@@ -527,6 +527,22 @@ export function frontDial(fd: number, lid: number, addresses: string[], port: nu
   groups.set(id, o.group);
 }
 
+/**
+ * Runs `step` with descriptor `fd` from the front, outside onFront (after a lookup): if it throws
+ * before a dial or a Node socket took the descriptor, the descriptor is closed. Returns what it
+ * threw, if it did.
+ */
+export function frontStep(fd: number, step: () => void): { error: unknown } | undefined {
+  claimed = false;
+  try {
+    step();
+    return undefined;
+  } catch (error) {
+    if (!claimed) closeFd(fd);
+    return { error };
+  }
+}
+
 /** A Node socket for a descriptor the front gave back. */
 export function adoptDescriptor(fd: number): Socket {
   const s = new NetSocket({ fd, readable: true, writable: true, allowHalfOpen: true });

@@ -859,12 +859,20 @@ static void dial_ok(front_t *f, int rfd) {
     dial_end(f, "ENOMEM", f->win, 1);
     return;
   }
-  // both socket buffers are empty: a reply and at most FRONT_BUF early bytes go in whole
-  if (send(f->fd, reply, n, MSG_NOSIGNAL) != (ssize_t)n || (f->early_n && send(rfd, f->early, f->early_n, MSG_NOSIGNAL) != (ssize_t)f->early_n)) {
+  // both socket buffers are empty: at most FRONT_BUF early bytes and a reply go in whole. The
+  // early bytes first: if the destination already failed, the client still gets a failure reply
+  if (f->early_n && send(rfd, f->early, f->early_n, MSG_NOSIGNAL) != (ssize_t)f->early_n) {
     int e = errno ? errno : EIO;
     free(t);
     free(bound);
-    // the client may have its reply already: close, do not send it another
+    dial_end(f, code_name(e), f->win, 1);
+    return;
+  }
+  if (send(f->fd, reply, n, MSG_NOSIGNAL) != (ssize_t)n) {
+    int e = errno ? errno : EIO;
+    free(t);
+    free(bound);
+    // the client's own error (it may have part of its reply: no other is sent)
     dial_end(f, code_name(e), f->win, 0);
     return;
   }
