@@ -6,8 +6,9 @@
 // (run.ts does): mutated requests name random addresses, which must go nowhere.
 // The gateway's native front (accept, handshake and dial in splice_relay.c) gets valid CONNECTs
 // with early data, sent in pieces or reset mid-dial, to places that answer, refuse or (with
-// DUALSOCKS_FUZZ_BLACKHOLE, an address whose packets run.ts drops) never answer; it runs in
-// `gateway` and in each worker of `gateway --workers 2`.
+// DUALSOCKS_FUZZ_BLACKHOLE, IPv4 addresses a.b.c.d/28 whose packets run.ts drops) never answer,
+// and to names with several such addresses before one that answers (RFC 8305 attempts in
+// flight); it runs in `gateway` and in each worker of `gateway --workers 2`.
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
@@ -94,6 +95,8 @@ export interface LiveFinding {
 
 export interface LiveResult {
   inputs: number;
+  /** Inputs whose answer was checked (valid CONNECTs with early data to the origin or the sink). */
+  answersChecked: number;
   perClass: Record<string, number>;
   findings: LiveFinding[];
   processes: { name: string; fdBaseline: number; fdAfter: number; rssBeforeMiB: number; rssAfterMiB: number; rssMaxMiB: number; alive: boolean }[];
@@ -458,8 +461,11 @@ interface Destinations {
   blackhole?: string;
 }
 
-/** Names and literals that reach the origin and the sink (happy.test: a blackholed address first, RFC 8305's next attempt answers). */
-const REACHES = ['127.0.0.1', 'web.test', 'echo.test', 'happy.test'];
+/**
+ * Names and literals that reach the origin and the sink: happy.test has a blackholed address
+ * first (RFC 8305's next attempt answers, 250 ms on), few.test four (the fifth, 1 s on).
+ */
+const REACHES = ['127.0.0.1', 'web.test', 'echo.test', 'happy.test', 'few.test'];
 
 /**
  * A valid greeting and CONNECT, then early data: an HTTP request to the origin, bytes for the
@@ -474,13 +480,16 @@ function validConnect(d: Destinations): fc.Arbitrary<g.Msg> {
     { host: 'web6.test', port: d.origin },
     { host: '::1', port: d.sink },
     { host: 'nx.test', port: d.origin },
-    ...(d.blackhole ? [{ host: d.blackhole, port: 80 }, { host: 'hole.test', port: d.origin }] : []),
+    // many.test: ten blackholed addresses first, the one that answers comes after the deadline
+    ...(d.blackhole ? [{ host: d.blackhole, port: 80 }, { host: 'hole.test', port: d.origin }, { host: 'many.test', port: d.sink }] : []),
   ];
   const methods = fc.constantFrom([METHOD.NO_AUTH], [METHOD.NO_AUTH, METHOD.USERPASS], [METHOD.USERPASS, METHOD.NO_AUTH], [METHOD.NO_AUTH, METHOD.ERROR_CODES]);
   const early = fc.oneof(
     fc.constant(new Uint8Array(0)),
     fc.constant(Uint8Array.from(Buffer.from('GET / HTTP/1.0\r\nHost: web.test\r\n\r\n'))),
     fc.uint8Array({ minLength: 1, maxLength: 300 }),
+    // more than the front reads before it hands the rest to the tunnel (1 KiB)
+    fc.uint8Array({ minLength: 700, maxLength: 3000 }),
   );
   return fc.tuple(methods, fc.constantFrom(...places), early).map(([m, p, e]) => ({
     bytes: concatBytes(encodeGreeting({ methods: [...m] }), encodeRequest({ cmd: CMD.CONNECT, host: p.host, port: p.port }), e),
@@ -643,9 +652,20 @@ export async function runLive(opts: LiveOptions): Promise<LiveResult> {
   const origin = await startOrigin('127.0.0.1', 64 * 1024);
   const echo: UdpEcho = await startUdpEcho('127.0.0.1');
   const hosts = join(dir, 'hosts');
-  // happy.test: the blackholed address first, so the front's next attempt (250 ms on) is the one that answers
-  const blackhole = process.env.DUALSOCKS_FUZZ_BLACKHOLE;
-  writeFileSync(hosts, `127.0.0.1 web.test\n::1 web6.test\n127.0.0.1 echo.test\n${blackhole ?? '127.0.0.1'} happy.test\n127.0.0.1 happy.test\n${blackhole ?? '127.0.0.1'} hole.test\n`);
+  // blackholed addresses first, so the front's later attempts are the ones that answer (or none in time)
+  const net = /^(\d+\.\d+\.\d+\.)(\d+)\/28$/.exec(process.env.DUALSOCKS_FUZZ_BLACKHOLE ?? '');
+  const hole = (i: number): string => (net ? `${net[1]}${Number(net[2]) + i}` : '127.0.0.1');
+  const blackhole = net ? hole(3) : undefined;
+  const names: [string, string[]][] = [
+    ['web.test', ['127.0.0.1']],
+    ['web6.test', ['::1']],
+    ['echo.test', ['127.0.0.1']],
+    ['happy.test', [hole(0), '127.0.0.1']],
+    ['few.test', [hole(1), hole(2), hole(3), hole(4), '127.0.0.1']],
+    ['many.test', [...Array.from({ length: 10 }, (_, i) => hole(i)), '127.0.0.1']],
+    ['hole.test', [hole(5)]],
+  ];
+  writeFileSync(hosts, names.flatMap(([name, ips]) => ips.map((ip) => `${ip} ${name}\n`)).join(''));
   const users = join(dir, 'users');
   writeFileSync(users, `u:${await hashPassword('pw')}\n`);
   // a sink: echoes, and closes only when its peer does (a destination that never hangs up first)
@@ -665,7 +685,7 @@ export async function runLive(opts: LiveOptions): Promise<LiveResult> {
   const extra: Running[] = [];
   // e.g. a small --max-old-space-size, to tell a heap that grows lazily from one that leaks
   const childEnv = process.env.DUALSOCKS_FUZZ_NODE_OPTIONS ? { NODE_OPTIONS: process.env.DUALSOCKS_FUZZ_NODE_OPTIONS } : {};
-  const result: LiveResult = { inputs: 0, perClass: {}, findings: [], processes: [], ms: 0 };
+  const result: LiveResult = { inputs: 0, answersChecked: 0, perClass: {}, findings: [], processes: [], ms: 0 };
   const want = (name: string): boolean => !opts.processes || opts.processes.includes(name);
   const add = (name: string, running: Running, ports: Proc['ports'], pid = running.proc.pid!): Proc => {
     const p: Proc = { name, running, pid, ports, fdBaseline: 0, fdAfter: 0, socketBaseline: 0, rssBefore: 0, rssAfter: 0, rssMax: 0, dead: false, stderrSeen: 0 };
@@ -767,8 +787,10 @@ export async function runLive(opts: LiveOptions): Promise<LiveResult> {
         const input: Input = { cls: def.name, bytes, mode };
         if (mode === 'split' || mode === 'reset') input.plan = makePlan(bytes.length, mode, rnd);
         if (def.expect && mode !== 'abort' && mode !== 'reset') input.expect = def.expect(bytes);
-        // long enough for a blackholed dial to time out (--connect-timeout 2) with the client there
-        if (def.modes === DIAL_MODES && (mode === 'hold' || (input.plan && 'hold' in input.plan.last))) input.holdMs = Math.max(holdMs, 3000);
+        if (input.expect !== undefined) result.answersChecked++;
+        // long enough for a blackholed dial to time out (--connect-timeout 2) with the client
+        // there, and for an answer after a few blackholed attempts
+        if (def.modes === DIAL_MODES && (mode === 'hold' || input.expect !== undefined || (input.plan && 'hold' in input.plan.last))) input.holdMs = Math.max(holdMs, 3000);
         tasks.push(() => hit(t.l.port, input, holdMs));
         made++;
         classCount[def.name] = (classCount[def.name] ?? 0) + 1;

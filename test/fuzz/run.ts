@@ -59,8 +59,8 @@ export function parseArgs(argv: string[]): FuzzOptions {
 }
 
 const NETNS_ENV = 'DUALSOCKS_FUZZ_NETNS';
-/** In the namespace, a loopback address whose packets are dropped: dials there time out. */
-const BLACKHOLE = '127.0.0.99';
+/** In the namespace, loopback addresses whose packets are dropped: dials there time out. */
+const BLACKHOLE = '127.0.0.96/28';
 
 /** The drop rule for BLACKHOLE, or false where nft is not there (the inputs that need it are left out). */
 function blackhole(ns: string): boolean {
@@ -163,6 +163,7 @@ export async function fuzz(o: FuzzOptions, write: (s: string) => void = (s) => p
   if (inProcess) log(`  in process: ${inProcess.inputs} inputs in ${(inProcess.ms / 1000).toFixed(1)} s, ${inProcess.failures.length} property failures`);
   if (live) {
     log(`  live: ${live.inputs} inputs in ${(live.ms / 1000).toFixed(1)} s (${Object.entries(live.perClass).map(([k, v]) => `${k} ${v}`).join(', ')})`);
+    log(`  answers of valid CONNECTs with early data checked: ${live.answersChecked}`);
     log(`  crashes ${crashes.length}, leaks ${leaks.length}, valid requests unserved ${unserved.length}, warnings/stack traces on stderr ${stderr.length}, /metrics unparsed ${metrics.length}`);
     for (const p of live.processes) {
       log(`  ${p.name.padEnd(16)} ${p.alive ? 'alive' : 'DEAD '}  fd baseline ${p.fdBaseline} after ${p.fdAfter}  RSS before ${p.rssBeforeMiB} MiB after ${p.rssAfterMiB} MiB (max ${p.rssMaxMiB} MiB)`);
