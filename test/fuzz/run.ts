@@ -163,7 +163,7 @@ export async function fuzz(o: FuzzOptions, write: (s: string) => void = (s) => p
   if (inProcess) log(`  in process: ${inProcess.inputs} inputs in ${(inProcess.ms / 1000).toFixed(1)} s, ${inProcess.failures.length} property failures`);
   if (live) {
     log(`  live: ${live.inputs} inputs in ${(live.ms / 1000).toFixed(1)} s (${Object.entries(live.perClass).map(([k, v]) => `${k} ${v}`).join(', ')})`);
-    log(`  answers of valid CONNECTs with early data checked: ${live.answersChecked}`);
+    log(`  answers of valid CONNECTs with early data checked: ${live.answersChecked} (not owed: ${live.answersLate}, the pieces came slower than --handshake-timeout)`);
     log(`  crashes ${crashes.length}, leaks ${leaks.length}, valid requests unserved ${unserved.length}, warnings/stack traces on stderr ${stderr.length}, /metrics unparsed ${metrics.length}`);
     for (const p of live.processes) {
       log(`  ${p.name.padEnd(16)} ${p.alive ? 'alive' : 'DEAD '}  fd baseline ${p.fdBaseline} after ${p.fdAfter}  RSS before ${p.rssBeforeMiB} MiB after ${p.rssAfterMiB} MiB (max ${p.rssMaxMiB} MiB)`);
