@@ -272,14 +272,17 @@ function hit(port: number, input: Input, holdMs: number): Promise<void> {
     let timer = setTimeout(() => s.destroy(), input.holdMs ?? holdMs);
     let got = '';
     let connectedAt = 0;
-    let sentMs = 0;
+    // how long the whole input took to send; unset: it was not all sent
+    let sentMs: number | undefined = input.plan ? undefined : 0;
     s.once('connect', () => (connectedAt = Date.now()));
     const done = (): void => {
       clearTimeout(timer);
       if (input.expect !== undefined && !got.includes(input.expect)) {
-        // the gateway rightly gave up on a request that came after its handshake timeout
-        if (sentMs > HANDSHAKE_TIMEOUT_MS - 500) lateSends++;
-        else unanswered.push(`${input.cls} ${input.mode} on port ${port} (sent in ${sentMs} ms): got ${JSON.stringify(got.slice(0, 120))}; sent ${Buffer.from(input.bytes).toString('hex').slice(0, 200)}`);
+        // the gateway rightly gave up on a request that came after its handshake timeout (or
+        // was still coming then)
+        const ms = sentMs ?? Date.now() - connectedAt;
+        if (ms > HANDSHAKE_TIMEOUT_MS - 500) lateSends++;
+        else unanswered.push(`${input.cls} ${input.mode} on port ${port} (${sentMs === undefined ? `closed after ${ms} ms, before all was sent` : `sent in ${ms} ms`}): got ${JSON.stringify(got.slice(0, 120))}; sent ${Buffer.from(input.bytes).toString('hex').slice(0, 200)}`);
       }
       resolve();
     };
