@@ -1,5 +1,6 @@
 // The bounded fuzz run of `npm test`: every in-process target with 60,000 inputs and a small
-// live batch against real gateway/bridge/start processes (in their own network namespace, so
+// live batch against real gateway (plain with the native front, --users, --workers 2,
+// --proxy-protocol with --metrics), bridge (plain, --users) and start processes (in their own network namespace, so
 // root and `ip netns`; with CI=true a missing capability fails instead of skipping). Same
 // checks as `npm run fuzz`: no property failure, no crash, no leak, every valid request served.
 import assert from 'node:assert/strict';
