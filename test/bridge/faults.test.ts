@@ -250,14 +250,19 @@ describe('faults', () => {
       };
       const measure = (r: Running): { fds: number; sockets: number; rss: number } => ({ fds: openFds(r.proc.pid!), sockets: openSockets(r.proc.pid!), rss: rssMiB(r.proc.pid!) });
       const back = async (r: Running, base: { fds: number; sockets: number; rss: number }, what: string): Promise<void> => {
+        const describe = (): string => `${JSON.stringify(measure(r))} against ${JSON.stringify(base)}`;
         await eventually(
           () => {
             const m = measure(r);
-            return m.sockets <= base.sockets && m.fds <= base.fds + PIPE_POOL_FDS && m.rss < base.rss + 32;
+            return m.sockets <= base.sockets && m.fds <= base.fds + PIPE_POOL_FDS;
           },
-          `${what}: back to the baseline`,
-          { timeoutMs: 20000, describe: () => `${JSON.stringify(measure(r))} against ${JSON.stringify(base)}` },
+          `${what}: descriptors back to the baseline`,
+          { timeoutMs: 20000, describe },
         );
+        // the tunnels' garbage goes when V8 collects it, which an idle process does on its own
+        // schedule (its memory reducer: seconds after the last allocations, not at once); a leak
+        // stays however long this waits
+        await eventually(() => measure(r).rss < base.rss + 32, `${what}: RSS back to the baseline`, { timeoutMs: 60000, describe });
       };
 
       for (const [path, port, n, procs] of [
