@@ -475,7 +475,7 @@ typedef struct front {
   int fd, rfd;            // client; remote while dialing (-1 before)
   listener_t *l;          // handshake only
   uint32_t lid, id;       // id: the tunnel's, from the dial on
-  uint8_t dialing, method_sent, eof, dead;
+  uint8_t method_sent, eof, dead;
   uint16_t len;           // bytes in buf
   uint64_t started, deadline, idle_ms;
   // dialing: the addresses in the order to try them, the attempts in flight (RFC 8305), the
@@ -1700,7 +1700,6 @@ static napi_value js_front_dial(napi_env env, napi_callback_info info) {
   f->fd = fd;
   f->rfd = -1;
   f->lid = lid;
-  f->dialing = 1;
   f->eof = eof;
   f->started = now_ms();
   f->deadline = f->started + (timeout > 0 ? (uint64_t)timeout : 10000);
