@@ -276,7 +276,7 @@ export class Gateway implements GatewayServices {
         this.frontGuard(m, conn, () => {
           if (e instanceof DualsocksError) return this.frontReject(m, conn, e);
           // a defect in the lookup: this client is told "general failure" (ERR_INTERNAL)
-          say(`dualsocks gateway: internal error serving ${joinHostPort(canonicalHost(m.peer), m.port)}, connection closed: ${e instanceof Error ? e.stack : String(e)}`);
+          sayInternal(m, e);
           this.frontReject(m, conn, new RequestError('ERR_INTERNAL', e instanceof Error ? e.message : String(e)));
         });
       },
@@ -291,7 +291,7 @@ export class Gateway implements GatewayServices {
     const failed = frontStep(m.fd, step);
     if (!failed) return;
     const e = failed.error;
-    say(`dualsocks gateway: internal error serving ${joinHostPort(canonicalHost(m.peer), m.port)}, connection closed: ${e instanceof Error ? e.stack : String(e)}`);
+    sayInternal(m, e);
     conn.finish('ERR_INTERNAL', { rep: REP.GENERAL_FAILURE, error: e instanceof Error ? e.message : String(e) });
   }
 
@@ -445,6 +445,11 @@ export class Gateway implements GatewayServices {
       clearTimeout(timer);
     }
   }
+}
+
+/** A defect while serving a front connection: its stack, once, on stderr. */
+function sayInternal(m: FrontRequest, e: unknown): void {
+  say(`dualsocks gateway: internal error serving ${joinHostPort(canonicalHost(m.peer), m.port)}, connection closed: ${e instanceof Error ? e.stack : String(e)}`);
 }
 
 /**
